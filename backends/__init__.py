@@ -1,0 +1,1 @@
+"""Built-in backends, one module each (looked up through indexer.registry)."""

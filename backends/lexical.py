@@ -1,0 +1,309 @@
+"""Zero-shot label matching: finds prefLabels and altLabels in the text.
+
+Every concept with a label in the project language can be suggested without
+training data. Candidates come from exact (stemmed) label phrases, compound
+word heads (Finnish, German, ...) and partial matches of multi-word labels;
+each gets features (occurrences, first position, spread, label type and
+length, idf-weighted coverage, training frequency) that a logistic model turns
+into a score. Untrained, hand-set weights are used; `train` fits the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from indexer.analyzer import get_analyzer
+from indexer.backend import LEXICAL, Backend
+from indexer.params import param
+from indexer.suggestion import SuggestionBatch
+
+COMPOUND_LANGUAGES = {"fi", "de", "sv", "nl", "da", "no", "nb", "nn", "et", "hu", "is"}
+FEATURES = (
+    "bias",
+    "exact",
+    "log_count",
+    "first_position",
+    "spread",
+    "pref_label",
+    "label_length",
+    "compound_only",
+    "coverage",
+    "prior",
+)
+# Weights used before training: exact matches of specific labels early in the
+# text score high; partial coverage alone scores low.
+DEFAULT_WEIGHTS = {
+    "bias": -4.0,
+    "exact": 1.5,
+    "log_count": 1.0,
+    "first_position": 1.0,
+    "spread": 0.5,
+    "pref_label": 0.3,
+    "label_length": 1.0,
+    "compound_only": -0.8,
+    "coverage": 1.5,
+    "prior": 0.0,
+}
+
+
+@dataclass
+class LexicalParams:
+    compounds: str = param(
+        "auto", "match labels as heads of compound words", choices=["auto", "yes", "no"]
+    )
+    compound_min_length: int = param(
+        5, "shortest label stem matched inside compounds", min=2
+    )
+    min_coverage: float = param(
+        0.6,
+        "idf-weighted share of a multi-word label's words that must occur",
+        min=0.0,
+        max=1.0,
+    )
+    candidates: int = param(100, "candidates kept per document", min=1)
+    regularisation: float = param(
+        1.0, "inverse regularisation strength C of the trained weights", min=1e-6
+    )
+
+
+@dataclass
+class _Match:
+    positions: list[int] = field(default_factory=list)
+    pref: bool = False
+    length: int = 0
+    exact: bool = False
+    compound_only: bool = True
+    coverage: float = 0.0
+
+
+class LexicalBackend(Backend):
+    """Label matching with learnable feature weights (kind: lexical)."""
+
+    name = "lexical"
+    kind = LEXICAL
+    Params = LexicalParams
+    needs_training = False
+
+    # -- index of the vocabulary's labels --------------------------------
+    def _build_index(self) -> None:
+        vocab = self.project.vocab
+        lang = self.project.language
+        analyzer = get_analyzer(lang)
+        languages = [lang] if vocab.has_language(lang) else vocab.languages
+        phrases: dict[tuple[str, ...], list[tuple[int, bool]]] = defaultdict(list)
+        deprecated = vocab.deprecated
+        for label_lang in languages:
+            pref, alt, _ = vocab.labels_in(label_lang)
+            for concept_id in range(len(vocab)):
+                if deprecated[concept_id]:
+                    continue
+                labels = ([(pref[concept_id], True)] if pref[concept_id] else []) + [
+                    (a, False) for a in alt[concept_id]
+                ]
+                for label, is_pref in labels:
+                    tokens = tuple(analyzer.tokens(label))
+                    if tokens:
+                        phrases[tokens].append((concept_id, is_pref))
+        self._phrases = dict(phrases)
+        self._lengths = sorted({len(t) for t in phrases})
+        self._heads = {
+            t[0]
+            for t in phrases
+            if len(t) == 1 and len(t[0]) >= self.params.compound_min_length
+        }
+        # multi-word labels as a sparse labels x terms matrix for partial matches
+        multi = [t for t in phrases if len(t) > 1]
+        terms: dict[str, int] = {}
+        rows, cols = [], []
+        for row, tokens in enumerate(multi):
+            for token in set(tokens):
+                rows.append(row)
+                cols.append(terms.setdefault(token, len(terms)))
+        matrix = sp.csr_matrix(
+            (np.ones(len(rows), np.float32), (rows, cols)),
+            shape=(len(multi), len(terms)),
+        )
+        df = np.asarray(matrix.sum(axis=0)).ravel()
+        self._term_idf = np.log1p(len(multi) / np.maximum(df, 1)).astype(np.float32)
+        weighted = matrix @ sp.diags(self._term_idf)
+        totals = np.asarray(weighted.sum(axis=1)).ravel()
+        totals[totals == 0] = 1
+        self._multi_weights = sp.csr_matrix(sp.diags(1 / totals) @ weighted).T.tocsr()
+        self._multi = multi
+        self._terms = terms
+        lang_code = lang.split("-")[0]
+        self._use_compounds = self.params.compounds == "yes" or (
+            self.params.compounds == "auto" and lang_code in COMPOUND_LANGUAGES
+        )
+
+    def _load(self, directory: Path | None, manifest: dict | None) -> None:
+        self._build_index()
+        self._weights = dict(DEFAULT_WEIGHTS)
+        self._prior = None
+        if directory is not None:
+            self._weights = json.loads((directory / "weights.json").read_text())
+            counts = self.seen_subjects()
+            if counts is not None:
+                self._prior = np.log1p(counts.astype(np.float32)) / math.log1p(
+                    max(int(counts.max()), 1)
+                )
+
+    # -- matching --------------------------------------------------------
+    def _matches(self, text: str) -> tuple[dict[int, _Match], int]:
+        tokens = get_analyzer(self.project.language).tokens(text)
+        matches: dict[int, _Match] = defaultdict(_Match)
+        for i in range(len(tokens)):
+            for length in self._lengths:
+                if i + length > len(tokens):
+                    break
+                for concept_id, is_pref in self._phrases.get(
+                    tuple(tokens[i : i + length]), ()
+                ):
+                    self._record(matches[concept_id], i, is_pref, length, exact=True)
+        if self._use_compounds:
+            min_len = self.params.compound_min_length
+            for i, token in enumerate(tokens):
+                for start in range(1, len(token) - min_len + 1):
+                    head = token[start:]
+                    if head in self._heads:
+                        for concept_id, is_pref in self._phrases[(head,)]:
+                            self._record(
+                                matches[concept_id], i, is_pref, 1, exact=False
+                            )
+                        break  # the longest head is the most specific
+        self._partial_matches(tokens, matches)
+        return matches, len(tokens)
+
+    @staticmethod
+    def _record(
+        match: _Match, position: int, is_pref: bool, length: int, exact: bool
+    ) -> None:
+        match.positions.append(position)
+        match.pref = match.pref or is_pref
+        match.length = max(match.length, length)
+        match.exact = match.exact or exact
+        match.compound_only = match.compound_only and not exact
+        match.coverage = 1.0
+
+    def _partial_matches(self, tokens: list[str], matches: dict[int, _Match]) -> None:
+        if not self._multi:
+            return
+        present = sorted({self._terms[t] for t in tokens if t in self._terms})
+        if len(present) < 2:
+            return
+        coverage = np.asarray(self._multi_weights[present].sum(axis=0)).ravel()
+        # a partial match needs two of the label's words, not one shared word
+        words = np.asarray((self._multi_weights[present] > 0).sum(axis=0)).ravel()
+        for row in np.flatnonzero(
+            (coverage >= max(self.params.min_coverage, 1e-6)) & (words >= 2)
+        ):
+            for concept_id, is_pref in self._phrases[self._multi[row]]:
+                match = matches[concept_id]
+                if match.coverage < coverage[row]:
+                    match.coverage = float(coverage[row])
+                    match.pref = match.pref or is_pref
+                    match.length = max(match.length, len(self._multi[row]))
+
+    def _features(self, text: str) -> tuple[list[int], np.ndarray]:
+        matches, n_tokens = self._matches(text)
+        ids = list(matches)
+        x = np.zeros((len(ids), len(FEATURES)), dtype=np.float32)
+        n = max(n_tokens, 1)
+        for row, concept_id in enumerate(ids):
+            m = matches[concept_id]
+            first = min(m.positions) if m.positions else n
+            last = max(m.positions) if m.positions else n
+            x[row] = (
+                1.0,
+                float(m.exact),
+                math.log1p(len(m.positions)),
+                1.0 - first / n,
+                (last - first) / n,
+                float(m.pref),
+                min(m.length, 4) / 4,
+                float(bool(m.positions) and m.compound_only),
+                m.coverage,
+                0.0 if self._prior is None else float(self._prior[concept_id]),
+            )
+        return ids, x
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        w = np.array([self._weights[name] for name in FEATURES], dtype=np.float32)
+        return 1 / (1 + np.exp(-(x @ w)))
+
+    def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
+        rows = []
+        for text in texts:
+            ids, x = self._features(text)
+            scores = self._score(x) if len(ids) else np.zeros(0, np.float32)
+            if len(ids) > self.params.candidates:
+                top = np.argsort(-scores)[: self.params.candidates]
+                ids, scores = [ids[i] for i in top], scores[top]
+            rows.append((ids, scores))
+        return SuggestionBatch.from_rows(rows, len(self.project.vocab))
+
+    # -- training --------------------------------------------------------
+    def _train(self, corpus, directory: Path, jobs: int) -> dict:
+        from sklearn.linear_model import LogisticRegression
+        from tqdm import tqdm
+
+        self._build_index()
+        self._weights = dict(DEFAULT_WEIGHTS)
+        counts = np.zeros(len(self.project.vocab), dtype=np.float32)
+        docs = [d for d in corpus if d.subjects]
+        for doc in docs:
+            counts[doc.subjects] += 1
+        # leave-one-out prior: a document's own subjects do not count for it
+        self._prior = None
+        features, targets = [], []
+        scale = math.log1p(max(int(counts.max()), 1))
+        for doc in tqdm(
+            docs, desc="Matching labels", unit=" docs", leave=False, disable=None
+        ):
+            ids, x = self._features(doc.text)
+            if not ids:
+                continue
+            gold = set(doc.subjects)
+            own = np.array([c in gold for c in ids], dtype=np.float32)
+            x[:, FEATURES.index("prior")] = np.log1p(counts[ids] - own) / scale
+            features.append(x)
+            targets.append(own)
+        if not features or len({t for y in targets for t in y.tolist()}) < 2:
+            weights = dict(DEFAULT_WEIGHTS)
+        else:
+            x, y = np.vstack(features), np.concatenate(targets)
+            model = LogisticRegression(
+                C=self.params.regularisation, fit_intercept=False, max_iter=1000
+            )
+            model.fit(x, y)
+            weights = dict(zip(FEATURES, map(float, model.coef_[0]), strict=True))
+        (directory / "weights.json").write_text(json.dumps(weights, indent=2))
+        return {"weights": weights, "candidates": int(sum(len(t) for t in targets))}
+
+    def explain(self, text: str, subjects) -> dict[int, dict]:
+        """The label text that matched each subject, and where."""
+        self._ensure_loaded()
+        matches, n_tokens = self._matches(text)
+        out = {}
+        for concept_id in subjects:
+            m = matches.get(concept_id)
+            if m is None:
+                continue
+            out[concept_id] = {
+                "source": "label match",
+                "occurrences": len(m.positions),
+                "first_position": (min(m.positions) / max(n_tokens, 1))
+                if m.positions
+                else None,
+                "exact": m.exact,
+                "compound": m.compound_only and bool(m.positions),
+                "coverage": round(m.coverage, 3),
+            }
+        return out

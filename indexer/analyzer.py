@@ -1,0 +1,101 @@
+"""Language-aware tokenisation and stemming (Snowball, works offline)."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+SNOWBALL = {
+    "ar": "arabic",
+    "ca": "catalan",
+    "da": "danish",
+    "de": "german",
+    "el": "greek",
+    "en": "english",
+    "es": "spanish",
+    "et": "estonian",
+    "eu": "basque",
+    "fi": "finnish",
+    "fr": "french",
+    "ga": "irish",
+    "hi": "hindi",
+    "hu": "hungarian",
+    "hy": "armenian",
+    "id": "indonesian",
+    "it": "italian",
+    "lt": "lithuanian",
+    "ne": "nepali",
+    "nl": "dutch",
+    "no": "norwegian",
+    "nb": "norwegian",
+    "nn": "norwegian",
+    "pt": "portuguese",
+    "ro": "romanian",
+    "ru": "russian",
+    "sr": "serbian",
+    "sv": "swedish",
+    "ta": "tamil",
+    "tr": "turkish",
+    "yi": "yiddish",
+}
+# Snowball leaves some case endings of agglutinative languages half removed
+# (Finnish "arkeologian" -> "arkeologia" but "arkeologia" -> "arkeolog");
+# trimming final vowels after stemming makes both sides meet.
+TRIM_FINAL_VOWELS = {"fi", "et"}
+FINAL_VOWELS = "aeiouyäöõü"
+TOKEN = re.compile(r"\w+(?:[-']\w+)*", re.UNICODE)
+
+
+class Analyzer:
+    """Splits text into lower-cased, stemmed tokens for one language."""
+
+    def __init__(self, language: str, stem: bool = True, min_length: int = 2):
+        self.language = language
+        self.min_length = min_length
+        self._stem = _stemmer(language) if stem else None
+        self._trim = stem and language.split("-")[0].lower() in TRIM_FINAL_VOWELS
+        self._cache: dict[str, str] = {}
+
+    def words(self, text: str) -> list[str]:
+        """Lower-cased word tokens, hyphenated words split into their parts too."""
+        words = []
+        for match in TOKEN.finditer(text.lower()):
+            word = match.group()
+            if "-" in word or "'" in word:
+                words.extend(p for p in re.split(r"[-']", word) if p)
+            else:
+                words.append(word)
+        return [w for w in words if len(w) >= self.min_length or w.isdigit()]
+
+    def stem(self, word: str) -> str:
+        stem = self._cache.get(word)
+        if stem is None:
+            stem = self._stem(word) if self._stem else word
+            if self._trim and len(stem) > 4:
+                stem = stem[:3] + stem[3:].rstrip(FINAL_VOWELS)
+            if len(self._cache) < 500_000:
+                self._cache[word] = stem
+        return stem
+
+    def tokens(self, text: str) -> list[str]:
+        """Stemmed tokens of `text` in order."""
+        return [self.stem(w) for w in self.words(text)]
+
+    def __call__(self, text: str) -> list[str]:
+        return self.tokens(text)
+
+
+@cache
+def _stemmer(language: str):
+    import snowballstemmer
+
+    name = SNOWBALL.get(language.split("-")[0].lower())
+    if name is None or name not in snowballstemmer.algorithms():
+        return None
+    return snowballstemmer.stemmer(name).stemWord
+
+
+@cache
+def get_analyzer(language: str, stem: bool = True) -> Analyzer:
+    """A shared analyzer per language (its stem cache is reused)."""
+    return Analyzer(language, stem)

@@ -1,0 +1,225 @@
+"""The backend contract: what every backend implements and what the base class checks.
+
+A backend declares its `name`, `kind` and a `Params` dataclass, then implements
+`_train(corpus, directory, jobs)`, `_load(directory, manifest)` and
+`_suggest_batch(texts)`. The public `train` and `suggest_batch` are the base
+class's: they validate state, save atomically and call the hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from indexer.errors import InputError, NotTrainedError
+from indexer.params import NoParams, parse_params
+from indexer.storage import (
+    atomic_directory,
+    load_arrays,
+    read_manifest,
+    save_arrays,
+    write_manifest,
+)
+from indexer.suggestion import SuggestionBatch
+
+if TYPE_CHECKING:
+    from indexer.corpus import Corpus
+    from indexer.project import Project
+
+ASSOCIATIVE = "associative"
+LEXICAL = "lexical"
+ENSEMBLE = "ensemble"
+KINDS = (ASSOCIATIVE, LEXICAL, ENSEMBLE)
+
+
+class Backend:
+    """Base class of all backends (the plugin contract)."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ASSOCIATIVE
+    Params: ClassVar[type] = NoParams
+    model_format: ClassVar[int] = 1
+    #: lexical backends can suggest before any training
+    needs_training: ClassVar[bool] = True
+
+    def __init__(self, project: Project, params: dict[str, Any] | None = None):
+        # No work here: listing projects must stay instant.
+        self.project = project
+        self.params = parse_params(
+            self.Params, dict(params or {}), f"Project '{project.id}'"
+        )
+        self._lock = threading.RLock()
+        self._loaded = False
+        self._manifest: dict | None = None
+
+    # -- state -----------------------------------------------------------
+    @property
+    def model_dir(self) -> Path:
+        return self.project.model_dir
+
+    @property
+    def manifest(self) -> dict | None:
+        manifest = read_manifest(self.model_dir)
+        if manifest and manifest.get("backend") == self.name:
+            return manifest
+        return None
+
+    @property
+    def is_trained(self) -> bool:
+        manifest = self.manifest
+        return bool(manifest) and manifest.get("format") == self.model_format
+
+    def seen_subjects(self) -> np.ndarray | None:
+        """Training frequency of every subject, or None when untrained."""
+        path = self.model_dir / "subjects.npz"
+        if not path.is_file():
+            return None
+        return load_arrays(path)["counts"]
+
+    # -- training --------------------------------------------------------
+    def train(self, corpus: Corpus, jobs: int = 1) -> dict:
+        """Train on `corpus` and replace the saved model atomically."""
+        counts = self._count_subjects(corpus)
+        started = time.perf_counter()
+        with atomic_directory(self.model_dir) as directory:
+            info = self._train(corpus, directory, jobs) or {}
+            save_arrays(directory / "subjects.npz", {"counts": counts})
+            write_manifest(directory, self._manifest_for(corpus, counts, info))
+        with self._lock:
+            self._loaded = False
+        return {
+            "documents": int(corpus.stats.documents),
+            "seconds": time.perf_counter() - started,
+            **info,
+        }
+
+    def _count_subjects(self, corpus: Corpus) -> np.ndarray:
+        from tqdm import tqdm
+
+        counts = np.zeros(len(self.project.vocab), dtype=np.int64)
+        documents = 0
+        for doc in tqdm(
+            corpus, desc="Reading corpus", unit=" docs", leave=False, disable=None
+        ):
+            documents += 1
+            if doc.subjects:
+                np.add.at(counts, doc.subjects, 1)
+        if documents == 0:
+            raise InputError("The training corpus contains no documents")
+        if self.kind == ASSOCIATIVE and counts.sum() == 0:
+            raise InputError(
+                "No document of the training corpus has a subject of vocabulary "
+                f"'{self.project.vocab.vocab_id}'; check the subject URIs. "
+                + " ".join(corpus.stats.warnings())
+            )
+        return counts
+
+    def _manifest_for(self, corpus: Corpus, counts: np.ndarray, info: dict) -> dict:
+        return {
+            "backend": self.name,
+            "format": self.model_format,
+            "params": _jsonable(dataclasses.asdict(self.params)),
+            "vocab": self.project.vocab.vocab_id,
+            "vocab_size": len(self.project.vocab),
+            "language": self.project.language,
+            "corpus_digest": corpus.digest(),
+            "documents": int(corpus.stats.documents),
+            "subjects_seen": int((counts > 0).sum()),
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "info": _jsonable(info),
+        }
+
+    def _train(self, corpus: Corpus, directory: Path, jobs: int) -> dict | None:
+        """Fit the model and write it into `directory` (hook)."""
+        raise NotImplementedError
+
+    # -- suggesting ------------------------------------------------------
+    def suggest_batch(self, texts: Sequence[str]) -> SuggestionBatch:
+        """Scores of each text over the whole vocabulary (empty text: no scores)."""
+        n_subjects = len(self.project.vocab)
+        keep = [i for i, text in enumerate(texts) if text and text.strip()]
+        if not keep:
+            return SuggestionBatch.empty(len(texts), n_subjects)
+        self._ensure_loaded()
+        import scipy.sparse as sp
+
+        batch = self._suggest_batch([texts[i] for i in keep])
+        if batch.n_subjects < n_subjects:  # the vocabulary grew after training
+            matrix = batch.matrix.copy()
+            matrix.resize((len(keep), n_subjects))
+            batch = SuggestionBatch(matrix)
+        if len(keep) == len(texts):
+            return batch
+
+        placement = sp.csr_matrix(
+            (np.ones(len(keep), dtype=np.float32), (keep, np.arange(len(keep)))),
+            shape=(len(texts), len(keep)),
+        )
+        return SuggestionBatch(placement @ batch.matrix)
+
+    def _ensure_loaded(self) -> None:
+        with self._lock:
+            if self._loaded:
+                return
+            manifest = self.manifest
+            if manifest is None and self.needs_training:
+                raise NotTrainedError(
+                    f"Project '{self.project.id}' is not trained: run "
+                    f"`indexer train {self.project.id} CORPUS`"
+                )
+            if manifest is not None:
+                self._check_manifest(manifest)
+            self._load(self.model_dir if manifest else None, manifest)
+            self._manifest = manifest
+            self._loaded = True
+
+    def _check_manifest(self, manifest: dict) -> None:
+        if manifest.get("format") != self.model_format:
+            raise NotTrainedError(
+                f"Project '{self.project.id}' has a model in format "
+                f"{manifest.get('format')}, this version reads format "
+                f"{self.model_format}: "
+                f"retrain with `indexer train {self.project.id} CORPUS`"
+            )
+        if manifest.get("vocab") != self.project.vocab.vocab_id:
+            raise NotTrainedError(
+                f"Project '{self.project.id}' was trained with vocabulary "
+                f"'{manifest.get('vocab')}', but is configured with "
+                f"'{self.project.vocab.vocab_id}': retrain it"
+            )
+        if manifest.get("vocab_size", 0) > len(self.project.vocab):
+            raise NotTrainedError(
+                f"Vocabulary '{self.project.vocab.vocab_id}' shrank since project "
+                f"'{self.project.id}' was trained: reload the vocabulary or retrain"
+            )
+
+    def _load(self, directory: Path | None, manifest: dict | None) -> None:
+        """Read the model from `directory` (None: untrained lexical backend)."""
+
+    def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
+        """Score non-empty texts (hook)."""
+        raise NotImplementedError
+
+    def explain(self, text: str, subjects: Sequence[int]) -> dict[int, dict]:
+        """Why each of `subjects` was suggested for `text` (optional)."""
+        return {}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,164 @@
+"""projects.cfg (and projects.d/*.cfg) -> project and vocabulary settings.
+
+[indexer]              optional: data_dir = data
+[vocab:yso]            optional: where `load-vocab` finds the vocabulary
+source = yso.ttl
+[yso-fi]               a project
+language = fi
+vocab = yso
+backend = tfidf
+limit = 10             anything else is a backend parameter
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexer.errors import ConfigError, UsageError
+
+ENV_PROJECTS = "INDEXER_PROJECTS"
+ENV_DATA_DIR = "INDEXER_DATA_DIR"
+PROJECT_KEYS = ("name", "language", "vocab", "backend", "limit", "threshold", "access")
+ACCESS_LEVELS = ("public", "hidden", "private")
+
+
+@dataclass
+class VocabConfig:
+    """Where a vocabulary comes from (optional: `load-vocab` can name a file)."""
+
+    id: str
+    source: Path | None = None
+    language: str | None = None
+
+
+@dataclass
+class ProjectConfig:
+    """One project section, with its backend parameters still as strings."""
+
+    id: str
+    name: str
+    language: str
+    vocab: str
+    backend: str
+    limit: int = 10
+    threshold: float = 0.0
+    access: str = "public"
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    """Everything read from the configuration files."""
+
+    projects: dict[str, ProjectConfig]
+    vocabs: dict[str, VocabConfig]
+    data_dir: Path
+    sources: list[Path]
+
+
+def find_config_paths(explicit: str | os.PathLike | None = None) -> list[Path]:
+    """Config files from --projects, $INDEXER_PROJECTS, the current directory,
+    or the projects.cfg next to the installed package (editable installs)."""
+    candidates = [explicit, os.environ.get(ENV_PROJECTS)]
+    for candidate in candidates:
+        if candidate:
+            path = Path(candidate)
+            if not path.exists():
+                raise UsageError(f"Project configuration '{path}' does not exist")
+            return _expand(path)
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        paths = _expand(base)
+        if paths:
+            return paths
+    return []
+
+
+def _expand(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        paths = [path / "projects.cfg"] if (path / "projects.cfg").is_file() else []
+        paths += (
+            sorted((path / "projects.d").glob("*.cfg"))
+            if (path / "projects.d").is_dir()
+            else []
+        )
+        if not paths and path.name == "projects.d":
+            paths = sorted(path.glob("*.cfg"))
+        return paths
+    return []
+
+
+def load_config(explicit: str | os.PathLike | None = None) -> Config:
+    """Read and validate all project configuration."""
+    paths = find_config_paths(explicit)
+    parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
+    parser.optionxform = str  # keep key case for error messages
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                parser.read_file(f, source=str(path))
+        except configparser.Error as exc:
+            raise ConfigError(
+                f"Cannot read {path}: {' '.join(str(exc).split())}"
+            ) from None
+    base = paths[0].parent if paths else Path.cwd()
+    data_dir = Path(
+        os.environ.get(ENV_DATA_DIR)
+        or parser.get("indexer", "data_dir", fallback="data")
+    )
+    if not data_dir.is_absolute():
+        data_dir = base / data_dir
+    vocabs, projects = {}, {}
+    for section in parser.sections():
+        values = dict(parser.items(section))
+        if section == "indexer":
+            continue
+        if section.startswith("vocab:"):
+            vocab_id = section.partition(":")[2].strip()
+            source = values.get("source")
+            vocabs[vocab_id] = VocabConfig(
+                vocab_id,
+                (base / source)
+                if source and not Path(source).is_absolute()
+                else (Path(source) if source else None),
+                values.get("language"),
+            )
+        else:
+            projects[section] = _project(section, values)
+    return Config(projects, vocabs, data_dir, paths)
+
+
+def _project(project_id: str, values: dict[str, str]) -> ProjectConfig:
+    where = f"Project '{project_id}'"
+    for key in ("language", "vocab", "backend"):
+        if not values.get(key):
+            raise ConfigError(f"{where}: the required setting '{key}' is missing")
+    access = values.get("access", "public").strip()
+    if access not in ACCESS_LEVELS:
+        raise ConfigError(
+            f"{where}: access is '{access}'; valid choices: {', '.join(ACCESS_LEVELS)}"
+        )
+    try:
+        limit = int(values.get("limit", 10))
+        threshold = float(values.get("threshold", 0.0))
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}: limit must be an integer and threshold a number ({exc})"
+        ) from None
+    if limit < 1 or not 0.0 <= threshold <= 1.0:
+        raise ConfigError(f"{where}: limit must be >= 1 and threshold between 0 and 1")
+    return ProjectConfig(
+        id=project_id,
+        name=values.get("name", project_id),
+        language=values["language"].strip(),
+        vocab=values["vocab"].strip(),
+        backend=values["backend"].strip(),
+        limit=limit,
+        threshold=threshold,
+        access=access,
+        params={k: v for k, v in values.items() if k not in PROJECT_KEYS},
+    )

@@ -1,0 +1,376 @@
+"""Documents and subject sets, and streaming readers for every corpus format.
+
+Formats, chosen by path:
+- directory: full texts, `ID.txt` with `ID.tsv` (`<uri><TAB>label`) or `ID.key`
+- `.tsv`: Annif short-text, `text<TAB><uri> <uri>` (brackets optional)
+- `.csv`: a header with `text` and `subjects`/`uris` or `labels`, or the
+  LLM-platform columns `input,expected_output`
+- `.jsonl`: `{"text", "subjects"|"uris"|"labels", "id", ...}` or the
+  LLM-platform records `{"prompt", "completion": {"Label": 1, ...}}`
+Any file may be gzip-compressed (`.gz`). Nothing is read before iteration.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexer.errors import InputError
+
+csv.field_size_limit(sys.maxsize)
+
+TEXT_COLUMNS = ("text", "content", "body", "input", "prompt")
+URI_COLUMNS = ("subjects", "uris", "subject_uris")
+LABEL_COLUMNS = ("labels", "subject_labels")
+SEPARATORS = re.compile(r"[|;]")
+
+
+@dataclass
+class RawDocument:
+    """A document as read from a corpus, subjects not yet matched to a vocabulary."""
+
+    text: str
+    uris: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    id: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Document:
+    """A document with its subjects as vocabulary ids."""
+
+    text: str
+    subjects: list[int]
+    id: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class CorpusStats:
+    """What reading a corpus found: unknown subject references are never hidden."""
+
+    documents: int = 0
+    without_subjects: int = 0
+    subject_refs: int = 0
+    unknown: Counter = field(default_factory=Counter)
+
+    def warnings(self) -> list[str]:
+        out = []
+        if self.unknown:
+            examples = ", ".join(s for s, _ in self.unknown.most_common(5))
+            total = sum(self.unknown.values())
+            out.append(
+                f"{total} subject references ({len(self.unknown)} distinct) are not "
+                f"in the vocabulary and were ignored, e.g. {examples}"
+            )
+        if self.without_subjects:
+            out.append(f"{self.without_subjects} documents have no known subjects")
+        return out
+
+
+class Corpus:
+    """Documents from one or more paths, subjects resolved against a vocabulary.
+
+    Re-iterable: every iteration streams the files again, so a corpus larger
+    than memory can be used by multi-pass training.
+    """
+
+    def __init__(self, paths: Iterable[Path], vocab, language: str):
+        self.paths = [Path(p) for p in paths]
+        for path in self.paths:
+            if not path.exists():
+                raise InputError(f"Corpus '{path}' does not exist")
+        self.vocab = vocab
+        self.language = language
+        self.stats = CorpusStats()
+
+    def __iter__(self) -> Iterator[Document]:
+        self.stats = CorpusStats()
+        resolver = SubjectResolver(self.vocab, self.language)
+        for path in self.paths:
+            for raw in read_documents(path):
+                subjects = resolver.resolve(raw, self.stats)
+                self.stats.documents += 1
+                self.stats.subject_refs += len(raw.uris) + len(raw.labels)
+                if not subjects:
+                    self.stats.without_subjects += 1
+                yield Document(raw.text, subjects, raw.id, raw.metadata)
+
+    def batches(self, size: int) -> Iterator[list[Document]]:
+        yield from batched(self, size)
+
+    def digest(self) -> str:
+        """A content digest of the corpus files (recorded in model manifests)."""
+        sha = hashlib.sha256()
+        for path in self.paths:
+            files = sorted(path.iterdir()) if path.is_dir() else [path]
+            for file in files:
+                sha.update(file.name.encode())
+                if path.is_dir():
+                    sha.update(str(file.stat().st_size).encode())
+                else:
+                    with open(file, "rb") as f:
+                        for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                            sha.update(chunk)
+        return sha.hexdigest()[:16]
+
+
+class SubjectResolver:
+    """Maps URIs and labels to vocabulary ids (labels case-insensitively)."""
+
+    def __init__(self, vocab, language: str):
+        self.vocab = vocab
+        self.language = language
+        self._by_label: dict[str, int] | None = None
+
+    def _label_index(self) -> dict[str, int]:
+        if self._by_label is None:
+            index: dict[str, int] = {}
+            languages = [self.language] + [
+                x for x in self.vocab.languages if x != self.language
+            ]
+            for lang in reversed(languages):  # the project language wins
+                pref, alt, _ = self.vocab.labels_in(lang)
+                for i, labels in enumerate(alt):
+                    for label in labels:
+                        index[label.casefold()] = i
+                for i, label in enumerate(pref):
+                    if label:
+                        index[label.casefold()] = i
+            self._by_label = index
+        return self._by_label
+
+    def resolve(self, raw: RawDocument, stats: CorpusStats) -> list[int]:
+        found: dict[int, None] = {}
+        for uri in raw.uris:
+            concept_id = self.vocab.id_of(uri)
+            if concept_id is None:
+                stats.unknown[uri] += 1
+            else:
+                found[concept_id] = None
+        for label in raw.labels:
+            concept_id = self.vocab.id_of(label) if "://" in label else None
+            if concept_id is None:
+                concept_id = self._label_index().get(label.strip().casefold())
+            if concept_id is None:
+                stats.unknown[label] += 1
+            else:
+                found[concept_id] = None
+        return list(found)
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# -- readers ---------------------------------------------------------------
+
+
+def read_documents(path: Path) -> Iterator[RawDocument]:
+    """Stream the documents of one corpus path, whatever its format."""
+    path = Path(path)
+    if path.is_dir():
+        yield from _read_fulltext_dir(path)
+        return
+    suffixes = [s.lower() for s in path.suffixes]
+    kind = (
+        suffixes[-2]
+        if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1
+        else (suffixes[-1] if suffixes else "")
+    )
+    readers = {
+        ".tsv": _read_tsv,
+        ".txt": _read_tsv,
+        ".csv": _read_csv,
+        ".jsonl": _read_jsonl,
+        ".ndjson": _read_jsonl,
+    }
+    if kind not in readers:
+        raise InputError(
+            f"Cannot tell the corpus format of '{path.name}': use a directory of "
+            ".txt files or a .tsv, .csv or .jsonl file (optionally .gz)"
+        )
+    yield from readers[kind](path)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
+    return open(path, encoding="utf-8", errors="replace", newline="")
+
+
+def _strip(uri: str) -> str:
+    uri = uri.strip()
+    return uri[1:-1] if uri.startswith("<") and uri.endswith(">") else uri
+
+
+def _read_tsv(path: Path) -> Iterator[RawDocument]:
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            text, _, subjects = line.partition("\t")
+            uris = [_strip(u) for u in subjects.split()]
+            yield RawDocument(text, uris=uris, id=f"{path.name}:{lineno}")
+
+
+def _read_fulltext_dir(path: Path) -> Iterator[RawDocument]:
+    texts = sorted(path.glob("*.txt"))
+    if not texts:
+        raise InputError(f"Directory '{path}' contains no .txt documents")
+    for txt in texts:
+        doc = RawDocument(
+            txt.read_text(encoding="utf-8", errors="replace"), id=txt.stem
+        )
+        for ext in (".tsv", ".key"):
+            subject_file = txt.with_suffix(ext)
+            if subject_file.is_file():
+                _read_subject_file(subject_file, doc)
+                break
+        yield doc
+
+
+def _read_subject_file(path: Path, doc: RawDocument) -> None:
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        first = line.split("\t", 1)[0].strip()
+        if not first:
+            continue
+        if first.startswith("<") or "://" in first:
+            doc.uris.append(_strip(first))
+        else:
+            doc.labels.append(first)
+
+
+def _read_csv(path: Path) -> Iterator[RawDocument]:
+    with _open_text(path) as f:
+        reader = csv.DictReader(f)
+        columns = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+        if "input" in columns and "expected_output" in columns:
+            for n, row in enumerate(reader, start=1):
+                expected = row[columns["expected_output"]]
+                yield RawDocument(
+                    row[columns["input"]] or "",
+                    labels=_completion_labels(expected, f"{path.name}:{n + 1}"),
+                    id=f"{path.name}:{n + 1}",
+                )
+            return
+        text_column = next((columns[c] for c in TEXT_COLUMNS if c in columns), None)
+        if text_column is None:
+            raise InputError(
+                f"'{path.name}' needs a text column: one of {', '.join(TEXT_COLUMNS)}"
+            )
+        uri_column = next((columns[c] for c in URI_COLUMNS if c in columns), None)
+        label_column = next((columns[c] for c in LABEL_COLUMNS if c in columns), None)
+        used = {text_column, uri_column, label_column, columns.get("id")}
+        for n, row in enumerate(reader, start=1):
+            yield RawDocument(
+                row[text_column] or "",
+                uris=[_strip(u) for u in (row[uri_column] or "").split()]
+                if uri_column
+                else [],
+                labels=_split_labels(row[label_column] or "") if label_column else [],
+                id=row.get(columns.get("id", ""), None) or f"{path.name}:{n + 1}",
+                metadata={k: v for k, v in row.items() if k not in used and v},
+            )
+
+
+def _split_labels(value: str) -> list[str]:
+    return [x.strip() for x in SEPARATORS.split(value) if x.strip()]
+
+
+def _completion_labels(completion, where: str) -> list[str]:
+    """Positive labels of an LLM-platform completion: {"Label": 1, "Other": 0}."""
+    if isinstance(completion, str):
+        try:
+            completion = json.loads(completion)
+        except json.JSONDecodeError:
+            return _split_labels(completion)
+    if isinstance(completion, dict):
+        return [
+            str(k) for k, v in completion.items() if v in (1, True, "1", "true", 1.0)
+        ]
+    if isinstance(completion, list):
+        return [str(x) for x in completion]
+    raise InputError(f"{where}: completion must be an object of label: 0/1")
+
+
+def _read_jsonl(path: Path) -> Iterator[RawDocument]:
+    with _open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path.name}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}: invalid JSON ({exc.msg})") from None
+            if not isinstance(record, dict):
+                raise InputError(f"{where}: each line must be a JSON object")
+            if "prompt" in record and "completion" in record:
+                yield RawDocument(
+                    str(record["prompt"]),
+                    labels=_completion_labels(record["completion"], where),
+                    id=str(record.get("id", where)),
+                )
+                continue
+            text_key = next((k for k in TEXT_COLUMNS if k in record), None)
+            if text_key is None:
+                raise InputError(
+                    f"{where}: no text field (one of {', '.join(TEXT_COLUMNS)})"
+                )
+            uris = next((record[k] for k in URI_COLUMNS if k in record), [])
+            labels = next((record[k] for k in LABEL_COLUMNS if k in record), [])
+            known = {text_key, "id", "metadata", *URI_COLUMNS, *LABEL_COLUMNS}
+            metadata = dict(record.get("metadata") or {})
+            metadata.update({k: v for k, v in record.items() if k not in known})
+            yield RawDocument(
+                str(record[text_key]),
+                uris=[_strip(u) for u in _as_list(uris)],
+                labels=_split_labels(labels)
+                if isinstance(labels, str)
+                else [str(x) for x in labels],
+                id=str(record.get("id", where)),
+                metadata=metadata,
+            )
+
+
+def _as_list(value) -> list[str]:
+    if isinstance(value, str):
+        return value.split()
+    return list(value or [])
+
+
+def decode_document(data: bytes, source: str = "the document") -> str:
+    """UTF-8 text of a single document, or a clear error for empty/binary input."""
+    if b"\x00" in data[:8192]:
+        raise InputError(
+            f"{source} looks binary (it contains NUL bytes): give plain UTF-8 text"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{source} is not UTF-8 text (invalid byte at position {exc.start}): "
+            "convert it first"
+        ) from None
+    if not text.strip():
+        raise InputError(f"{source} is empty: give some text to index")
+    return text

@@ -1,0 +1,125 @@
+"""TF-IDF document features with a JSON/npz representation (no pickle)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from indexer.analyzer import get_analyzer
+
+
+class TfidfFeatures:
+    """Stemmed word (and optionally word-bigram) TF-IDF, L2-normalised rows."""
+
+    def __init__(self, language: str, ngram: int = 1, sublinear_tf: bool = True):
+        self.language = language
+        self.ngram = ngram
+        self.sublinear_tf = sublinear_tf
+        self.terms: dict[str, int] = {}
+        self.idf = np.zeros(0, dtype=np.float32)
+
+    def _grams(self, text: str) -> list[str]:
+        tokens = get_analyzer(self.language).tokens(text)
+        if self.ngram >= 2:
+            tokens = tokens + [
+                f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)
+            ]
+        return tokens
+
+    def fit_transform(
+        self,
+        texts: Iterable[str],
+        min_df: int = 1,
+        max_df: float = 1.0,
+        max_features: int | None = None,
+    ) -> sp.csr_matrix:
+        """Learn the term list and idf from `texts` and return their vectors."""
+        vocabulary: dict[str, int] = {}
+        rows = []
+        for text in texts:
+            counts = Counter(self._grams(text))
+            rows.append(
+                {
+                    vocabulary.setdefault(t, len(vocabulary)): c
+                    for t, c in counts.items()
+                }
+            )
+        counts = _rows_to_csr(rows, len(vocabulary))
+        df = np.bincount(counts.indices, minlength=len(vocabulary))
+        n_docs = max(counts.shape[0], 1)
+        keep = (df >= min_df) & (df <= max_df * n_docs)
+        if max_features and keep.sum() > max_features:
+            threshold = np.sort(df[keep])[-max_features]
+            keep &= df >= threshold
+        kept = np.flatnonzero(keep)
+        names = sorted(vocabulary, key=vocabulary.get)
+        self.terms = {names[old]: new for new, old in enumerate(kept)}
+        self.idf = (np.log((1 + n_docs) / (1 + df[kept])) + 1).astype(np.float32)
+        return self._weight(counts[:, kept])
+
+    def transform(self, texts: Iterable[str]) -> sp.csr_matrix:
+        rows = []
+        for text in texts:
+            counts = Counter(self._grams(text))
+            rows.append(
+                {self.terms[t]: c for t, c in counts.items() if t in self.terms}
+            )
+        return self._weight(_rows_to_csr(rows, len(self.terms)))
+
+    def _weight(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        m = counts.astype(np.float32)
+        if self.sublinear_tf:
+            m.data = 1 + np.log(m.data)
+        m = m @ sp.diags(self.idf)
+        return normalize_rows(m)
+
+    def save(self, directory: Path, prefix: str = "tfidf") -> None:
+        names = sorted(self.terms, key=self.terms.get)
+        meta = {
+            "language": self.language,
+            "ngram": self.ngram,
+            "sublinear_tf": self.sublinear_tf,
+        }
+        (directory / f"{prefix}-terms.json").write_text(
+            json.dumps({"meta": meta, "terms": names}, ensure_ascii=False)
+        )
+        np.save(directory / f"{prefix}-idf.npy", self.idf)
+
+    @classmethod
+    def load(cls, directory: Path, prefix: str = "tfidf") -> TfidfFeatures:
+        data = json.loads((directory / f"{prefix}-terms.json").read_text())
+        features = cls(**data["meta"])
+        features.terms = {t: i for i, t in enumerate(data["terms"])}
+        features.idf = np.load(directory / f"{prefix}-idf.npy", allow_pickle=False)
+        return features
+
+
+def _rows_to_csr(rows: list[dict[int, int]], n_cols: int) -> sp.csr_matrix:
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(r) for r in rows])
+    indices = np.fromiter(
+        (k for r in rows for k in r), dtype=np.int32, count=int(indptr[-1])
+    )
+    data = np.fromiter(
+        (v for r in rows for v in r.values()), dtype=np.float32, count=int(indptr[-1])
+    )
+    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), n_cols))
+
+
+def normalize_rows(m: sp.csr_matrix) -> sp.csr_matrix:
+    """L2-normalise the rows of a sparse matrix (zero rows stay zero)."""
+    m = sp.csr_matrix(m, dtype=np.float32)
+    norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+    norms[norms == 0] = 1
+    return sp.csr_matrix(sp.diags(1 / norms) @ m)
+
+
+def subject_matrix(subject_lists: list[list[int]], n_subjects: int) -> sp.csr_matrix:
+    """Binary documents x subjects matrix."""
+    rows = [dict.fromkeys(s, 1) for s in subject_lists]
+    return _rows_to_csr(rows, n_subjects)

@@ -1,0 +1,176 @@
+"""Projects: a vocabulary, a backend with its parameters, and where the model lives."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
+from pathlib import Path
+
+from indexer.config import Config, ProjectConfig, load_config
+from indexer.errors import ConfigError, NotFoundError, UsageError
+from indexer.registry import get_backend_class
+from indexer.storage import remove_directory
+from indexer.suggestion import SuggestionBatch
+from indexer.vocab import Vocabulary
+
+
+class Projects:
+    """All configured projects and vocabularies, loaded lazily."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.data_dir = config.data_dir
+        self._projects: dict[str, Project] = {}
+        self._vocabs: dict[str, Vocabulary] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_path(cls, path: str | Path | None = None) -> Projects:
+        return cls(load_config(path))
+
+    def ids(self) -> list[str]:
+        return list(self.config.projects)
+
+    def __iter__(self) -> Iterator[Project]:
+        return (self.get(project_id) for project_id in self.config.projects)
+
+    def get(self, project_id: str) -> Project:
+        """The project `project_id`, or an error listing the valid ids."""
+        with self._lock:
+            if project_id not in self._projects:
+                if project_id not in self.config.projects:
+                    known = ", ".join(self.config.projects) or "(none configured)"
+                    where = (
+                        ", ".join(map(str, self.config.sources))
+                        or "no projects.cfg found"
+                    )
+                    raise NotFoundError(
+                        f"No project '{project_id}'. Projects: {known} (from {where})"
+                    )
+                self._projects[project_id] = Project(
+                    self.config.projects[project_id], self
+                )
+            return self._projects[project_id]
+
+    def vocab_ids(self) -> list[str]:
+        loaded = [
+            p.name
+            for p in (self.data_dir / "vocabs").glob("[!.]*")
+            if (p / "vocab.json").exists()
+        ]
+        return sorted(set(loaded) | set(self.config.vocabs))
+
+    def vocab(self, vocab_id: str, autoload: bool = True) -> Vocabulary:
+        """The vocabulary `vocab_id`; loaded from its configured source on first use."""
+        with self._lock:
+            if vocab_id not in self._vocabs:
+                vocab = Vocabulary(vocab_id, self.data_dir / "vocabs" / vocab_id)
+                source = self.config.vocabs.get(vocab_id)
+                if autoload and not vocab.exists and source and source.source:
+                    print(
+                        f"Loading vocabulary '{vocab_id}' from {source.source}",
+                        file=sys.stderr,
+                    )
+                    vocab.load_file(source.source, source.language)
+                self._vocabs[vocab_id] = vocab
+            return self._vocabs[vocab_id]
+
+
+class Project:
+    """A configured project; nothing heavy happens until it is used."""
+
+    def __init__(self, config: ProjectConfig, projects: Projects):
+        self.config = config
+        self.projects = projects
+
+    id = property(lambda self: self.config.id)
+    name = property(lambda self: self.config.name)
+    language = property(lambda self: self.config.language)
+    limit = property(lambda self: self.config.limit)
+    threshold = property(lambda self: self.config.threshold)
+    access = property(lambda self: self.config.access)
+
+    @property
+    def backend_class(self) -> type:
+        return get_backend_class(self.config.backend)
+
+    @property
+    def kind(self) -> str:
+        return self.backend_class.kind
+
+    @cached_property
+    def backend(self):
+        """The backend instance (parameters are validated here)."""
+        return self.backend_class(self, self.config.params)
+
+    @property
+    def vocab(self) -> Vocabulary:
+        vocab = self.projects.vocab(self.config.vocab)
+        if not vocab.exists:
+            raise NotFoundError(
+                f"Vocabulary '{self.config.vocab}' of project '{self.id}' is not "
+                "loaded: "
+                f"run `indexer load-vocab {self.config.vocab} FILE`"
+            )
+        return vocab
+
+    @property
+    def model_dir(self) -> Path:
+        return self.projects.data_dir / "projects" / self.id / "model"
+
+    @property
+    def is_trained(self) -> bool:
+        return self.backend.is_trained
+
+    @property
+    def is_ready(self) -> bool:
+        """Can suggest now (trained, or a backend that needs no training)."""
+        return self.is_trained or not self.backend.needs_training
+
+    def corpus(self, paths: Iterable[str | Path]):
+        from indexer.corpus import Corpus
+
+        return Corpus(paths, self.vocab, self.language)
+
+    def train(self, paths: Sequence[str | Path], jobs: int = 1) -> dict:
+        """Train the backend on the corpus at `paths`."""
+        if not paths:
+            raise UsageError("Give at least one training corpus")
+        corpus = self.corpus(paths)
+        info = self.backend.train(corpus, jobs=jobs)
+        info["warnings"] = corpus.stats.warnings()
+        return info
+
+    def suggest(
+        self,
+        texts: Sequence[str],
+        limit: int | None = None,
+        threshold: float | None = None,
+    ) -> SuggestionBatch:
+        """Suggestions for each text, filtered by limit and threshold."""
+        limit = self.limit if limit is None else limit
+        threshold = self.threshold if threshold is None else threshold
+        if limit < 1 or not 0.0 <= threshold <= 1.0:
+            raise UsageError("limit must be >= 1 and threshold between 0 and 1")
+        return self.backend.suggest_batch(list(texts)).filter(limit, threshold)
+
+    def seen_subjects(self):
+        """Training frequency per subject (None when the project was never trained)."""
+        return self.backend.seen_subjects()
+
+    def clear(self) -> bool:
+        """Remove the trained model; True if there was one."""
+        self.__dict__.pop("backend", None)
+        return remove_directory(self.model_dir)
+
+    def check(self) -> None:
+        """Raise a ConfigError when the project's settings are invalid."""
+        _ = self.backend
+        if self.config.vocab not in self.projects.vocab_ids():
+            raise ConfigError(
+                f"Project '{self.id}': vocabulary '{self.config.vocab}' is neither "
+                "loaded "
+                "nor configured with a [vocab:ID] source"
+            )

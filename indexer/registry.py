@@ -1,0 +1,51 @@
+"""Backend lookup: built-ins imported on first use, plus the `indexer.backends`
+entry-point group for third-party backends."""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+
+from indexer.errors import ConfigError, DependencyError
+
+BUILTIN = {
+    "dummy": "backends.dummy:DummyBackend",
+    "tfidf": "backends.tfidf:TfidfBackend",
+    "lexical": "backends.lexical:LexicalBackend",
+    "ensemble": "backends.ensemble:EnsembleBackend",
+}
+ENTRY_POINT_GROUP = "indexer.backends"
+
+
+@cache
+def _entry_points() -> dict[str, object]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def backend_names() -> list[str]:
+    """All backend names, built-in and installed."""
+    return sorted(set(BUILTIN) | set(_entry_points()))
+
+
+@cache
+def get_backend_class(name: str) -> type:
+    """Import and return the backend class registered as `name`."""
+    if name in BUILTIN:
+        module_name, _, class_name = BUILTIN[name].partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            raise DependencyError(
+                f"Backend '{name}' needs the Python package '{exc.name}': "
+                f"pip install {exc.name}"
+            ) from None
+        return getattr(module, class_name)
+    entry_point = _entry_points().get(name)
+    if entry_point is None:
+        raise ConfigError(
+            f"Unknown backend '{name}'. Available backends: "
+            f"{', '.join(backend_names())}"
+        )
+    return entry_point.load()

@@ -1,0 +1,205 @@
+"""Read vocabulary files (SKOS in any rdflib format, TSV/CSV) into records."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexer.errors import InputError
+
+UNTAGGED = "und"
+RDF_FORMATS = {
+    ".ttl": "turtle",
+    ".turtle": "turtle",
+    ".n3": "n3",
+    ".nt": "nt",
+    ".ntriples": "nt",
+    ".rdf": "xml",
+    ".xml": "xml",
+    ".owl": "xml",
+    ".jsonld": "json-ld",
+    ".json": "json-ld",
+    ".trig": "trig",
+    ".nq": "nquads",
+}
+TABLE_FORMATS = {".tsv": "\t", ".csv": ","}
+
+
+@dataclass
+class ConceptRecord:
+    """Everything a vocabulary keeps about one concept, keyed by language."""
+
+    uri: str
+    notation: str = ""
+    deprecated: bool = False
+    pref: dict[str, str] = field(default_factory=dict)
+    alt: dict[str, list[str]] = field(default_factory=dict)
+    note: dict[str, str] = field(default_factory=dict)
+    broader: list[str] = field(default_factory=list)
+    related: list[str] = field(default_factory=list)
+
+
+def read_vocabulary_file(
+    path: Path, language: str | None = None
+) -> list[ConceptRecord]:
+    """Parse a vocabulary file; the format is chosen by its extension (.gz allowed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Vocabulary file '{path}' does not exist")
+    suffix = _format_suffix(path)
+    if suffix in TABLE_FORMATS:
+        records = _read_table(path, TABLE_FORMATS[suffix], language)
+    elif suffix in RDF_FORMATS:
+        records = _read_rdf(path, RDF_FORMATS[suffix])
+    else:
+        known = ", ".join(sorted(set(RDF_FORMATS) | set(TABLE_FORMATS)))
+        raise InputError(
+            f"Cannot tell the format of '{path.name}': use one of the extensions "
+            f"{known}"
+        )
+    if not records:
+        raise InputError(f"Vocabulary file '{path}' contains no concepts")
+    return records
+
+
+def _format_suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.suffix.lower() == ".gz":
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    return path.read_bytes()
+
+
+def _read_rdf(path: Path, rdf_format: str) -> list[ConceptRecord]:
+    import rdflib
+    from rdflib.namespace import DCTERMS, OWL, RDF, SKOS
+
+    graph = rdflib.Graph()
+    try:
+        graph.parse(data=_read_bytes(path), format=rdf_format)
+    except Exception as exc:  # rdflib raises many parser-specific types
+        message = " ".join(str(exc).split())[:300]
+        raise InputError(f"Cannot parse '{path}' as {rdf_format}: {message}") from None
+
+    uris = {str(s) for s in graph.subjects(RDF.type, SKOS.Concept)}
+    if not uris:  # some vocabularies do not type their concepts
+        not_concepts = {
+            str(s)
+            for cls in (SKOS.ConceptScheme, SKOS.Collection, SKOS.OrderedCollection)
+            for s in graph.subjects(RDF.type, cls)
+        }
+        uris = {str(s) for s in graph.subjects(SKOS.prefLabel, None)} - not_concepts
+    records = {uri: ConceptRecord(uri) for uri in sorted(uris)}
+
+    def each(predicate):
+        for s, o in graph.subject_objects(predicate):
+            record = records.get(str(s))
+            if record is not None:
+                yield record, o
+
+    def lang(literal) -> str:
+        return getattr(literal, "language", None) or UNTAGGED
+
+    for record, o in each(SKOS.prefLabel):
+        record.pref.setdefault(lang(o), str(o))
+    for predicate in (SKOS.altLabel, SKOS.hiddenLabel):
+        for record, o in each(predicate):
+            record.alt.setdefault(lang(o), []).append(str(o))
+    for predicate in (SKOS.scopeNote, SKOS.definition):
+        for record, o in each(predicate):
+            record.note.setdefault(lang(o), str(o))
+    for record, o in each(SKOS.notation):
+        record.notation = record.notation or str(o)
+    for record, o in each(OWL.deprecated):
+        record.deprecated = record.deprecated or o.toPython() in (True, "true", "1")
+    for record, _ in each(DCTERMS.isReplacedBy):
+        record.deprecated = True
+    for record, o in each(SKOS.broader):
+        if str(o) in records:
+            record.broader.append(str(o))
+    for s, o in graph.subject_objects(SKOS.narrower):
+        child = records.get(str(o))
+        if child is not None and str(s) in records and str(s) not in child.broader:
+            child.broader.append(str(s))
+    for record, o in each(SKOS.related):
+        if str(o) in records:
+            record.related.append(str(o))
+    for record in records.values():
+        record.alt = {k: sorted(set(v)) for k, v in record.alt.items()}
+        record.broader.sort()
+        record.related = sorted(set(record.related))
+    return list(records.values())
+
+
+def _read_table(
+    path: Path, delimiter: str, language: str | None
+) -> list[ConceptRecord]:
+    text = _read_bytes(path).decode("utf-8-sig", errors="strict")
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        return []
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "uri" in header:
+        return _read_columns(path, header, rows[1:])
+    if not language:
+        raise InputError(
+            f"'{path.name}' has no header row: give the label language "
+            "(indexer load-vocab --language LANG ...)"
+        )
+    records = []
+    for lineno, row in enumerate(rows, start=1):
+        if len(row) < 2:
+            raise InputError(f"{path.name}:{lineno}: expected '<uri><TAB>label'")
+        records.append(ConceptRecord(_strip_brackets(row[0]), pref={language: row[1]}))
+    return records
+
+
+def _read_columns(
+    path: Path, header: list[str], rows: list[list[str]]
+) -> list[ConceptRecord]:
+    """Columns: uri, label_<lang>, altlabel_<lang> ('|'-separated), note_<lang>,
+    notation, broader and related (space-separated URIs), deprecated."""
+    records = []
+    for lineno, row in enumerate(rows, start=2):
+        cells = dict(zip(header, row, strict=False))
+        uri = _strip_brackets(cells.get("uri", ""))
+        if not uri:
+            raise InputError(f"{path.name}:{lineno}: empty 'uri' column")
+        record = ConceptRecord(uri, notation=cells.get("notation", "").strip())
+        record.deprecated = cells.get("deprecated", "").strip().lower() in ("1", "true")
+        for column, value in cells.items():
+            value = value.strip()
+            if not value or "_" not in column:
+                continue
+            kind, lang = column.rsplit("_", 1)
+            if kind in ("label", "preflabel"):
+                record.pref[lang] = value
+            elif kind in ("altlabel", "altlabels"):
+                record.alt[lang] = [v.strip() for v in value.split("|") if v.strip()]
+            elif kind in ("note", "scopenote"):
+                record.note[lang] = value
+        record.broader = [_strip_brackets(u) for u in cells.get("broader", "").split()]
+        record.related = [_strip_brackets(u) for u in cells.get("related", "").split()]
+        if not record.pref:
+            raise InputError(
+                f"{path.name}:{lineno}: no label: add a 'label_<lang>' column value"
+            )
+        records.append(record)
+    return records
+
+
+def _strip_brackets(uri: str) -> str:
+    uri = uri.strip()
+    if uri.startswith("<") and uri.endswith(">"):
+        uri = uri[1:-1]
+    return uri

@@ -1,0 +1,127 @@
+"""Model and vocabulary directories that are replaced atomically.
+
+`path` is a symbolic link to a versioned sibling directory. New content is
+written into a fresh directory and the link is swapped with one `rename`, so a
+crash or kill -9 at any moment leaves either the old or the new version whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+
+@contextmanager
+def atomic_directory(path: Path) -> Iterator[Path]:
+    """Yield an empty directory; on success it replaces `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
+    version = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}"
+    version.mkdir()
+    try:
+        yield version
+    except BaseException:
+        shutil.rmtree(version, ignore_errors=True)
+        raise
+    _swap(path, version)
+
+
+def _swap(path: Path, version: Path) -> None:
+    previous = path.resolve() if path.is_symlink() else None
+    if path.exists() and not path.is_symlink():  # a plain directory from elsewhere
+        path.rename(path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}")
+    link = path.parent / f".{path.name}.link-{uuid.uuid4().hex[:8]}"
+    os.symlink(version.name, link)
+    os.replace(link, path)
+    if previous is not None and previous != version.resolve():
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Drop directories of interrupted writes (never the one `path` points to)."""
+    current = path.resolve() if path.is_symlink() else None
+    for sibling in path.parent.glob(f".{path.name}.*"):
+        if current is not None and sibling.resolve() == current:
+            continue
+        if sibling.is_symlink() or sibling.is_file():
+            sibling.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def remove_directory(path: Path) -> bool:
+    """Delete `path` (link and target); True when something was there."""
+    path = Path(path)
+    found = path.exists() or path.is_symlink()
+    if path.is_symlink():
+        target = path.resolve()
+        path.unlink()
+        shutil.rmtree(target, ignore_errors=True)
+    elif path.exists():
+        shutil.rmtree(path)
+    if path.parent.exists():
+        _remove_leftovers(path)
+    return found
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    (Path(directory) / MANIFEST).write_text(
+        json.dumps(manifest, indent=2, sort_keys=True)
+    )
+
+
+def read_manifest(directory: Path) -> dict | None:
+    """The manifest of a model directory, or None when there is no complete model."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def save_arrays(path: Path, arrays: dict) -> None:
+    """Save numpy arrays and scipy sparse matrices to one npz file, without pickle."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    flat = {}
+    for name, value in arrays.items():
+        if sp.issparse(value):
+            value = value.tocsr()
+            flat[f"{name}.data"] = value.data
+            flat[f"{name}.indices"] = value.indices
+            flat[f"{name}.indptr"] = value.indptr
+            flat[f"{name}.shape"] = np.asarray(value.shape, dtype=np.int64)
+        else:
+            flat[name] = np.asarray(value)
+    np.savez(path, **flat)
+
+
+def load_arrays(path: Path) -> dict:
+    """Inverse of `save_arrays`."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    with np.load(path, allow_pickle=False) as npz:
+        flat = {key: npz[key] for key in npz.files}
+    arrays = {}
+    for key in list(flat):
+        if key.endswith(".shape"):
+            name = key[: -len(".shape")]
+            arrays[name] = sp.csr_matrix(
+                (
+                    flat.pop(f"{name}.data"),
+                    flat.pop(f"{name}.indices"),
+                    flat.pop(f"{name}.indptr"),
+                ),
+                shape=tuple(flat.pop(key)),
+            )
+    arrays.update(flat)
+    return arrays

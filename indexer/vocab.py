@@ -1,0 +1,297 @@
+"""A loaded vocabulary: compact on-disk index of concepts with stable integer ids."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from indexer.errors import InputError, NotFoundError
+from indexer.skos import UNTAGGED, ConceptRecord, read_vocabulary_file
+from indexer.storage import atomic_directory
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Concept:
+    """A read-only view of one concept in one language."""
+
+    id: int
+    uri: str
+    label: str
+    notation: str
+    alt_labels: list[str]
+    note: str
+    deprecated: bool
+    broader: list[int]
+    narrower: list[int]
+    related: list[int]
+
+
+class Vocabulary:
+    """A vocabulary stored under `data/vocabs/<id>/`, opened lazily per language.
+
+    Ids are positions in `uris.json`; reloading a changed source keeps every old
+    id (new concepts are appended, vanished ones stay as deprecated), so models
+    trained on an older version remain valid.
+    """
+
+    def __init__(self, vocab_id: str, path: Path):
+        self.vocab_id = vocab_id
+        self.path = Path(path)
+
+    # -- opening ---------------------------------------------------------
+    @property
+    def exists(self) -> bool:
+        return (self.path / "vocab.json").is_file()
+
+    @cached_property
+    def info(self) -> dict:
+        if not self.exists:
+            raise NotFoundError(
+                f"Vocabulary '{self.vocab_id}' is not loaded: run "
+                f"`indexer load-vocab {self.vocab_id} FILE`"
+            )
+        return json.loads((self.path / "vocab.json").read_text())
+
+    @cached_property
+    def uris(self) -> list[str]:
+        self.info  # noqa: B018 - raises the helpful error when not loaded
+        return json.loads((self.path / "uris.json").read_text())
+
+    @cached_property
+    def _ids(self) -> dict[str, int]:
+        return {uri: i for i, uri in enumerate(self.uris)}
+
+    @cached_property
+    def _arrays(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / "concepts.npz", allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+
+    def __len__(self) -> int:
+        return int(self.info["size"])
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.info["languages"])
+
+    @cached_property
+    def deprecated(self) -> np.ndarray:
+        """Boolean mask over ids."""
+        return self._arrays["deprecated"].astype(bool)
+
+    @cached_property
+    def notations(self) -> list[str]:
+        return json.loads((self.path / "notations.json").read_text())
+
+    def _language_file(self, lang: str) -> dict:
+        cache = self.__dict__.setdefault("_lang_cache", {})
+        if lang not in cache:
+            path = self.path / f"labels-{lang}.json"
+            cache[lang] = json.loads(path.read_text()) if path.is_file() else None
+        return cache[lang]
+
+    def has_language(self, lang: str) -> bool:
+        return lang in self.languages
+
+    # -- lookups ---------------------------------------------------------
+    def id_of(self, uri: str) -> int | None:
+        """The id of `uri` (angle brackets allowed), or None."""
+        uri = uri.strip()
+        if uri.startswith("<") and uri.endswith(">"):
+            uri = uri[1:-1]
+        return self._ids.get(uri)
+
+    def _fallbacks(self, lang: str) -> list[str]:
+        order = [lang, UNTAGGED, *self.languages]
+        return list(dict.fromkeys(x for x in order if x in self.languages))
+
+    def pref_labels(self, lang: str) -> list[str]:
+        """prefLabel of every id in `lang`, falling back to another language."""
+        cache = self.__dict__.setdefault("_pref_cache", {})
+        if lang not in cache:
+            labels: list[str | None] = [None] * len(self)
+            for fallback in self._fallbacks(lang):
+                table = self._language_file(fallback)["pref"]
+                labels = [
+                    a if a is not None else b
+                    for a, b in zip(labels, table, strict=True)
+                ]
+            cache[lang] = [
+                label if label is not None else uri
+                for label, uri in zip(labels, self.uris, strict=True)
+            ]
+        return cache[lang]
+
+    def label(self, concept_id: int, lang: str) -> str:
+        return self.pref_labels(lang)[concept_id]
+
+    def labels_in(
+        self, lang: str
+    ) -> tuple[list[str | None], list[list[str]], list[str | None]]:
+        """(prefLabels, altLabels, notes) in exactly `lang`, without fallback."""
+        table = self._language_file(lang) or {}
+        n = len(self)
+        return (
+            table.get("pref", [None] * n),
+            table.get("alt", [[] for _ in range(n)]),
+            table.get("note", [None] * n),
+        )
+
+    def relation(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (indptr, indices) of `broader`, `narrower` or `related`."""
+        return self._arrays[f"{name}_indptr"], self._arrays[f"{name}_indices"]
+
+    def _related_ids(self, name: str, concept_id: int) -> list[int]:
+        indptr, indices = self.relation(name)
+        return indices[indptr[concept_id] : indptr[concept_id + 1]].tolist()
+
+    def concept(self, concept_id: int, lang: str) -> Concept:
+        """Everything about one concept, labels in `lang` (with fallback)."""
+        pref, alt, note = self.labels_in(lang)
+        return Concept(
+            id=concept_id,
+            uri=self.uris[concept_id],
+            label=self.label(concept_id, lang),
+            notation=self.notations[concept_id],
+            alt_labels=list(alt[concept_id]),
+            note=note[concept_id] or "",
+            deprecated=bool(self.deprecated[concept_id]),
+            broader=self._related_ids("broader", concept_id),
+            narrower=self._related_ids("narrower", concept_id),
+            related=self._related_ids("related", concept_id),
+        )
+
+    def search(self, query: str, lang: str, limit: int = 20) -> list[int]:
+        """Ids whose pref or alt label in `lang` contains `query` (exact first)."""
+        query = query.casefold().strip()
+        pref, alt, _ = self.labels_in(lang)
+        exact, partial = [], []
+        for i, (p, a) in enumerate(zip(pref, alt, strict=True)):
+            names = [x.casefold() for x in ([p] if p else []) + a]
+            if query in names:
+                exact.append(i)
+            elif any(query in x for x in names):
+                partial.append(i)
+        return (exact + partial)[:limit]
+
+    # -- building --------------------------------------------------------
+    def load_file(self, source: Path, language: str | None = None) -> dict:
+        """Parse `source` and store it, keeping the ids of a previous version."""
+        started = time.perf_counter()
+        records = read_vocabulary_file(source, language)
+        old = self._old_records()
+        merged, added, removed = _merge_records(old, records)
+        with atomic_directory(self.path) as tmp:
+            _write_vocabulary(tmp, self.vocab_id, merged, Path(source).name)
+        for key in ("info", "uris", "_ids", "_arrays", "deprecated", "notations"):
+            self.__dict__.pop(key, None)
+        self.__dict__.pop("_lang_cache", None)
+        self.__dict__.pop("_pref_cache", None)
+        return {
+            "concepts": len(merged),
+            "added": added,
+            "removed": removed,
+            "languages": self.languages,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+
+    def _old_records(self) -> list[ConceptRecord]:
+        if not self.exists:
+            return []
+        records = []
+        broader_ptr, broader_idx = self.relation("broader")
+        related_ptr, related_idx = self.relation("related")
+        tables = {lang: self._language_file(lang) for lang in self.languages}
+        for i, uri in enumerate(self.uris):
+            record = ConceptRecord(uri, self.notations[i], bool(self.deprecated[i]))
+            for lang, table in tables.items():
+                if table["pref"][i] is not None:
+                    record.pref[lang] = table["pref"][i]
+                if table["alt"][i]:
+                    record.alt[lang] = table["alt"][i]
+                if table["note"][i] is not None:
+                    record.note[lang] = table["note"][i]
+            record.broader = [
+                self.uris[j] for j in broader_idx[broader_ptr[i] : broader_ptr[i + 1]]
+            ]
+            record.related = [
+                self.uris[j] for j in related_idx[related_ptr[i] : related_ptr[i + 1]]
+            ]
+            records.append(record)
+        return records
+
+
+def _merge_records(
+    old: list[ConceptRecord], new: list[ConceptRecord]
+) -> tuple[list[ConceptRecord], int, int]:
+    """Old ids first (vanished concepts kept, deprecated), then new concepts."""
+    by_uri = {}
+    for record in new:
+        if record.uri in by_uri:
+            raise InputError(f"Concept <{record.uri}> is defined twice")
+        by_uri[record.uri] = record
+    merged, removed = [], 0
+    for record in old:
+        if record.uri in by_uri:
+            merged.append(by_uri.pop(record.uri))
+        else:
+            record.deprecated = True
+            merged.append(record)
+            removed += 1
+    added = len(by_uri)
+    merged.extend(by_uri.values())
+    return merged, added, removed
+
+
+def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    indptr = np.zeros(len(lists) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(x) for x in lists])
+    flat = [j for x in lists for j in x]
+    return indptr, np.asarray(flat, dtype=np.int32)
+
+
+def _write_vocabulary(
+    tmp: Path, vocab_id: str, records: list[ConceptRecord], source: str
+) -> None:
+    ids = {r.uri: i for i, r in enumerate(records)}
+    languages = sorted({lang for r in records for lang in (*r.pref, *r.alt, *r.note)})
+    if not languages:
+        raise InputError("The vocabulary has concepts but no labels")
+    broader = [[ids[u] for u in r.broader if u in ids] for r in records]
+    narrower: list[list[int]] = [[] for _ in records]
+    for child, parents in enumerate(broader):
+        for parent in parents:
+            narrower[parent].append(child)
+    related = [[ids[u] for u in r.related if u in ids] for r in records]
+    arrays = {"deprecated": np.array([r.deprecated for r in records], dtype=np.uint8)}
+    for name, lists in (
+        ("broader", broader),
+        ("narrower", narrower),
+        ("related", related),
+    ):
+        arrays[f"{name}_indptr"], arrays[f"{name}_indices"] = _csr(lists)
+    np.savez(tmp / "concepts.npz", **arrays)
+    (tmp / "uris.json").write_text(json.dumps([r.uri for r in records]))
+    (tmp / "notations.json").write_text(json.dumps([r.notation for r in records]))
+    for lang in languages:
+        table = {
+            "pref": [r.pref.get(lang) for r in records],
+            "alt": [r.alt.get(lang, []) for r in records],
+            "note": [r.note.get(lang) for r in records],
+        }
+        (tmp / f"labels-{lang}.json").write_text(json.dumps(table, ensure_ascii=False))
+    info = {
+        "format": FORMAT_VERSION,
+        "id": vocab_id,
+        "size": len(records),
+        "languages": languages,
+        "source": source,
+        "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (tmp / "vocab.json").write_text(json.dumps(info, indent=2))

@@ -1,0 +1,79 @@
+"""The contract every registered backend must honour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.backend import KINDS
+from indexer.errors import ConfigError
+from indexer.registry import BUILTIN
+
+from ..conftest import DATA
+
+PROJECT_OF = {name: f"{name}-en" for name in BUILTIN}
+TEXTS = [
+    "Telescopes show stars and galaxies: astronomy for beginners",
+    "",
+    "Solar energy from photovoltaics on rooftops, and the physics behind it",
+]
+
+
+@pytest.fixture(params=sorted(BUILTIN))
+def project(request, projects):
+    project = projects.get(PROJECT_OF[request.param])
+    for source in _sources(project):
+        source.train([DATA / "tiny.tsv"])
+    return project
+
+
+def _sources(project):
+    if project.kind == "ensemble":
+        return [p for p, _ in project.backend.sources()]
+    return []
+
+
+def _train(project):
+    if project.kind == "ensemble":
+        with pytest.raises(ConfigError, match="nothing to train"):
+            project.train([DATA / "tiny.tsv"])
+    else:
+        project.train([DATA / "tiny.tsv"])
+
+
+def test_constructs_with_defaults_and_declares_kind(project):
+    assert project.backend.kind in KINDS
+    assert project.backend.name == project.config.backend
+
+
+def test_scores_are_in_unit_interval_and_limit_is_respected(project):
+    _train(project)
+    batch = project.suggest(TEXTS, limit=2)
+    assert len(batch) == 3
+    assert batch.n_subjects == len(project.vocab)
+    for row in batch:
+        assert len(row) <= 2
+        assert all(0.0 < s.score <= 1.0 for s in row)
+    assert batch.row(1) == []  # empty text, empty result
+    assert batch.row(0), "a clear astronomy text gets suggestions"
+
+
+def test_save_and_load_give_identical_suggestions(project):
+    _train(project)
+    before = project.backend.suggest_batch(TEXTS).matrix.toarray()
+    project.__dict__.pop("backend")  # a fresh backend reads the saved model
+    after = project.backend.suggest_batch(TEXTS).matrix.toarray()
+    np.testing.assert_array_equal(before, after)
+
+
+def test_training_writes_a_manifest_without_pickle(project):
+    _train(project)
+    if project.kind == "ensemble":
+        return
+    manifest = project.backend.manifest
+    assert manifest["backend"] == project.config.backend
+    assert manifest["vocab"] == "tiny" and manifest["documents"] == 10
+    files = [p.name for p in project.model_dir.iterdir()]
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
+    seen = project.seen_subjects()
+    assert seen is not None and seen.sum() == 14

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.errors import ConfigError, NotFoundError
+
+from ..conftest import DATA
+
+
+def test_weighted_mean_of_sources(projects):
+    projects.get("tfidf-en").train([DATA / "tiny.tsv"])
+    text = ["Telescopes and the history of astronomy"]
+    a = projects.get("tfidf-en").backend.suggest_batch(text).matrix.toarray()
+    b = projects.get("lexical-en").backend.suggest_batch(text).matrix.toarray()
+    fused = projects.get("ensemble-en").backend.suggest_batch(text).matrix.toarray()
+    np.testing.assert_allclose(fused, (2 * a + b) / 3, rtol=1e-6)
+
+
+def test_bad_sources(tmp_path):
+    from indexer.project import Projects
+
+    (tmp_path / "projects.cfg").write_text(
+        f"[vocab:tiny]\nsource = {DATA}/tiny.ttl\n"
+        "[e1]\nlanguage=en\nvocab=tiny\nbackend=ensemble\nsources = nothere:1\n"
+        "[e2]\nlanguage=en\nvocab=tiny\nbackend=ensemble\nsources = e2:x\n"
+        "[e3]\nlanguage=en\nvocab=tiny\nbackend=ensemble\n"
+    )
+    projects = Projects.from_path(tmp_path / "projects.cfg")
+    with pytest.raises(NotFoundError, match="No project 'nothere'"):
+        projects.get("e1").suggest(["text"])
+    with pytest.raises(ConfigError, match="weight of source 'e2' must be a number"):
+        projects.get("e2").suggest(["text"])
+    with pytest.raises(ConfigError, match="set 'sources'"):
+        projects.get("e3").suggest(["text"])

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from indexer.storage import (
+    atomic_directory,
+    load_arrays,
+    read_manifest,
+    remove_directory,
+    save_arrays,
+)
+
+from .conftest import DATA
+
+
+def test_atomic_directory_replaces_old_content(tmp_path):
+    target = tmp_path / "model"
+    with atomic_directory(target) as d:
+        (d / "a.txt").write_text("one")
+    with atomic_directory(target) as d:
+        (d / "a.txt").write_text("two")
+    assert (target / "a.txt").read_text() == "two"
+    assert len(list(tmp_path.iterdir())) == 2  # the link and one version
+
+
+def test_failed_write_keeps_the_old_version(tmp_path):
+    target = tmp_path / "model"
+    with atomic_directory(target) as d:
+        (d / "a.txt").write_text("one")
+    with pytest.raises(RuntimeError), atomic_directory(target) as d:
+        (d / "a.txt").write_text("half")
+        raise RuntimeError("interrupted")
+    assert (target / "a.txt").read_text() == "one"
+    assert remove_directory(target) and not target.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_arrays_round_trip_without_pickle(tmp_path):
+    m = sp.random(5, 7, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    save_arrays(tmp_path / "a.npz", {"m": m, "v": np.arange(3)})
+    loaded = load_arrays(tmp_path / "a.npz")
+    assert (loaded["m"] != m).nnz == 0
+    np.testing.assert_array_equal(loaded["v"], np.arange(3))
+
+
+SLOW_TRAIN = """
+import sys, time
+from pathlib import Path
+from backends.tfidf import TfidfBackend
+from indexer.project import Projects
+
+original = TfidfBackend._train
+def slow_train(self, corpus, directory, jobs):
+    info = original(self, corpus, directory, jobs)
+    Path(directory, "centroids.npz").write_bytes(b"half-written")
+    print("writing", flush=True)
+    time.sleep(60)
+    return info
+TfidfBackend._train = slow_train
+Projects.from_path(sys.argv[1]).get("tfidf-en").train([sys.argv[2]])
+"""
+
+
+def test_kill_during_training_leaves_the_previous_model_usable(workspace, projects):
+    project = projects.get("tfidf-en")
+    project.train([DATA / "tiny.tsv"])
+    before = project.suggest(["telescopes"]).matrix.toarray()
+    script = workspace / "slow.py"
+    script.write_text(textwrap.dedent(SLOW_TRAIN))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(workspace / "projects.cfg"),
+            str(DATA / "fulltext"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.getcwd(),
+    )
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.1)
+    project.__dict__.pop("backend")
+    assert read_manifest(project.model_dir)["documents"] == 10
+    np.testing.assert_array_equal(
+        project.suggest(["telescopes"]).matrix.toarray(), before
+    )
+    project.train([DATA / "fulltext"])  # the next training cleans up the leftovers
+    assert len(list(project.model_dir.parent.iterdir())) == 2

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.suggestion import SuggestionBatch
+
+
+def test_scores_are_clipped_into_unit_interval():
+    batch = SuggestionBatch.from_rows([([0, 1, 2], [1.5, -0.2, np.nan])], 4)
+    assert [(s.subject, s.score) for s in batch.row(0)] == [(0, 1.0)]
+
+
+def test_filter_by_limit_and_threshold():
+    batch = SuggestionBatch.from_dense(
+        np.array([[0.1, 0.9, 0.5, 0.7], [0.3, 0.0, 0.2, 0.0]])
+    )
+    top = batch.filter(limit=2, threshold=0.25)
+    assert [s.subject for s in top.row(0)] == [1, 3]
+    assert [s.subject for s in top.row(1)] == [0]
+
+
+def test_from_dense_keeps_the_best_per_row():
+    scores = np.array([[0.1, 0.2, 0.3, 0.4, 0.5]])
+    assert [s.subject for s in SuggestionBatch.from_dense(scores, limit=2).row(0)] == [
+        4,
+        3,
+    ]
+
+
+def test_ties_are_broken_by_subject_id():
+    batch = SuggestionBatch.from_rows([([3, 1, 2], [0.5, 0.5, 0.5])], 4)
+    assert [s.subject for s in batch.row(0)] == [1, 2, 3]
+    assert [s.subject for s in batch.filter(limit=2).row(0)] == [1, 2]
+
+
+def test_ranks_are_one_based_per_row():
+    batch = SuggestionBatch.from_rows([([0, 1], [0.2, 0.8]), ([2], [0.4])], 3)
+    rows, cols, scores, ranks = batch.ranks()
+    assert rows.tolist() == [0, 0, 1]
+    assert cols.tolist() == [1, 0, 2]
+    assert ranks.tolist() == [1, 2, 1]
+
+
+def test_vstack_and_empty():
+    empty = SuggestionBatch.empty(2, 3)
+    assert len(SuggestionBatch.vstack([empty, empty])) == 4
+    assert list(empty) == [[], []]
