@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import scipy.sparse as sp
 from indexer.analyzer import get_analyzer
 from indexer.backend import LEXICAL, Backend
 from indexer.params import param
+from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
 
 COMPOUND_LANGUAGES = {"fi", "de", "sv", "nl", "da", "no", "nb", "nn", "et", "hu", "is"}
@@ -36,6 +38,7 @@ FEATURES = (
     "compound_only",
     "coverage",
     "prior",
+    "match_precision",
 )
 # Weights used before training: exact matches of specific labels early in the
 # text score high; partial coverage alone scores low.
@@ -50,7 +53,11 @@ DEFAULT_WEIGHTS = {
     "compound_only": -0.8,
     "coverage": 1.5,
     "prior": 0.0,
+    "match_precision": 0.0,
 }
+# smoothing (pseudo-matches) of a concept's match precision learnt in training
+MATCH_PSEUDOCOUNT = 2.0
+QUALIFIER = re.compile(r"\s*\([^)]*\)")
 
 
 @dataclass
@@ -68,6 +75,11 @@ class LexicalParams:
         max=1.0,
     )
     candidates: int = param(100, "candidates kept per document", min=1)
+    use_prior: bool = param(
+        False,
+        "after training, favour subjects frequent in training (lowers the "
+        "recall of subjects unseen in training)",
+    )
     regularisation: float = param(
         1.0, "inverse regularisation strength C of the trained weights", min=1e-6
     )
@@ -108,9 +120,11 @@ class LexicalBackend(Backend):
                     (a, False) for a in alt[concept_id]
                 ]
                 for label, is_pref in labels:
-                    tokens = tuple(analyzer.tokens(label))
-                    if tokens:
-                        phrases[tokens].append((concept_id, is_pref))
+                    # "realism (art)" is also matched as "realism"
+                    for form in {label, QUALIFIER.sub("", label)}:
+                        tokens = tuple(analyzer.tokens(form))
+                        if tokens and (concept_id, is_pref) not in phrases[tokens]:
+                            phrases[tokens].append((concept_id, is_pref))
         self._phrases = dict(phrases)
         self._lengths = sorted({len(t) for t in phrases})
         self._heads = {
@@ -146,14 +160,18 @@ class LexicalBackend(Backend):
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
         self._build_index()
         self._weights = dict(DEFAULT_WEIGHTS)
-        self._prior = None
+        self._prior = self._match_precision = None
         if directory is not None:
             self._weights = json.loads((directory / "weights.json").read_text())
             counts = self.seen_subjects()
-            if counts is not None:
+            if counts is not None and self.params.use_prior:
                 self._prior = np.log1p(counts.astype(np.float32)) / math.log1p(
                     max(int(counts.max()), 1)
                 )
+            stats = load_arrays(directory / "match_stats.npz")
+            self._match_precision = _smoothed_precision(
+                stats["hits"], stats["matched"], float(stats["base_rate"])
+            )
 
     # -- matching --------------------------------------------------------
     def _matches(self, text: str) -> tuple[dict[int, _Match], int]:
@@ -231,6 +249,9 @@ class LexicalBackend(Backend):
                 float(bool(m.positions) and m.compound_only),
                 m.coverage,
                 0.0 if self._prior is None else float(self._prior[concept_id]),
+                0.0
+                if self._match_precision is None
+                else float(self._match_precision[concept_id]),
             )
         return ids, x
 
@@ -251,41 +272,61 @@ class LexicalBackend(Backend):
 
     # -- training --------------------------------------------------------
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
-        from sklearn.linear_model import LogisticRegression
         from tqdm import tqdm
 
         self._build_index()
         self._weights = dict(DEFAULT_WEIGHTS)
-        counts = np.zeros(len(self.project.vocab), dtype=np.float32)
-        docs = [d for d in corpus if d.subjects]
+        self._prior = self._match_precision = None
+        n = len(self.project.vocab)
+        counts, matched, hits = (np.zeros(n, np.float32) for _ in range(3))
+        examples = []
+        docs = tqdm(
+            corpus, desc="Matching labels", unit=" docs", leave=False, disable=None
+        )
         for doc in docs:
-            counts[doc.subjects] += 1
-        # leave-one-out prior: a document's own subjects do not count for it
-        self._prior = None
-        features, targets = [], []
-        scale = math.log1p(max(int(counts.max()), 1))
-        for doc in tqdm(
-            docs, desc="Matching labels", unit=" docs", leave=False, disable=None
-        ):
-            ids, x = self._features(doc.text)
-            if not ids:
+            if not doc.subjects:
                 continue
+            counts[doc.subjects] += 1
+            ids, x = self._features(doc.text)
             gold = set(doc.subjects)
             own = np.array([c in gold for c in ids], dtype=np.float32)
-            x[:, FEATURES.index("prior")] = np.log1p(counts[ids] - own) / scale
-            features.append(x)
-            targets.append(own)
-        if not features or len({t for y in targets for t in y.tolist()}) < 2:
-            weights = dict(DEFAULT_WEIGHTS)
-        else:
-            x, y = np.vstack(features), np.concatenate(targets)
-            model = LogisticRegression(
-                C=self.params.regularisation, fit_intercept=False, max_iter=1000
-            )
-            model.fit(x, y)
-            weights = dict(zip(FEATURES, map(float, model.coef_[0]), strict=True))
+            matched[ids] += 1
+            hits[ids] += own
+            examples.append((ids, x, own))
+        base_rate = float(hits.sum() / max(matched.sum(), 1))
+        weights = self._fit_weights(examples, counts, matched, hits, base_rate)
         (directory / "weights.json").write_text(json.dumps(weights, indent=2))
-        return {"weights": weights, "candidates": int(sum(len(t) for t in targets))}
+        save_arrays(
+            directory / "match_stats.npz",
+            {"matched": matched, "hits": hits, "base_rate": np.float32(base_rate)},
+        )
+        return {"weights": weights, "candidates": int(sum(len(e[0]) for e in examples))}
+
+    def _fit_weights(self, examples, counts, matched, hits, base_rate) -> dict:
+        """Logistic regression on the candidates' features; a document's own
+        subjects are left out of its prior and match-precision features."""
+        from sklearn.linear_model import LogisticRegression
+
+        examples = [e for e in examples if len(e[0])]
+        targets = [own for _, _, own in examples]
+        if not examples or len({t for y in targets for t in y.tolist()}) < 2:
+            return dict(DEFAULT_WEIGHTS)
+        scale = math.log1p(max(int(counts.max()), 1))
+        prior_column = FEATURES.index("prior")
+        precision_column = FEATURES.index("match_precision")
+        for ids, x, own in examples:
+            if self.params.use_prior:
+                x[:, prior_column] = np.log1p(counts[ids] - own) / scale
+            x[:, precision_column] = _smoothed_precision(
+                hits[ids] - own, matched[ids] - 1, base_rate
+            )
+        x = np.vstack([e[1] for e in examples])
+        y = np.concatenate(targets)
+        model = LogisticRegression(
+            C=self.params.regularisation, fit_intercept=False, max_iter=1000
+        )
+        model.fit(x, y)
+        return dict(zip(FEATURES, map(float, model.coef_[0]), strict=True))
 
     def explain(self, text: str, subjects) -> dict[int, dict]:
         """The label text that matched each subject, and where."""
@@ -307,3 +348,8 @@ class LexicalBackend(Backend):
                 "coverage": round(m.coverage, 3),
             }
         return out
+
+
+def _smoothed_precision(hits, matched, base_rate: float) -> np.ndarray:
+    """Share of a concept's label matches that were gold, shrunk to the base rate."""
+    return (hits + MATCH_PSEUDOCOUNT * base_rate) / (matched + MATCH_PSEUDOCOUNT)

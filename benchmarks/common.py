@@ -1,0 +1,157 @@
+"""Shared helpers for the benchmark scripts: datasets, workspaces, timing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("INDEXER_DATASETS", ROOT.parent / "shared" / "datasets"))
+RESULTS = ROOT / "benchmarks" / "results"
+
+# name -> (vocabulary, language, train, evaluation split)
+DATASETS_SPEC = {
+    "archaeology": (
+        "yso-archaeology/vocab.ttl",
+        "fi",
+        "yso-archaeology/train.tsv",
+        "yso-archaeology/test.tsv",
+    ),
+    "kirjastonhoitaja": (
+        "yso-kirjastonhoitaja/vocab.ttl",
+        "fi",
+        "yso-kirjastonhoitaja/train.tsv",
+        "yso-kirjastonhoitaja/validate.tsv",
+    ),
+    "gnd-tibkat-en": ("gnd-tibkat/vocab.ttl", "en", "gnd-tibkat/train-en.tsv", None),
+}
+
+
+def split_lines(
+    source: Path, workdir: Path, parts=(("train", 8), ("tune", 1), ("test", 1))
+) -> dict:
+    """Deterministic split of a TSV by the md5 of each line."""
+    from contextlib import ExitStack
+
+    total = sum(n for _, n in parts)
+    targets = {name: workdir / f"{source.stem}-{name}.tsv" for name, _ in parts}
+    buckets = [name for name, n in parts for _ in range(n)]
+    with ExitStack() as stack:
+        outputs = {
+            n: stack.enter_context(open(p, "w", encoding="utf-8"))
+            for n, p in targets.items()
+        }
+        with open(source, encoding="utf-8") as f:
+            for line in f:
+                bucket = int(hashlib.md5(line.encode()).hexdigest(), 16) % total
+                outputs[buckets[bucket]].write(line)
+    return targets
+
+
+def dataset_paths(name: str, workdir: Path) -> dict:
+    """{'vocab', 'language', 'train', 'test'} for a dataset; splits train if needed."""
+    vocab, language, train, test = DATASETS_SPEC[name]
+    paths = {"vocab": DATASETS / vocab, "language": language, "train": DATASETS / train}
+    if test is None:
+        split = split_lines(DATASETS / train, workdir)
+        paths.update(train=split["train"], tune=split["tune"], test=split["test"])
+    else:
+        paths["test"] = DATASETS / test
+    return paths
+
+
+def write_config(
+    workdir: Path, vocab_id: str, vocab: Path, sections: dict[str, dict]
+) -> Path:
+    """A projects.cfg in `workdir` with one vocabulary and the given projects."""
+    lines = [f"[vocab:{vocab_id}]", f"source = {vocab}", ""]
+    for project_id, settings in sections.items():
+        lines.append(f"[{project_id}]")
+        lines += [f"{k} = {v}" for k, v in {"vocab": vocab_id, **settings}.items()]
+        lines.append("")
+    path = workdir / "projects.cfg"
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def save_results(name: str, results) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=2))
+    return path
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def training_counts(project, train_path):
+    """Subject frequencies of a training corpus (to score 'unseen' for any backend)."""
+    import numpy as np
+
+    counts = np.zeros(len(project.vocab), dtype=np.int64)
+    for doc in project.corpus([train_path]):
+        np.add.at(counts, doc.subjects, 1)
+    return counts
+
+
+def evaluate(
+    project, path, seen, limit: int = 5, batch_size: int = 64
+) -> tuple[dict, float, int]:
+    """(metrics, suggest seconds, documents) of `project` on the corpus at `path`."""
+    from indexer.eval import Evaluator
+
+    evaluator = Evaluator(len(project.vocab), limit=limit, seen=seen)
+    seconds, documents = 0.0, 0
+    for docs in project.corpus([path]).batches(batch_size):
+        with Timer() as t:
+            batch = project.backend.suggest_batch([d.text for d in docs])
+        seconds += t.seconds
+        documents += len(docs)
+        evaluator.add([d.subjects for d in docs], batch)
+    return evaluator.results(), seconds, documents
+
+
+def metric_row(
+    dataset: str, backend: str, metrics: dict, seconds: float, documents: int, **extra
+) -> dict:
+    return {
+        "dataset": dataset,
+        "backend": backend,
+        "f1@5": metrics["f1@5"],
+        "ndcg": metrics["ndcg@10"],
+        "precision@5": metrics["precision@5"],
+        "recall@10": metrics["recall@10"],
+        "unseen_recall@10": metrics.get("unseen_recall@10", float("nan")),
+        "ms/doc": round(1000 * seconds / max(documents, 1), 2),
+        **extra,
+    }
+
+
+METRIC_COLUMNS = [
+    "dataset",
+    "backend",
+    "f1@5",
+    "ndcg",
+    "precision@5",
+    "recall@10",
+    "unseen_recall@10",
+    "ms/doc",
+]
