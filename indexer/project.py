@@ -13,7 +13,7 @@ from indexer.errors import ConfigError, NotFoundError, UsageError
 from indexer.registry import get_backend_class
 from indexer.storage import remove_directory
 from indexer.suggestion import SuggestionBatch
-from indexer.vocab import Vocabulary
+from indexer.vocab import Vocabulary, source_stamp
 
 
 class Projects:
@@ -68,7 +68,12 @@ class Projects:
             if vocab_id not in self._vocabs:
                 vocab = Vocabulary(vocab_id, self.data_dir / "vocabs" / vocab_id)
                 source = self.config.vocabs.get(vocab_id)
-                if autoload and not vocab.exists and source and source.source:
+                if (
+                    autoload
+                    and source
+                    and source.source
+                    and _stale(vocab, source.source)
+                ):
                     print(
                         f"Loading vocabulary '{vocab_id}' from {source.source}",
                         file=sys.stderr,
@@ -76,6 +81,15 @@ class Projects:
                     vocab.load_file(source.source, source.language)
                 self._vocabs[vocab_id] = vocab
             return self._vocabs[vocab_id]
+
+
+def _stale(vocab: Vocabulary, source: Path) -> bool:
+    """Not loaded yet, or the configured source file changed since it was loaded."""
+    if not vocab.exists:
+        return True
+    if not source.is_file():
+        return False
+    return vocab.info.get("source_stamp") != source_stamp(source)
 
 
 class Project:
@@ -104,6 +118,14 @@ class Project:
     def backend(self):
         """The backend instance (parameters are validated here)."""
         return self.backend_class(self, self.config.params)
+
+    def reload(self) -> None:
+        """Load the saved model into a fresh backend, then swap it in: suggestions
+        running meanwhile finish on the old one and none sees a half-loaded model.
+        On an error the previous backend stays."""
+        backend = self.backend_class(self, self.config.params)
+        backend._ensure_loaded()
+        self.__dict__["backend"] = backend
 
     @property
     def vocab(self) -> Vocabulary:

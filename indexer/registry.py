@@ -13,6 +13,8 @@ BUILTIN = {
     "tfidf": "backends.tfidf:TfidfBackend",
     "lexical": "backends.lexical:LexicalBackend",
     "ensemble": "backends.ensemble:EnsembleBackend",
+    "knn": "backends.knn:KnnBackend",
+    "embed": "backends.embed:EmbedBackend",
 }
 ENTRY_POINT_GROUP = "indexer.backends"
 

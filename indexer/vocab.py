@@ -188,7 +188,7 @@ class Vocabulary:
         old = self._old_records()
         merged, added, removed = _merge_records(old, records)
         with atomic_directory(self.path) as tmp:
-            _write_vocabulary(tmp, self.vocab_id, merged, Path(source).name)
+            _write_vocabulary(tmp, self.vocab_id, merged, source_stamp(Path(source)))
         for key in ("info", "uris", "_ids", "_arrays", "deprecated", "notations"):
             self.__dict__.pop(key, None)
         self.__dict__.pop("_lang_cache", None)
@@ -256,8 +256,14 @@ def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return indptr, np.asarray(flat, dtype=np.int32)
 
 
+def source_stamp(source: Path) -> dict:
+    """What identifies a version of a source file (to notice when it changed)."""
+    stat = source.stat()
+    return {"path": str(source.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+
+
 def _write_vocabulary(
-    tmp: Path, vocab_id: str, records: list[ConceptRecord], source: str
+    tmp: Path, vocab_id: str, records: list[ConceptRecord], source: dict
 ) -> None:
     ids = {r.uri: i for i, r in enumerate(records)}
     languages = sorted({lang for r in records for lang in (*r.pref, *r.alt, *r.note)})
@@ -291,7 +297,8 @@ def _write_vocabulary(
         "id": vocab_id,
         "size": len(records),
         "languages": languages,
-        "source": source,
+        "source": source["path"],
+        "source_stamp": source,
         "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     (tmp / "vocab.json").write_text(json.dumps(info, indent=2))

@@ -81,3 +81,113 @@ def run_cli(workspace: Path):
 @pytest.fixture
 def tiny_corpus() -> Path:
     return DATA / "tiny.tsv"
+
+
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "in",
+    "to",
+    "for",
+    "on",
+    "with",
+    "stars",
+    "star",
+    "telescope",
+    "telescopes",
+    "galaxies",
+    "galaxy",
+    "astronomy",
+    "physics",
+    "particles",
+    "quantum",
+    "motion",
+    "cells",
+    "genes",
+    "gene",
+    "biology",
+    "evolution",
+    "history",
+    "roman",
+    "empire",
+    "medieval",
+    "towns",
+    "music",
+    "orchestras",
+    "symphonies",
+    "classical",
+    "solar",
+    "panels",
+    "energy",
+    "photovoltaics",
+    "rooftop",
+    "homes",
+    "semiconductors",
+    "proteins",
+    "living",
+    "science",
+    "life",
+    "natural",
+    "world",
+    "study",
+    "past",
+    "musical",
+    "arts",
+    "power",
+    "stargazing",
+    "physical",
+    "sciences",
+    "systematic",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer BERT, word-level vocabulary (no download)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS))]
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(
+        vocab_file=str(path / "vocab.txt"), do_lower_case=True
+    )
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def dense_workspace(workspace: Path, tiny_encoder: Path) -> Path:
+    """The workspace plus knn and embed projects on the tiny encoder."""
+    cfg = workspace / "projects.cfg"
+    cfg.write_text(
+        cfg.read_text()
+        + f"""
+[knn-en]
+language = en
+vocab = tiny
+backend = knn
+model = {tiny_encoder}
+k = 5
+
+[embed-en]
+language = en
+vocab = tiny
+backend = embed
+model = {tiny_encoder}
+"""
+    )
+    return workspace

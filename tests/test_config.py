@@ -109,3 +109,20 @@ def test_unknown_backend(tmp_path):
         ConfigError, match="Unknown backend 'omikuji'. Available backends: dummy"
     ):
         _ = Projects.from_path(path).get("p").backend
+
+
+def test_configured_vocabulary_reloads_when_its_file_changes(tmp_path):
+    import os
+
+    from indexer.project import Projects
+
+    source = tmp_path / "v.tsv"
+    source.write_text("uri,label_en\nhttp://x/a,apples\n".replace(",", "\t"))
+    (tmp_path / "projects.cfg").write_text(
+        f"[vocab:v]\nsource = {source}\n[p]\nlanguage=en\nvocab=v\nbackend=lexical\n"
+    )
+    assert len(Projects.from_path(tmp_path / "projects.cfg").get("p").vocab) == 1
+    source.write_text("uri\tlabel_en\nhttp://x/a\tapples\nhttp://x/b\tpears\n")
+    os.utime(source, (1, 1))
+    vocab = Projects.from_path(tmp_path / "projects.cfg").get("p").vocab
+    assert len(vocab) == 2 and vocab.id_of("http://x/a") == 0

@@ -20,7 +20,10 @@ TEXTS = [
 
 
 @pytest.fixture(params=sorted(BUILTIN))
-def project(request, projects):
+def project(request, dense_workspace):
+    from indexer.project import Projects
+
+    projects = Projects.from_path(dense_workspace / "projects.cfg")
     project = projects.get(PROJECT_OF[request.param])
     for source in _sources(project):
         source.train([DATA / "tiny.tsv"])

