@@ -49,14 +49,14 @@ class EmbedParams:
     max_length: int = param(256, "tokens per document chunk", min=8)
     concept_max_length: int = param(64, "tokens per concept description", min=4)
     chunk_words: int = param(150, "words per document chunk", min=10)
-    max_chunks: int = param(4, "chunks embedded per document (mean-pooled)", min=1)
+    max_chunks: int = param(2, "chunks embedded per document (mean-pooled)", min=1)
     candidates: int = param(100, "concepts retrieved per document", min=1)
     index: str = param(
         "auto", "faiss index for the concepts", choices=["auto", "flat", "hnsw", "ivf"]
     )
     batch_size: int = param(32, "texts embedded at once", min=1)
     calibration_docs: int = param(
-        2000, "training documents used to calibrate scores", min=10
+        500, "training documents used to calibrate scores", min=10
     )
     device: str = param("auto", "auto, cpu or cuda")
 
