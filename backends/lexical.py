@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from indexer.analyzer import get_analyzer
 from indexer.backend import LEXICAL, Backend
+from indexer.parallel import parallel_map
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
@@ -280,14 +281,13 @@ class LexicalBackend(Backend):
         n = len(self.project.vocab)
         counts, matched, hits = (np.zeros(n, np.float32) for _ in range(3))
         examples = []
-        docs = tqdm(
-            corpus, desc="Matching labels", unit=" docs", leave=False, disable=None
+        docs = [d for d in corpus if d.subjects]
+        matches = parallel_map(self._features, [d.text for d in docs], jobs)
+        bar = tqdm(
+            docs, desc="Matching labels", unit=" docs", leave=False, disable=None
         )
-        for doc in docs:
-            if not doc.subjects:
-                continue
+        for doc, (ids, x) in zip(bar, matches, strict=True):
             counts[doc.subjects] += 1
-            ids, x = self._features(doc.text)
             gold = set(doc.subjects)
             own = np.array([c in gold for c in ids], dtype=np.float32)
             matched[ids] += 1

@@ -45,7 +45,10 @@ class TfidfBackend(Backend):
                 subjects.append(doc.subjects)
         features = TfidfFeatures(self.project.language, ngram=self.params.ngram)
         x = features.fit_transform(
-            texts, min_df=self.params.min_df, max_features=self.params.max_features
+            texts,
+            min_df=self.params.min_df,
+            max_features=self.params.max_features,
+            jobs=jobs,
         )
         y = subject_matrix(subjects, len(self.project.vocab))
         centroids = normalize_rows(y.T.tocsr() @ x)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from indexer.analyzer import get_analyzer
+from indexer.parallel import parallel_map
 
 
 class TfidfFeatures:
@@ -33,16 +34,17 @@ class TfidfFeatures:
 
     def fit_transform(
         self,
-        texts: Iterable[str],
+        texts: Sequence[str],
         min_df: int = 1,
         max_df: float = 1.0,
         max_features: int | None = None,
+        jobs: int = 1,
     ) -> sp.csr_matrix:
         """Learn the term list and idf from `texts` and return their vectors."""
         vocabulary: dict[str, int] = {}
         rows = []
-        for text in texts:
-            counts = Counter(self._grams(text))
+        for grams in parallel_map(self._grams, texts, jobs):
+            counts = Counter(grams)
             rows.append(
                 {
                     vocabulary.setdefault(t, len(vocabulary)): c

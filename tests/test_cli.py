@@ -45,7 +45,9 @@ def test_load_vocab_and_list_vocabs(run_cli):
 
 
 def test_train_suggest_eval_optimize_clear(run_cli, workspace):
-    assert run_cli("train", "tfidf-en", str(DATA / "tiny.tsv")).exit_code == 0
+    assert (
+        run_cli("train", "tfidf-en", str(DATA / "tiny.tsv"), "-j", "2").exit_code == 0
+    )
     result = run_cli(
         "suggest",
         "tfidf-en",

@@ -100,3 +100,13 @@ def test_kill_during_training_leaves_the_previous_model_usable(workspace, projec
     )
     project.train([DATA / "fulltext"])  # the next training cleans up the leftovers
     assert len(list(project.model_dir.parent.iterdir())) == 2
+
+
+def test_parallel_map_keeps_order():
+    from indexer.parallel import parallel_map
+
+    items = list(range(300))
+    assert parallel_map(lambda x: x * x, items, jobs=2, chunksize=8) == [
+        x * x for x in items
+    ]
+    assert parallel_map(str, [1, 2], jobs=4) == ["1", "2"]
