@@ -101,13 +101,16 @@ class KnnBackend(Backend):
         return self._index.search(vectors, self.params.k)
 
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
-        sims, rows = self.neighbours(texts)
+        return self.vote(*self.neighbours(texts))
+
+    def vote(self, sims: np.ndarray, rows: np.ndarray) -> SuggestionBatch:
+        """Subject scores from neighbours (rows < 0 are ignored)."""
         weights = np.where(rows >= 0, np.maximum(sims, 0) ** self.params.exponent, 0)
         totals = weights.sum(axis=1, keepdims=True)
         weights = np.divide(
             weights, totals, out=np.zeros_like(weights), where=totals > 0
         )
-        n_docs = len(texts)
+        n_docs = len(rows)
         votes = sp.csr_matrix(
             (
                 weights.ravel(),

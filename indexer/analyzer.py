@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from functools import cache
 
 SNOWBALL = {
@@ -44,6 +45,9 @@ SNOWBALL = {
 TRIM_FINAL_VOWELS = {"fi", "et"}
 FINAL_VOWELS = "aeiouyäöõü"
 TOKEN = re.compile(r"\w+(?:[-']\w+)*", re.UNICODE)
+# Snowball stemmers (shared, see _stemmer) keep per-word state: the pure-Python
+# ones return wrong stems or crash when two threads of a server stem at once
+_STEM_LOCK = threading.Lock()
 
 
 class Analyzer:
@@ -70,7 +74,11 @@ class Analyzer:
     def stem(self, word: str) -> str:
         stem = self._cache.get(word)
         if stem is None:
-            stem = self._stem(word) if self._stem else word
+            if self._stem:
+                with _STEM_LOCK:
+                    stem = self._stem(word)
+            else:
+                stem = word
             if self._trim and len(stem) > 4:
                 stem = stem[:3] + stem[3:].rstrip(FINAL_VOWELS)
             if len(self._cache) < 500_000:

@@ -65,7 +65,10 @@ class Backend:
 
     @property
     def manifest(self) -> dict | None:
-        manifest = read_manifest(self.model_dir)
+        return self._manifest_in(self.model_dir)
+
+    def _manifest_in(self, directory: Path) -> dict | None:
+        manifest = read_manifest(directory)
         if manifest and manifest.get("backend") == self.name:
             return manifest
         return None
@@ -167,7 +170,9 @@ class Backend:
         with self._lock:
             if self._loaded:
                 return
-            manifest = self.manifest
+            # one version throughout, even if a training swaps the link meanwhile
+            directory = self.model_dir.resolve()
+            manifest = self._manifest_in(directory)
             if manifest is None and self.needs_training:
                 raise NotTrainedError(
                     f"Project '{self.project.id}' is not trained: run "
@@ -175,7 +180,7 @@ class Backend:
                 )
             if manifest is not None:
                 self._check_manifest(manifest)
-            self._load(self.model_dir if manifest else None, manifest)
+            self._load(directory if manifest else None, manifest)
             self._manifest = manifest
             self._loaded = True
 

@@ -13,8 +13,12 @@ BUILTIN = {
     "tfidf": "backends.tfidf:TfidfBackend",
     "lexical": "backends.lexical:LexicalBackend",
     "ensemble": "backends.ensemble:EnsembleBackend",
+    "calibrated": "backends.fusion:CalibratedBackend",
+    "xmc": "backends.xmc:XmcBackend",
     "knn": "backends.knn:KnnBackend",
     "embed": "backends.embed:EmbedBackend",
+    "llm_rank": "backends.llm_rank:LlmRankBackend",
+    "llm_head": "backends.llm_head:LlmHeadBackend",
 }
 ENTRY_POINT_GROUP = "indexer.backends"
 

@@ -38,6 +38,17 @@ language = en
 vocab = tiny
 backend = ensemble
 sources = tfidf-en:2, lexical-en:1
+
+[xmc-en]
+language = en
+vocab = tiny
+backend = xmc
+
+[calibrated-en]
+language = en
+vocab = tiny
+backend = calibrated
+sources = tfidf-en, xmc-en, lexical-en
 """
 
 
@@ -169,9 +180,117 @@ def tiny_encoder(tmp_path_factory) -> Path:
     return path
 
 
+def build_tiny_llm(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 64) with a word-level
+    tokenizer, saved as a transformers directory (no download)."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    words = [*specials, '"', ":", ",", ".", "this", "text", "means", "one", "word"]
+    words += sorted(set(WORDS) - set(words))
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, "<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+    )
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(words),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory) -> Path:
+    """A tiny random decoder LLM (Llama architecture) for the LLM backends."""
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny-llama"))
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tiny_chat_llm(path: Path, chat_template: bool = True, seed: int = 0):
+    """A random 2-layer Llama (hidden 64) whose word-level tokenizer knows the
+    English llm_rank prompt, yes/no and a chat template (no download)."""
+    import re
+
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from backends.llm_rank.prompts import TEMPLATES
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
+    text = " ".join([*WORDS, *TEMPLATES["en"].values(), "user assistant alchemy"])
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", text.lower())))
+    words = [*specials, *[w for w in words if w not in specials]]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, "<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(specials)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+    )
+    if chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(words),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.2,  # answers that differ between candidates
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_llm(tmp_path_factory) -> Path:
+    """A tiny random Llama with a chat template, for llm_rank."""
+    return build_tiny_chat_llm(tmp_path_factory.mktemp("tiny-chat-llama"))
+
+
 @pytest.fixture
-def dense_workspace(workspace: Path, tiny_encoder: Path) -> Path:
-    """The workspace plus knn and embed projects on the tiny encoder."""
+def dense_workspace(
+    workspace: Path, tiny_encoder: Path, tiny_llm: Path, tiny_chat_llm: Path
+) -> Path:
+    """The workspace plus knn, embed and LLM projects on the tiny models."""
     cfg = workspace / "projects.cfg"
     cfg.write_text(
         cfg.read_text()
@@ -188,6 +307,22 @@ language = en
 vocab = tiny
 backend = embed
 model = {tiny_encoder}
+
+[llm_head-en]
+language = en
+vocab = tiny
+backend = llm_head
+model = {tiny_llm}
+max_length = 48
+epochs = 3
+
+[llm_rank-en]
+language = en
+vocab = tiny
+backend = llm_rank
+model = {tiny_chat_llm}
+embed_model = {tiny_encoder}
+calibration_docs = 5
 """
     )
     return workspace

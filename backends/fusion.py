@@ -1,0 +1,490 @@
+"""Calibrated fusion: per-source calibration, then a learnt combination.
+
+Raw scores of different backends live on different scales (a cosine of 0.3
+can be a confident tfidf suggestion, a lexical 0.3 a weak one), so a weighted
+mean mixes incomparable numbers. Trained on documents that the sources did not
+see, this backend
+
+1. calibrates each source: isotonic regression (or Platt's logistic) of
+   "is this suggestion a gold subject" on the raw score;
+2. describes every candidate (a subject any source suggested for a document)
+   by each source's calibrated score, log-odds, rank and presence, whether the
+   subject occurred in the sources' training data and how often, and
+   interactions (a zero-shot source matters most on unseen subjects);
+3. combines them with a logistic regression.
+
+Cross-fitting keeps a small tuning set honest: the regression sees calibrated
+scores from calibrators fitted on other documents (GroupKFold by document),
+and its regularisation is chosen by the same folds. The fitted model is JSON
+(coefficients) and npz (isotonic thresholds): no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from backends.ensemble import EnsembleBackend
+from indexer.backend import Backend
+from indexer.errors import InputError, NotTrainedError
+from indexer.features import subject_matrix
+from indexer.params import param
+from indexer.storage import load_arrays, save_arrays
+from indexer.suggestion import SuggestionBatch
+
+CS = (0.01, 0.1, 1.0, 10.0)
+EPS = 1e-4
+
+
+@dataclass
+class CalibratedParams:
+    sources: str = param(
+        "", "source projects: 'a, b' (weights, if given, are learnt instead)"
+    )
+    calibration: str = param(
+        "isotonic", "per-source calibration", choices=["isotonic", "platt"]
+    )
+    interactions: bool = param(
+        True, "add products of scores with each other and with 'unseen'"
+    )
+    folds: int = param(5, "cross-validation folds (grouped by document)", min=2)
+    per_source: int = param(50, "candidates taken from each source", min=1)
+    candidates: int = param(100, "subjects kept per document", min=1)
+    batch_size: int = param(256, "documents scored at once while training", min=1)
+
+
+# -- calibration ----------------------------------------------------------
+
+
+class Calibrator:
+    """A monotone map from one source's raw scores to P(gold subject)."""
+
+    def __init__(self, kind: str, x: np.ndarray, y: np.ndarray):
+        # isotonic: interpolation knots; platt: x = (slope,), y = (intercept,)
+        self.kind = kind
+        self.x = np.asarray(x, dtype=np.float64)
+        self.y = np.asarray(y, dtype=np.float64)
+
+    @classmethod
+    def fit(cls, kind: str, raw: np.ndarray, gold: np.ndarray) -> Calibrator:
+        """Fit on raw scores of suggested subjects and whether each was gold."""
+        raw, gold = np.asarray(raw, np.float64), np.asarray(gold, np.float64)
+        if len(raw) == 0:
+            return cls("isotonic", [0.0, 1.0], [0.0, 1.0])
+        if kind == "platt":
+            if gold.min() == gold.max():  # one class only: a constant
+                return cls("platt", [0.0], [_logit(np.clip(gold.mean(), EPS, 1 - EPS))])
+            from sklearn.linear_model import LogisticRegression
+
+            model = LogisticRegression(C=100.0).fit(raw[:, None], gold)
+            return cls("platt", model.coef_[0], model.intercept_)
+        from sklearn.isotonic import IsotonicRegression
+
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        model.fit(raw, gold)
+        return cls("isotonic", model.X_thresholds_, model.y_thresholds_)
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, np.float64)
+        if self.kind == "platt":
+            return 1 / (1 + np.exp(-(self.x[0] * raw + self.y[0])))
+        return np.interp(raw, self.x, self.y)
+
+
+# -- candidates and their features ------------------------------------------
+
+
+@dataclass
+class Candidates:
+    """(document, subject) pairs any source suggested, with each source's raw
+    score and 1-based rank (0 where that source did not suggest the subject)."""
+
+    docs: np.ndarray
+    subjects: np.ndarray
+    raw: np.ndarray
+    rank: np.ndarray
+    n_subjects: int
+
+    @classmethod
+    def from_batches(
+        cls, batches: list[SuggestionBatch], per_source: int
+    ) -> Candidates:
+        n_subjects = batches[0].n_subjects
+        parts = []
+        for s, batch in enumerate(batches):
+            rows, cols, scores, ranks = batch.ranks()
+            keep = ranks <= per_source
+            parts.append((rows[keep], cols[keep], scores[keep], ranks[keep], s))
+        keys = np.concatenate(
+            [r.astype(np.int64) * n_subjects + c for r, c, *_ in parts]
+        )
+        unique, inverse = np.unique(keys, return_inverse=True)
+        raw = np.zeros((len(unique), len(batches)), np.float64)
+        rank = np.zeros((len(unique), len(batches)), np.float64)
+        offset = 0
+        for rows, _, scores, ranks, s in parts:
+            where = inverse[offset : offset + len(rows)]
+            raw[where, s] = scores
+            rank[where, s] = ranks
+            offset += len(rows)
+        return cls(unique // n_subjects, unique % n_subjects, raw, rank, n_subjects)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def gold(self, gold: list[list[int]]) -> np.ndarray:
+        """1.0 where the candidate is one of its document's gold subjects."""
+        if len(self) == 0:
+            return np.zeros(0)
+        matrix = subject_matrix([list(s) for s in gold], self.n_subjects)
+        return np.asarray(matrix[self.docs, self.subjects]).ravel().astype(np.float64)
+
+
+def feature_names(n_sources: int, interactions: bool) -> list[str]:
+    """Names of the combination's features, in column order."""
+    names = []
+    for s in range(n_sources):
+        names += [f"p{s}", f"logit{s}", f"rank{s}", f"present{s}"]
+    names += ["seen", "log_frequency", "agreement"]
+    if interactions:
+        names += [f"p{s}*unseen" for s in range(n_sources)]
+        names += [
+            f"p{a}*p{b}" for a in range(n_sources) for b in range(a + 1, n_sources)
+        ]
+    return names
+
+
+def features(
+    calibrated: np.ndarray,
+    rank: np.ndarray,
+    frequency: np.ndarray,
+    per_source: int,
+    interactions: bool,
+) -> np.ndarray:
+    """Feature matrix of candidates from calibrated scores (candidates x sources),
+    ranks and the training frequency of each candidate's subject."""
+    present = (rank > 0).astype(np.float64)
+    logit = present * _logit(np.clip(calibrated, EPS, 1 - EPS))
+    rank_score = present * (1 - np.log(np.maximum(rank, 1)) / math.log(per_source + 1))
+    seen = (frequency > 0).astype(np.float64)[:, None]
+    columns = []
+    for s in range(calibrated.shape[1]):
+        columns += [calibrated[:, s], logit[:, s], rank_score[:, s], present[:, s]]
+    columns += [seen[:, 0], np.log1p(frequency) / 10.0, present.mean(axis=1)]
+    if interactions:
+        columns += [
+            calibrated[:, s] * (1 - seen[:, 0]) for s in range(calibrated.shape[1])
+        ]
+        columns += [
+            calibrated[:, a] * calibrated[:, b]
+            for a in range(calibrated.shape[1])
+            for b in range(a + 1, calibrated.shape[1])
+        ]
+    return np.column_stack(columns)
+
+
+# -- the fitted fusion model --------------------------------------------------
+
+
+class FusionModel:
+    """Calibrators per source and a logistic combination of candidate features."""
+
+    def __init__(
+        self,
+        calibrators: list[Calibrator],
+        coef: np.ndarray,
+        intercept: float,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        per_source: int,
+        interactions: bool,
+        info: dict | None = None,
+    ):
+        self.calibrators = calibrators
+        self.coef = np.asarray(coef, np.float64)
+        self.intercept = float(intercept)
+        self.mean = np.asarray(mean, np.float64)
+        self.scale = np.asarray(scale, np.float64)
+        self.per_source = per_source
+        self.interactions = interactions
+        self.info = info or {}
+
+    def calibrate(self, raw: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Calibrated score of each candidate per source (0 where not suggested)."""
+        out = np.zeros_like(raw)
+        for s, calibrator in enumerate(self.calibrators):
+            present = rank[:, s] > 0
+            out[present, s] = calibrator(raw[present, s])
+        return out
+
+    def predict(self, candidates: Candidates, frequency: np.ndarray) -> np.ndarray:
+        """Fused probability that each candidate is a gold subject."""
+        calibrated = self.calibrate(candidates.raw, candidates.rank)
+        x = features(
+            calibrated,
+            candidates.rank,
+            frequency[candidates.subjects],
+            self.per_source,
+            self.interactions,
+        )
+        z = (x - self.mean) / self.scale @ self.coef + self.intercept
+        return 1 / (1 + np.exp(-z))
+
+    @classmethod
+    def fit(
+        cls,
+        candidates: Candidates,
+        gold: np.ndarray,
+        frequency: np.ndarray,
+        *,
+        calibration: str = "isotonic",
+        folds: int = 5,
+        per_source: int = 50,
+        interactions: bool = True,
+    ) -> FusionModel:
+        """Cross-fitted calibration, then a logistic regression whose
+        regularisation is chosen on folds of documents."""
+        n_sources = candidates.raw.shape[1]
+        present = candidates.rank > 0
+
+        def calibrators_on(rows: np.ndarray) -> list[Calibrator]:
+            return [
+                Calibrator.fit(
+                    calibration,
+                    candidates.raw[rows & present[:, s], s],
+                    gold[rows & present[:, s]],
+                )
+                for s in range(n_sources)
+            ]
+
+        splits = _document_folds(candidates.docs, gold, folds)
+        calibrated = np.zeros_like(candidates.raw)
+        if splits:
+            for train_rows, test_rows in splits:
+                mask = np.zeros(len(gold), bool)
+                mask[train_rows] = True
+                partial = cls(calibrators_on(mask), [], 0, [], [], per_source, False)
+                calibrated[test_rows] = partial.calibrate(
+                    candidates.raw[test_rows], candidates.rank[test_rows]
+                )
+        final_calibrators = calibrators_on(np.ones(len(gold), bool))
+        if not splits:
+            calibrated = cls(
+                final_calibrators, [], 0, [], [], per_source, False
+            ).calibrate(candidates.raw, candidates.rank)
+        x = features(
+            calibrated,
+            candidates.rank,
+            frequency[candidates.subjects],
+            per_source,
+            interactions,
+        )
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        scale[scale < 1e-9] = 1.0
+        # BLAS threads only add overhead for these narrow matrices (10x slower)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            coef, intercept, c = _fit_logistic((x - mean) / scale, gold, splits)
+        info = {
+            "features": feature_names(n_sources, interactions),
+            "C": c,
+            "candidates": int(len(gold)),
+            "positives": int(gold.sum()),
+            "folds": len(splits),
+        }
+        return cls(
+            final_calibrators,
+            coef,
+            intercept,
+            mean,
+            scale,
+            per_source,
+            interactions,
+            info,
+        )
+
+    # -- persistence (JSON and npz, no pickle) --------------------------------
+    def save(self, directory: Path) -> None:
+        arrays = {}
+        for s, calibrator in enumerate(self.calibrators):
+            arrays[f"x{s}"] = calibrator.x
+            arrays[f"y{s}"] = calibrator.y
+        arrays.update(coef=self.coef, mean=self.mean, scale=self.scale)
+        save_arrays(directory / "fusion.npz", arrays)
+        meta = {
+            "calibration": [c.kind for c in self.calibrators],
+            "intercept": self.intercept,
+            "per_source": self.per_source,
+            "interactions": self.interactions,
+            "info": self.info,
+            "coefficients": dict(
+                zip(self.info.get("features", []), self.coef.tolist(), strict=False)
+            ),
+        }
+        (directory / "fusion.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> FusionModel:
+        meta = json.loads((directory / "fusion.json").read_text())
+        arrays = load_arrays(directory / "fusion.npz")
+        calibrators = [
+            Calibrator(kind, arrays[f"x{s}"], arrays[f"y{s}"])
+            for s, kind in enumerate(meta["calibration"])
+        ]
+        return cls(
+            calibrators,
+            arrays["coef"],
+            meta["intercept"],
+            arrays["mean"],
+            arrays["scale"],
+            meta["per_source"],
+            meta["interactions"],
+            meta["info"],
+        )
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+def _document_folds(docs: np.ndarray, gold: np.ndarray, folds: int) -> list:
+    """GroupKFold splits by document; [] when there are too few documents."""
+    from sklearn.model_selection import GroupKFold
+
+    n_docs = len(np.unique(docs))
+    folds = min(folds, n_docs)
+    if folds < 2 or gold.min(initial=0) == gold.max(initial=0):
+        return []
+    return list(GroupKFold(n_splits=folds).split(docs, gold, groups=docs))
+
+
+def _fit_logistic(x: np.ndarray, y: np.ndarray, splits: list):
+    """(coef, intercept, C): the regularisation with the best log loss on
+    held-out documents, then refitted on all of them."""
+    from sklearn.linear_model import LogisticRegression
+
+    if y.min(initial=0) == y.max(initial=0):
+        # one class only: nothing to combine; a constant probability
+        rate = np.clip(y.mean() if len(y) else 0.5, EPS, 1 - EPS)
+        return np.zeros(x.shape[1]), float(_logit(rate)), None
+    usable = [
+        (a, b) for a, b in splits if 0 < y[a].sum() < len(a) and 0 < y[b].sum() < len(b)
+    ]
+    best_c, best_loss = 1.0, math.inf
+    if len(usable) >= 2:
+        for c in CS:
+            loss = 0.0
+            for train, test in usable:
+                model = LogisticRegression(C=c, max_iter=1000).fit(x[train], y[train])
+                p = np.clip(model.predict_proba(x[test])[:, 1], EPS, 1 - EPS)
+                loss -= np.sum(y[test] * np.log(p) + (1 - y[test]) * np.log1p(-p))
+            if loss < best_loss:
+                best_c, best_loss = c, loss
+    model = LogisticRegression(C=best_c, max_iter=1000).fit(x, y)
+    return model.coef_[0], float(model.intercept_[0]), best_c
+
+
+# -- the backend --------------------------------------------------------------
+
+
+class CalibratedBackend(EnsembleBackend):
+    """An ensemble whose combination is learnt on held-out documents."""
+
+    name = "calibrated"
+    Params = CalibratedParams
+    needs_training = True
+    train = Backend.train  # unlike a plain ensemble, this one is trained
+
+    def seen_subjects(self) -> np.ndarray | None:
+        """The largest training frequency of each subject among the sources."""
+        counts = [
+            c for c in (p.seen_subjects() for p, _ in self.sources()) if c is not None
+        ]
+        if not counts:
+            return None
+        n = len(self.project.vocab)
+        out = np.zeros(n, np.int64)
+        for c in counts:
+            out[: len(c)] = np.maximum(out[: len(c)], c[:n])
+        return out
+
+    def _frequency(self) -> np.ndarray:
+        seen = self.seen_subjects()
+        return np.zeros(len(self.project.vocab)) if seen is None else seen.astype(float)
+
+    def _source_batches(self, sources, texts: list[str]) -> list[SuggestionBatch]:
+        return [p.backend.suggest_batch(texts) for p, _ in sources]
+
+    def _train(self, corpus, directory: Path, jobs: int) -> dict:
+        from tqdm import tqdm
+
+        sources = self.sources()
+        for source, _ in sources:
+            if not source.is_ready:
+                raise NotTrainedError(
+                    f"Source '{source.id}' of project '{self.project.id}' is not "
+                    f"trained: run `indexer train {source.id} CORPUS` on other "
+                    f"documents than the ones {self.project.id} is trained on"
+                )
+        gold, parts = [], []
+        for docs in tqdm(
+            corpus.batches(self.params.batch_size),
+            desc="Scoring with the sources",
+            unit=" batches",
+            leave=False,
+            disable=None,
+        ):
+            docs = [d for d in docs if d.subjects]
+            if docs:
+                gold += [d.subjects for d in docs]
+                parts.append(self._source_batches(sources, [d.text for d in docs]))
+        if not gold:
+            raise InputError("No document of the tuning corpus has a known subject")
+        batches = [
+            SuggestionBatch.vstack([p[s] for p in parts]) for s in range(len(sources))
+        ]
+        candidates = Candidates.from_batches(batches, self.params.per_source)
+        if len(candidates) == 0:
+            raise InputError("The sources suggested nothing for the tuning corpus")
+        y = candidates.gold(gold)
+        model = FusionModel.fit(
+            candidates,
+            y,
+            self._frequency(),
+            calibration=self.params.calibration,
+            folds=self.params.folds,
+            per_source=self.params.per_source,
+            interactions=self.params.interactions,
+        )
+        model.info["sources"] = [p.id for p, _ in sources]
+        model.save(directory)
+        return {k: v for k, v in model.info.items() if k != "features"}
+
+    def _load(self, directory: Path | None, manifest: dict | None) -> None:
+        self._sources = self.sources()
+        self._model = FusionModel.load(directory)
+        trained = self._model.info.get("sources")
+        configured = [p.id for p, _ in self._sources]
+        if trained != configured:
+            raise NotTrainedError(
+                f"Project '{self.project.id}' was trained with sources "
+                f"{', '.join(trained or [])}, but is configured with "
+                f"{', '.join(configured)}: retrain it"
+            )
+        self._frequency_cache = self._frequency()
+
+    def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
+        batches = self._source_batches(self._sources, texts)
+        candidates = Candidates.from_batches(batches, self._model.per_source)
+        scores = self._model.predict(candidates, self._frequency_cache)
+        matrix = sp.csr_matrix(
+            (scores, (candidates.docs, candidates.subjects)),
+            shape=(len(texts), len(self.project.vocab)),
+        )
+        return SuggestionBatch(matrix).filter(limit=self.params.candidates)

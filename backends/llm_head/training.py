@@ -1,0 +1,277 @@
+"""The training loop of llm_head: epochs over cached states (frozen) or through
+the decoder with LoRA adapters, validation after every epoch, early stopping,
+and checkpoints that let an interrupted training resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from backends.llm_head.head import load_tensors, save_tensors, scores
+from indexer.errors import ConfigError
+
+MONITOR = "ndcg@10"
+
+
+class Trainer:
+    """The epoch loop: training, validation, early stopping, checkpoints."""
+
+    def __init__(self, backend, head, x, targets, train_rows, val_rows, texts):
+        import torch
+
+        self.backend, self.p = backend, backend.params
+        self.device = backend.device
+        self.head = head.to(self.device)
+        self.x = torch.from_numpy(x)
+        self.targets, self.texts = targets, texts
+        self.train_rows, self.val_rows = train_rows, val_rows
+        self.adapter = None
+        self.label_ids = np.zeros(0, np.int64)
+        self.subjects: list[list[int]] = []
+        self.fingerprint = ""
+        groups = [{"params": list(head.parameters()), "lr": self.p.learning_rate}]
+        if self.p.mode != "frozen":
+            self._attach_adapter()
+            lora = [q for q in self.adapter.parameters() if q.requires_grad]
+            groups.append({"params": lora, "lr": self.p.lora_learning_rate})
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=self.p.weight_decay)
+
+    def _attach_adapter(self) -> None:
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        _, self.tokenizer, decoder, _ = self.backend._decoder(trainable=True)
+        if self.p.mode == "qlora":
+            decoder = prepare_model_for_kbit_training(decoder)
+        config = LoraConfig(
+            r=self.p.lora_r,
+            lora_alpha=self.p.lora_alpha,
+            lora_dropout=self.p.lora_dropout,
+            target_modules=list(self.p.lora_targets),
+            bias="none",
+        )
+        try:
+            self.adapter = get_peft_model(decoder, config)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{self.backend._where()}: lora_targets = "
+                f"{','.join(self.p.lora_targets)} do not fit this model: "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
+
+    # -- state -------------------------------------------------------------
+    def _trainable(self) -> dict:
+        state = {f"head.{k}": v for k, v in self.head.state_dict().items()}
+        if self.adapter is not None:
+            from peft import get_peft_model_state_dict
+
+            lora = get_peft_model_state_dict(self.adapter)
+            state.update({f"lora.{k}": v for k, v in lora.items()})
+        return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+    def _restore(self, state: dict) -> None:
+        head = {k[5:]: v for k, v in state.items() if k.startswith("head.")}
+        self.head.load_state_dict(head)
+        if self.adapter is not None:
+            from peft import set_peft_model_state_dict
+
+            lora = {k[5:]: v for k, v in state.items() if k.startswith("lora.")}
+            set_peft_model_state_dict(self.adapter, lora)
+
+    def _save_checkpoint(self, state: dict, best: dict | None) -> None:
+        """The last completed epoch (with optimiser state) and, when it changed,
+        the best one. state.json, replaced last, names the files of its epoch, so
+        a kill at any moment leaves a consistent checkpoint."""
+        import torch
+
+        directory = self.backend.checkpoint_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        optim = self.optimizer.state_dict()
+        tensors = dict(self._trainable())
+        for index, values in optim["state"].items():
+            for name, value in values.items():
+                if not isinstance(value, torch.Tensor):
+                    value = torch.tensor(value)
+                tensors[f"optim.{index}.{name}"] = value
+        state["last_file"] = f"epoch-{state['epoch']}.safetensors"
+        save_tensors(directory / state["last_file"], tensors)
+        if best is not None:
+            state["best_file"] = f"best-{state['epoch']}.safetensors"
+            save_tensors(directory / state["best_file"], best)
+        groups = [
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+            for g in optim["param_groups"]
+        ]
+        tmp = directory / "state.json.tmp"
+        tmp.write_text(json.dumps({**state, "param_groups": groups}))
+        os.replace(tmp, directory / "state.json")
+        for old in directory.glob("*.safetensors"):
+            if old.name not in (state["last_file"], state.get("best_file")):
+                old.unlink()
+
+    def _resume(self) -> dict | None:
+        directory = self.backend.checkpoint_dir
+        try:
+            state = json.loads((directory / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            print(
+                "Ignoring the checkpoint of a training with other settings or data",
+                file=sys.stderr,
+            )
+            return None
+        try:
+            tensors = load_tensors(directory / state["last_file"])
+            best = load_tensors(directory / state["best_file"])
+        except (OSError, KeyError) as exc:
+            print(f"Ignoring an incomplete checkpoint ({exc})", file=sys.stderr)
+            return None
+        self._restore(tensors)
+        optim: dict = {"state": {}, "param_groups": state.pop("param_groups")}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                optim["state"].setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict(optim)
+        state["best_state"] = best
+        print(
+            f"Resuming after epoch {state['epoch']} from {directory}", file=sys.stderr
+        )
+        return state
+
+    # -- the loop ------------------------------------------------------------
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        p = self.p
+        state = self._resume() or {
+            "fingerprint": self.fingerprint,
+            "epoch": 0,
+            "history": [],
+            "best": None,
+            "best_epoch": 0,
+            "stale": 0,
+        }
+        resumed = state["epoch"]
+        best_state = state.pop("best_state", None) or self._trainable()
+        started = time.perf_counter()
+        for epoch in range(state["epoch"] + 1, p.epochs + 1):
+            if p.patience and state["stale"] >= p.patience:
+                break
+            loss = self._epoch(epoch)
+            metrics = self._validate()
+            row = {"epoch": epoch, "loss": round(loss, 5), **metrics}
+            score = metrics.get(MONITOR)
+            improved = score is None or state["best"] is None or score > state["best"]
+            if improved:
+                state["best"], state["best_epoch"], state["stale"] = score, epoch, 0
+                best_state = self._trainable()
+            else:
+                state["stale"] += 1
+            state["history"].append(row)
+            state["epoch"] = epoch
+            tqdm.write(
+                f"epoch {epoch}/{p.epochs}: loss {loss:.4f}"
+                + "".join(f"  {k} {v:.4f}" for k, v in metrics.items())
+                + ("  (best)" if improved and metrics else ""),
+                file=sys.stderr,
+            )
+            self._save_checkpoint(state, best_state if improved else None)
+            self.backend._epoch_done(epoch)
+        self._restore(best_state)
+        return {
+            "epochs_run": state["epoch"],
+            "best_epoch": state["best_epoch"],
+            "history": state["history"],
+            "resumed_after_epoch": resumed,
+            "train_seconds": round(time.perf_counter() - started, 1),
+        }
+
+    def _epoch(self, epoch: int) -> float:
+        import torch
+        from tqdm import tqdm
+
+        p = self.p
+        torch.manual_seed(p.seed + epoch)
+        order = self.train_rows[
+            np.random.default_rng(p.seed + epoch).permutation(len(self.train_rows))
+        ]
+        size = p.head_batch_size if self.adapter is None else p.batch_size
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        self.head.train()
+        if self.adapter is not None:
+            self.adapter.train()
+        total = 0.0
+        self.optimizer.zero_grad()
+        bar = tqdm(
+            batches, desc=f"epoch {epoch}", unit=" batches", leave=False, disable=None
+        )
+        for step, rows in enumerate(bar, start=1):
+            with self.backend._out_of_memory_guard():
+                loss = self._loss(rows)
+                (
+                    loss / (1 if self.adapter is None else p.gradient_accumulation)
+                ).backward()
+            total += float(loss.detach()) * len(rows)
+            if (
+                self.adapter is None
+                or step % p.gradient_accumulation == 0
+                or step == len(batches)
+            ):
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        return total / max(len(order), 1)
+
+    def _loss(self, rows: np.ndarray):
+        import torch
+
+        pooled = self._pooled(rows)
+        logits = self.head(pooled)
+        y = self._dense_targets(rows).to(logits.device)
+        # summed over labels, averaged over documents: each positive counts
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, y, reduction="sum"
+        ) / len(rows)
+
+    def _pooled(self, rows: np.ndarray):
+        if self.adapter is None:
+            return self.x[rows].to(self.device)
+        return self.backend._pooled(
+            self.adapter, self.tokenizer, [self.texts[i] for i in rows]
+        )
+
+    def _dense_targets(self, rows: np.ndarray):
+        import torch
+
+        block = self.targets[rows]
+        y = torch.zeros(block.shape, dtype=torch.float32)
+        doc = np.repeat(np.arange(len(rows)), np.diff(block.indptr))
+        y[torch.from_numpy(doc), torch.from_numpy(block.indices.astype(np.int64))] = 1
+        return y
+
+    def _validate(self) -> dict:
+        import torch
+
+        from indexer.eval import Evaluator
+
+        if not len(self.val_rows):
+            return {}
+        backend = self.backend
+        self.head.eval()
+        if self.adapter is not None:
+            self.adapter.eval()
+        evaluator = Evaluator(len(backend.project.vocab), limit=5)
+        size = self.p.batch_size if self.adapter else 256
+        with torch.inference_mode():
+            for start in range(0, len(self.val_rows), size):
+                rows = self.val_rows[start : start + size]
+                with backend._out_of_memory_guard():
+                    probs = scores(self.head, self._pooled(rows), self.device)
+                gold = [self.subjects[r] for r in rows]
+                evaluator.add(gold, backend._batch(probs, self.label_ids))
+        results = evaluator.results()
+        return {k: round(results[k], 4) for k in ("f1@5", MONITOR)}

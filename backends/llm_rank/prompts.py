@@ -1,0 +1,251 @@
+"""Prompt templates of the llm_rank backend, per language, and the builder that
+turns a document and its candidates into token ids: one shared prefix (the
+instruction, retrieved examples, the document and the yes/no question) and one
+short suffix per candidate (its label and context).
+
+The templates are configuration: projects.cfg can replace `prompt_template` and
+`candidate_template`, and `template_file` (JSON) any key below, flat or per language.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.errors import ConfigError, InputError
+
+TEMPLATE_KEYS = (
+    "instruction",
+    "prompt_template",  # {instruction} {examples} {document}, and the question
+    "example",  # {text} {subjects}
+    "candidate",  # {label} {context} {alt} {broader} {note}
+    "answer_cue",  # after the candidate in completion-style prompts
+    "also",
+    "broader",
+    "yes",
+    "no",
+)
+# The question sits in the shared prefix, so each candidate adds only its label.
+TEMPLATES = {
+    "en": {
+        "instruction": "A librarian decides which subject headings of a controlled "
+        "vocabulary describe a document.",
+        "prompt_template": "{instruction}\n\n{examples}Document: {document}\n\n"
+        "Is the following subject heading suitable for the document? "
+        "Answer yes or no.\n",
+        "example": "Similar document: {text}\nIts subject headings: {subjects}\n\n",
+        "candidate": "Subject heading: {label}{context}",
+        "answer_cue": "\nAnswer:",
+        "also": "also",
+        "broader": "broader",
+        "yes": "yes",
+        "no": "no",
+    },
+    "fi": {
+        "instruction": "Kirjastonhoitaja päättää, mitkä asiasanaston asiasanat "
+        "kuvaavat dokumenttia.",
+        "prompt_template": "{instruction}\n\n{examples}Dokumentti: {document}\n\n"
+        "Sopiiko seuraava asiasana dokumentille? Vastaa kyllä tai ei.\n",
+        "example": "Samankaltainen dokumentti: {text}\nSen asiasanat: {subjects}\n\n",
+        "candidate": "Asiasana: {label}{context}",
+        "answer_cue": "\nVastaus:",
+        "also": "myös",
+        "broader": "laajempi",
+        "yes": "kyllä",
+        "no": "ei",
+    },
+    "de": {
+        "instruction": "Eine Bibliothekarin entscheidet, welche Schlagwörter eines "
+        "kontrollierten Vokabulars ein Dokument beschreiben.",
+        "prompt_template": "{instruction}\n\n{examples}Dokument: {document}\n\n"
+        "Passt das folgende Schlagwort zum Dokument? Antworte mit ja oder nein.\n",
+        "example": "Ähnliches Dokument: {text}\nSeine Schlagwörter: {subjects}\n\n",
+        "candidate": "Schlagwort: {label}{context}",
+        "answer_cue": "\nAntwort:",
+        "also": "auch",
+        "broader": "Oberbegriff",
+        "yes": "ja",
+        "no": "nein",
+    },
+    "sv": {
+        "instruction": "En bibliotekarie avgör vilka ämnesord i en kontrollerad "
+        "vokabulär som beskriver ett dokument.",
+        "prompt_template": "{instruction}\n\n{examples}Dokument: {document}\n\n"
+        "Passar följande ämnesord för dokumentet? Svara ja eller nej.\n",
+        "example": "Liknande dokument: {text}\nDess ämnesord: {subjects}\n\n",
+        "candidate": "Ämnesord: {label}{context}",
+        "answer_cue": "\nSvar:",
+        "also": "även",
+        "broader": "bredare",
+        "yes": "ja",
+        "no": "nej",
+    },
+}
+SENTINEL = "\u2063CANDIDATE\u2063"  # marks where the candidate goes in a chat
+
+
+def resolve_templates(
+    language: str, overrides: dict[str, str], template_file: Path | None, where: str
+) -> dict[str, str]:
+    """The language's defaults (English for other languages), then the keys of
+    `template_file`, then the non-empty `overrides` from projects.cfg."""
+    code = language.split("-")[0].lower()
+    templates = dict(TEMPLATES.get(code, TEMPLATES["en"]))
+    if template_file is not None:
+        try:
+            data = json.loads(template_file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{where}: cannot read template_file: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get(code), dict):
+            data = data[code]
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: template_file must hold a JSON object")
+        unknown = sorted(set(data) - set(TEMPLATE_KEYS) - set(TEMPLATES))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown template keys {', '.join(unknown)}; valid keys: "
+                + ", ".join(TEMPLATE_KEYS)
+            )
+        templates.update({k: str(v) for k, v in data.items() if k in TEMPLATE_KEYS})
+    for key, value in overrides.items():
+        if value:
+            templates[key] = value.replace("\\n", "\n")
+    for key, fields in (
+        ("prompt_template", {"instruction": "", "examples": "", "document": ""}),
+        ("example", {"text": "", "subjects": ""}),
+        (
+            "candidate",
+            dict.fromkeys(("label", "context", "alt", "broader", "note"), ""),
+        ),
+    ):
+        try:
+            templates[key].format(**fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(
+                f"{where}: template '{key}' has a bad placeholder ({exc}); it may "
+                "use " + ", ".join("{" + f + "}" for f in fields)
+            ) from None
+    return templates
+
+
+@dataclass
+class ConceptText:
+    """What the prompt says about one candidate concept."""
+
+    label: str
+    alt: list[str]
+    broader: list[str]
+    note: str
+
+
+@dataclass
+class Prompt:
+    """Token ids of one document's prompts: prefix + each suffix."""
+
+    prefix: list[int]
+    suffixes: list[list[int]]
+    document_tokens: int
+    truncated: bool
+
+
+class PromptBuilder:
+    """Renders the templates for one causal LM (chat or completion style)."""
+
+    def __init__(self, lm, templates: dict[str, str], chat: bool, max_doc_tokens: int):
+        self.lm = lm
+        self.templates = templates
+        self.chat = chat
+        self.max_doc_tokens = max_doc_tokens
+        if chat:
+            rendered = self._render_chat("x")
+            if rendered.count(SENTINEL) != 1:
+                raise ConfigError(
+                    "The model's chat template does not keep the message text: use "
+                    "prompt_style = completion"
+                )
+
+    def _render_chat(self, prefix_text: str) -> str:
+        messages = [{"role": "user", "content": prefix_text + SENTINEL}]
+        return self.lm.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def candidate(self, concept: ConceptText) -> str:
+        """The candidate's part of the prompt."""
+        t = self.templates
+        parts = []
+        if concept.alt:
+            parts.append(f"{t['also']}: {', '.join(concept.alt[:3])}")
+        if concept.broader:
+            parts.append(f"{t['broader']}: {', '.join(concept.broader[:2])}")
+        if concept.note:
+            note = concept.note.strip()
+            parts.append(note if len(note) <= 80 else note[:77].rstrip() + "...")
+        context = f" ({'; '.join(parts)})" if parts else ""
+        return (
+            t["candidate"]
+            .format(
+                label=concept.label,
+                context=context,
+                alt=", ".join(concept.alt),
+                broader=", ".join(concept.broader),
+                note=concept.note,
+            )
+            .rstrip()
+        )
+
+    def example(self, text: str, subjects: list[str], max_tokens: int) -> str:
+        ids = self.lm.encode(text[: max_tokens * 12])
+        if len(ids) > max_tokens:
+            text = self.lm.decode(ids[:max_tokens]).strip() + " ..."
+        return self.templates["example"].format(
+            text=" ".join(text.split()), subjects="; ".join(subjects)
+        )
+
+    def build(
+        self, document: str, examples: list[str], concepts: list[ConceptText]
+    ) -> Prompt:
+        """Token ids; the document is cut to the token budget and to what the
+        context window leaves after the longest candidate."""
+        lm = self.lm
+        if self.chat:
+            tail = self._render_chat("").split(SENTINEL, 1)[1]
+        else:
+            tail = self.templates["answer_cue"]
+        suffixes = [lm.encode(self.candidate(c) + tail) for c in concepts]
+        longest = max((len(s) for s in suffixes), default=0)
+        doc_ids = lm.encode(document[: self.max_doc_tokens * 12])
+        budget = self.max_doc_tokens
+        while True:
+            prefix, shown = self._prefix(document, doc_ids, budget, examples)
+            excess = len(prefix) + longest - lm.max_positions
+            if excess <= 0:
+                return Prompt(prefix, suffixes, shown, shown < len(doc_ids))
+            if budget > 0:
+                budget = max(0, min(budget, len(doc_ids)) - excess - 2)
+            elif examples:
+                examples = examples[:-1]
+            else:
+                raise InputError(
+                    f"The prompt does not fit the model's {lm.max_positions}-token "
+                    "context window even without the document: shorten the templates"
+                )
+
+    def _prefix(self, document, doc_ids, budget, examples) -> tuple[list[int], int]:
+        shown = min(budget, len(doc_ids))
+        text = document if shown == len(doc_ids) else lm_cut(self.lm, doc_ids, shown)
+        body = self.templates["prompt_template"].format(
+            instruction=self.templates["instruction"],
+            examples="".join(examples),
+            document=" ".join(text.split()),
+        )
+        if self.chat:
+            head = self._render_chat(body).split(SENTINEL, 1)[0]
+            return self.lm.encode(head), shown
+        return self.lm.encode(body, special=True), shown
+
+
+def lm_cut(lm, ids: list[int], n: int) -> str:
+    """The text of the first `n` tokens."""
+    return lm.decode(ids[:n]).strip() + (" ..." if n else "")

@@ -1,0 +1,172 @@
+"""Ensemble benchmark: single backends, the weighted-mean ensemble (as
+configured and tuned by `indexer hyperopt`) and the calibrated fusion.
+
+    python benchmarks/ensembles.py [--datasets archaeology,kirjastonhoitaja]
+        [--extra knn,embed] [--trials 200] [--no-refit]
+
+Protocol, per dataset (the evaluation split is never used for tuning):
+
+- archaeology (train -> test) and kirjastonhoitaja (train -> validate): 15% of
+  train (md5 of the line) is held out as the tuning split;
+  gnd-tibkat-en: train-en is split 80/10/10 into train/tune/test.
+- The sources are trained on train minus tune; the ensemble weights
+  (`hyperopt`) and the calibrated fusion (`train`) are fitted on tune.
+- Then the sources are retrained on all training data (train + tune) and
+  every row is evaluated with those models: the single backends are exactly
+  the ensembles' sources. `--no-refit` skips the retraining.
+
+Prints a markdown table; writes benchmarks/results/ensembles.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    METRIC_COLUMNS,
+    Timer,
+    dataset_paths,
+    evaluate,
+    markdown_table,
+    metric_row,
+    save_results,
+    split_lines,
+    training_counts,
+    write_config,
+)
+
+from indexer.hyperopt import hyperopt  # noqa: E402
+from indexer.project import Projects  # noqa: E402
+
+SOURCES = ["tfidf", "lexical", "xmc"]
+# cross-lingual datasets: settings for optional dense sources
+EXTRA = {"gnd-tibkat-en": {"embed": {"label_language": "de"}}}
+
+
+def project_settings(name: str, language: str, sources: list[str]) -> dict:
+    settings = {
+        source: {
+            "language": language,
+            "backend": source,
+            **EXTRA.get(name, {}).get(source, {}),
+        }
+        for source in sources
+    }
+    equal = ", ".join(f"{s}:1" for s in sources)
+    settings["ensemble"] = {
+        "language": language,
+        "backend": "ensemble",
+        "sources": equal,
+    }
+    settings["ensemble-tuned"] = dict(settings["ensemble"])
+    settings["calibrated"] = {
+        "language": language,
+        "backend": "calibrated",
+        "sources": ", ".join(sources),
+    }
+    return settings
+
+
+def splits(name: str, workdir: Path) -> dict:
+    """train (sources, before refit), tune, full (refit) and test corpora."""
+    paths = dataset_paths(name, workdir)
+    if "tune" in paths:  # gnd: train-en was split 80/10/10
+        paths["full"] = [paths["train"], paths["tune"]]
+        paths["train"] = [paths["train"]]
+        return paths
+    part = split_lines(paths["train"], workdir, parts=(("fit", 17), ("tune", 3)))
+    paths.update(full=[paths["train"]], train=[part["fit"]], tune=part["tune"])
+    return paths
+
+
+def bench(name: str, workdir: Path, sources: list[str], trials: int, refit: bool):
+    paths = splits(name, workdir)
+    settings = project_settings(name, paths["language"], sources)
+    cfg = write_config(workdir, "vocab", paths["vocab"], settings)
+    projects = Projects.from_path(cfg)
+    info: dict = {"train_s": {}}
+
+    for source in sources:
+        with Timer() as t:
+            projects.get(source).train(paths["train"], jobs=2)
+        info["train_s"][source] = round(t.seconds, 1)
+        print(f"{name}: trained {source} in {t.seconds:.1f} s", flush=True)
+
+    with Timer() as t:
+        result = hyperopt(
+            projects.get("ensemble-tuned"), [paths["tune"]], trials=trials, seed=0
+        )
+    info["hyperopt"] = {
+        "seconds": round(t.seconds, 1),
+        "ndcg@10 (tune)": {
+            "configured": result.baseline.score,
+            "best": result.best.score,
+        },
+        "settings": result.best.settings,
+    }
+    projects.get("ensemble-tuned").config.params.update(result.best.settings)
+    projects.get("ensemble-tuned").__dict__.pop("backend", None)
+    print(f"{name}: hyperopt {result.best.settings} in {t.seconds:.1f} s")
+
+    with Timer() as t:
+        fusion = projects.get("calibrated").train([paths["tune"]])
+    info["calibrated"] = {k: v for k, v in fusion.items() if k != "warnings"}
+    info["calibrated"]["seconds"] = round(t.seconds, 1)
+    print(f"{name}: calibrated fusion fitted in {t.seconds:.1f} s", flush=True)
+
+    if refit:
+        for source in sources:
+            with Timer() as t:
+                projects.get(source).train(paths["full"], jobs=2)
+            info["train_s"][source] = round(t.seconds, 1)
+        print(f"{name}: sources retrained on all training data", flush=True)
+    else:
+        paths["full"] = paths["train"]
+
+    seen = training_counts(projects.get(sources[0]), paths["full"][0])
+    for extra in paths["full"][1:]:
+        seen = seen + training_counts(projects.get(sources[0]), extra)
+    rows = []
+    for project_id in [*sources, "ensemble", "ensemble-tuned", "calibrated"]:
+        project = projects.get(project_id)
+        project.__dict__.pop("backend", None)  # load the final models
+        metrics, seconds, documents = evaluate(project, paths["test"], seen)
+        rows.append(metric_row(name, project_id, metrics, seconds, documents))
+        print(
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}
+        )
+    return rows, info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--datasets", default="archaeology,kirjastonhoitaja,gnd-tibkat-en"
+    )
+    parser.add_argument(
+        "--extra", default="", help="more sources, e.g. knn,embed (slower)"
+    )
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--no-refit", action="store_true")
+    args = parser.parse_args()
+    sources = SOURCES + [s for s in args.extra.split(",") if s]
+    rows, info = [], {}
+    for name in args.datasets.split(","):
+        with tempfile.TemporaryDirectory() as tmp, Timer() as t:
+            dataset_rows, info[name] = bench(
+                name, Path(tmp), sources, args.trials, not args.no_refit
+            )
+        info[name]["total_s"] = round(t.seconds, 1)
+        print(f"{name}: {t.seconds:.0f} s in all", flush=True)
+        rows += dataset_rows
+    columns = [c for c in METRIC_COLUMNS if c != "precision@5"]
+    print(markdown_table(rows, columns))
+    save_results("ensembles", {"rows": rows, "info": info, "sources": sources})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Causal language models for scoring: loaded once per process, asked yes/no
+questions without generating text.
+
+    lm = load_causal_lm("smollm2")
+    logits = lm.yes_no_logits(prefix_ids, [suffix_ids, ...], yes_ids, no_ids)
+
+The log-odds of "yes" against "no" as the next token come from the hidden
+state of each prompt's last token, multiplied with only the answer tokens'
+rows of the output matrix (a 262k-token vocabulary costs nothing here). The
+shared prefix is run once and its KV cache serves every suffix.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+from indexer.errors import DependencyError
+from indexer.models import ResolvedModel, resolve_model
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class CausalLM:
+    """A tokenizer and a causal LM on one device, with yes/no scoring."""
+
+    def __init__(self, model: ResolvedModel, device: str = "auto", dtype="auto"):
+        import torch
+        import transformers
+
+        from indexer.encoder import pick_device
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        self.model_info = model
+        self.device = pick_device(device)
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(model.path)
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                model.path, dtype=getattr(torch, dtype)
+            )
+        except (OSError, ValueError) as exc:
+            first = str(exc).splitlines()[0]
+            raise DependencyError(
+                f"Cannot load causal LM '{model.name}': {first}"
+            ) from None
+        self.model = self.model.to(self.device).eval()
+        config = self.model.config
+        positions = getattr(config, "max_position_embeddings", None) or 2048
+        limit = self.tokenizer.model_max_length
+        self.max_positions = min(positions, limit) if limit else positions
+        self.pad_id = next(
+            (
+                i
+                for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0)
+                if i is not None
+            ),
+            0,
+        )
+        self._softcap = getattr(config, "final_logit_softcapping", None)
+        self._torch = torch
+        self._lock = threading.Lock()  # one forward pass at a time per model
+
+    @property
+    def identity(self) -> str:
+        return self.model_info.identity
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    # -- tokens ------------------------------------------------------------
+    def encode(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of `text`; `special` adds the tokenizer's BOS (never EOS)."""
+        ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        if special and ids and eos is not None and ids[-1] == eos and len(ids) > 1:
+            ids = ids[:-1]
+        return list(ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def first_tokens(self, words: list[str]) -> list[int]:
+        """The first token of each word, lower-case and capitalised, bare and
+        after a space: the tokens that start an answer."""
+        out: list[int] = []
+        for word in (w.strip() for w in words if w.strip()):
+            cases = dict.fromkeys((word, word.lower(), word.capitalize()))
+            for form in (f"{space}{case}" for case in cases for space in ("", " ")):
+                ids = self.encode(form)
+                if ids and ids[0] not in out and ids[0] != self.tokenizer.unk_token_id:
+                    out.append(ids[0])
+        # a bare first letter ("K" of "Kyllä") starts too many other words
+        longer = [i for i in out if len(self.decode([i]).strip()) > 1]
+        return longer or out
+
+    # -- scoring -----------------------------------------------------------
+    def yes_no_logits(
+        self,
+        prefix: list[int],
+        suffixes: list[list[int]],
+        yes: list[int],
+        no: list[int],
+        batch_size: int = 16,
+        reuse_prefix: bool = True,
+    ) -> np.ndarray:
+        """log P(yes) - log P(no) of the next token after each `prefix + suffix`.
+
+        With `reuse_prefix`, the prefix is run once and its KV cache is copied
+        for each batch of suffixes; otherwise every prompt runs in full."""
+        if not suffixes:
+            return np.zeros(0, dtype=np.float32)
+        torch = self._torch
+        out = np.zeros(len(suffixes), dtype=np.float32)
+        order = np.argsort([len(s) for s in suffixes], kind="stable")  # less padding
+        with self._lock, torch.inference_mode():
+            answer = self._answer_matrix(yes, no)
+            decoder = self.model.get_decoder()
+            cache = None
+            if reuse_prefix and prefix:
+                ids = torch.tensor([prefix], device=self.device)
+                cache = decoder(input_ids=ids, use_cache=True).past_key_values
+            for start in range(0, len(order), batch_size):
+                index = order[start : start + batch_size]
+                chunk = [suffixes[i] for i in index]
+                if cache is None:
+                    chunk = [prefix + s for s in chunk]
+                hidden = self._last_hidden(decoder, chunk, cache, len(prefix))
+                out[index] = self._log_odds(hidden, answer, len(yes))
+        return out
+
+    def _answer_matrix(self, yes: list[int], no: list[int]):
+        head = self.model.get_output_embeddings()
+        ids = self._torch.tensor(yes + no, device=self.device)
+        weight = head.weight.index_select(0, ids)
+        bias = getattr(head, "bias", None)
+        return weight, None if bias is None else bias.index_select(0, ids)
+
+    def _last_hidden(self, decoder, sequences, cache, prefix_length: int):
+        """Final hidden state of each sequence's last token (right padding)."""
+        import copy
+
+        torch = self._torch
+        lengths = torch.tensor([len(s) for s in sequences], device=self.device)
+        width = int(lengths.max())
+        ids = torch.full((len(sequences), width), self.pad_id, device=self.device)
+        for row, seq in enumerate(sequences):
+            ids[row, : len(seq)] = torch.tensor(seq, device=self.device)
+        mask = (torch.arange(width, device=self.device)[None, :] < lengths[:, None]).to(
+            torch.long
+        )
+        kwargs = {}
+        if cache is not None:
+            past = copy.deepcopy(cache)
+            past.batch_repeat_interleave(len(sequences))
+            ones = torch.ones(len(sequences), prefix_length, dtype=torch.long)
+            mask = torch.cat([ones.to(self.device), mask], dim=1)
+            kwargs = {"past_key_values": past, "use_cache": True}
+        hidden = decoder(input_ids=ids, attention_mask=mask, **kwargs)
+        hidden = hidden.last_hidden_state
+        return hidden[torch.arange(len(sequences), device=self.device), lengths - 1]
+
+    def _log_odds(self, hidden, answer, n_yes: int) -> np.ndarray:
+        weight, bias = answer
+        logits = hidden.to(weight.dtype) @ weight.T
+        if bias is not None:
+            logits = logits + bias
+        logits = logits.float()
+        if self._softcap:
+            logits = self._torch.tanh(logits / self._softcap) * self._softcap
+        yes = self._torch.logsumexp(logits[:, :n_yes], dim=-1)
+        no = self._torch.logsumexp(logits[:, n_yes:], dim=-1)
+        return (yes - no).cpu().numpy()
+
+
+@lru_cache(maxsize=2)
+def _load(name: str, device: str, dtype: str) -> CausalLM:
+    return CausalLM(resolve_model(name), device, dtype)
+
+
+def load_causal_lm(name: str, device: str = "auto", dtype: str = "auto") -> CausalLM:
+    """The causal LM `name` (packaged, local directory or hub id), loaded once."""
+    return _load(name, device, dtype)

@@ -1,0 +1,147 @@
+"""Decoder-only language models for backends: tokenizer and model loading with
+pad-token handling, 4-bit loading, pooling, mixed precision and out-of-memory
+errors a person can act on. Generic: shared by every LLM backend."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import threading
+from functools import lru_cache
+
+from indexer.errors import ConfigError, DependencyError
+from indexer.models import ResolvedModel, resolve_model
+
+_load_lock = threading.Lock()
+
+
+def load_tokenizer(model: ResolvedModel, padding_side: str = "right"):
+    """The model's tokenizer, with a pad token (eos or unk when it has none)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(model.path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DependencyError(
+            f"Cannot load the tokenizer of model '{model.name}': {first}"
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if tokenizer.pad_token is None:
+        raise DependencyError(
+            f"The tokenizer of model '{model.name}' has no pad, eos or unk token"
+        )
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def require_cuda(device: str, what: str) -> None:
+    """Stop with an actionable error when `what` needs CUDA and `device` is not."""
+    if not device.startswith("cuda"):
+        raise DependencyError(
+            f"{what} needs a CUDA GPU (bitsandbytes 4-bit weights), but the "
+            f"device is '{device}': on CPU use mode = lora or mode = frozen"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise DependencyError(
+            f"{what} needs bitsandbytes: pip install 'subject-indexer[gpu]'"
+        )
+
+
+def load_decoder(
+    model: ResolvedModel,
+    device: str,
+    *,
+    quantize_4bit: bool = False,
+    dtype: str = "float32",
+    causal_lm: bool = False,
+):
+    """The decoder without (default) or with its language-model head, in eval
+    mode on `device`; `quantize_4bit` loads NF4 weights through bitsandbytes."""
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    auto = transformers.AutoModelForCausalLM if causal_lm else transformers.AutoModel
+    options: dict = {"dtype": getattr(torch, dtype)}
+    if quantize_4bit:
+        require_cuda(device, "4-bit loading")
+        options["quantization_config"] = transformers.BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+        options["device_map"] = {"": device}
+    try:
+        with _load_lock:
+            lm = auto.from_pretrained(model.path, **options)
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DependencyError(f"Cannot load model '{model.name}': {first}") from None
+    if not quantize_4bit:
+        lm = lm.to(device)
+    if lm.config.pad_token_id is None:
+        lm.config.pad_token_id = lm.config.eos_token_id
+    return lm.eval()
+
+
+@lru_cache(maxsize=2)
+def shared_decoder(name: str, device: str):
+    """(resolved model, tokenizer, frozen decoder), loaded once per process for
+    backends that never change the weights (inference, frozen features)."""
+    model = resolve_model(name)
+    decoder = load_decoder(model, device)
+    for parameter in decoder.parameters():
+        parameter.requires_grad_(False)
+    return model, load_tokenizer(model), decoder, threading.Lock()
+
+
+def pool(hidden, attention_mask, how: str = "last"):
+    """Pooled hidden states: the last non-pad token (as
+    `AutoModelForSequenceClassification` scores) or the mean over tokens.
+    Works with left or right padding."""
+    import torch
+
+    mask = attention_mask.to(hidden.device)
+    if how == "mean":
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = (positions * mask).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def autocast(device: str, precision: str):
+    """bf16 autocast on CUDA when `precision` is auto or bf16; else a no-op."""
+    import torch
+
+    if device.startswith("cuda") and (
+        precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported())
+    ):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA or CPU allocation failure (as opposed to any other error)."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def out_of_memory(where: str, device: str, batch_size: int, max_length: int):
+    """The error to raise instead of a raw allocation failure."""
+    return ConfigError(
+        f"{where}: out of memory on {device} with batch_size = {batch_size} and "
+        f"max_length = {max_length}: lower batch_size or max_length "
+        "(gradient_accumulation keeps the effective batch size)"
+    )

@@ -1,0 +1,203 @@
+"""The projects a server serves: who may see them, and their models, loaded once
+per process, shared by all request threads and swapped when retrained.
+
+A training (`indexer train` in another process) writes a new model directory
+and swaps the `model` link; the server notices the new link within
+`check_interval` seconds (or on `POST /v1/projects/ID/reload`), loads the new
+model into a fresh backend and swaps that in. Requests running meanwhile finish
+on the old backend, which nobody mutates, so every answer comes from exactly one
+model.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from indexer.backend import ENSEMBLE
+from indexer.errors import IndexerError, NotFoundError
+from indexer.project import Project, Projects
+
+log = logging.getLogger("indexer.rest")
+
+
+class Unauthorized(IndexerError):
+    """A wrong API key (or none where one is needed)."""
+
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(IndexerError):
+    """An operation this server does not allow."""
+
+    status = 403
+    title = "Forbidden"
+
+
+_UNLOADED = object()
+
+
+@dataclass
+class _Model:
+    """What the served backend of one project was loaded from."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    version: object = _UNLOADED
+    checked: float = float("-inf")
+    ready: bool = False
+
+
+def model_version(project: Project) -> tuple[str | None, int | None]:
+    """Identifies the saved model: the link target and the manifest's mtime."""
+    path = project.model_dir
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = None
+    try:
+        mtime = (path / "manifest.json").stat().st_mtime_ns
+    except OSError:
+        mtime = None
+    return target, mtime
+
+
+class ServedProjects:
+    """Access control and model life cycle for the REST API."""
+
+    def __init__(
+        self,
+        projects: Projects,
+        api_key: str | None = None,
+        check_interval: float | None = 2.0,
+    ):
+        self.projects = projects
+        self.api_key = api_key or None
+        self.check_interval = check_interval
+        self._models: dict[str, _Model] = {}
+        self._lock = threading.Lock()
+
+    # -- access ------------------------------------------------------------
+    def authorised(self, supplied: str | None) -> bool:
+        """True for the right key; an error for a wrong one; False for none."""
+        if not supplied or self.api_key is None:
+            return False
+        if not hmac.compare_digest(supplied.encode(), self.api_key.encode()):
+            raise Unauthorized("The X-API-Key is wrong")
+        return True
+
+    def require_key(self, supplied: str | None) -> None:
+        if self.api_key is None:
+            raise Forbidden(
+                "This server has no API key, so operations that need one are off: "
+                "start it with INDEXER_API_KEY set"
+            )
+        if not self.authorised(supplied):
+            raise Unauthorized("This operation needs the API key in X-API-Key")
+
+    def listed(self, authorised: bool) -> list[str]:
+        """Ids of the projects a caller sees in listings."""
+        return [
+            project_id
+            for project_id, config in self.projects.config.projects.items()
+            if authorised or config.access == "public"
+        ]
+
+    def lookup(self, project_id: str, authorised: bool) -> Project:
+        """The project (its model is not loaded here); private ones need the key."""
+        config = self.projects.config.projects.get(project_id)
+        if config is None or (config.access == "private" and not authorised):
+            known = ", ".join(self.listed(authorised)) or "(none)"
+            raise NotFoundError(f"No project '{project_id}'. Projects: {known}")
+        return self.projects.get(project_id)
+
+    def vocab_visible(self, vocab_id: str, authorised: bool) -> bool:
+        """A vocabulary is hidden only when every project using it is private."""
+        users = [
+            c for c in self.projects.config.projects.values() if c.vocab == vocab_id
+        ]
+        return authorised or not users or any(c.access != "private" for c in users)
+
+    # -- models --------------------------------------------------------------
+    @property
+    def loaded(self) -> int:
+        return sum(m.ready for m in self._models.values())
+
+    def _model(self, project_id: str) -> _Model:
+        with self._lock:
+            return self._models.setdefault(project_id, _Model())
+
+    def refresh(self, project: Project, force: bool = False, _seen=None) -> None:
+        """Load the model on first use; load it again when a training replaced it."""
+        model = self._model(project.id)
+        if model.version is _UNLOADED or force:
+            with model.lock:  # everybody waits for a first load
+                if model.version is _UNLOADED or force:
+                    self._load(project, model, first=model.version is _UNLOADED)
+        elif self.check_interval is not None:
+            now = time.monotonic()
+            if now - model.checked >= self.check_interval:
+                model.checked = now
+                # one thread reloads; the others go on with the old model
+                if model_version(project) != model.version and model.lock.acquire(
+                    blocking=False
+                ):
+                    try:
+                        if model_version(project) != model.version:
+                            self._load(project, model, first=False)
+                    finally:
+                        model.lock.release()
+        if project.kind == ENSEMBLE:
+            self._refresh_sources(project, _seen or {project.id})
+
+    def _refresh_sources(self, project: Project, seen: set[str]) -> None:
+        try:
+            sources = [source for source, _ in project.backend.sources()]
+        except IndexerError:
+            return  # the suggestion itself will report it
+        for source in sources:
+            if source.id not in seen:
+                seen.add(source.id)
+                self.refresh(source, _seen=seen)
+
+    def _load(self, project: Project, model: _Model, first: bool) -> None:
+        version = model_version(project)
+        started = time.perf_counter()
+        try:
+            project.reload()
+        except IndexerError:
+            # not trained (yet): remember what was there, so a training is noticed
+            model.version = version
+            raise
+        except Exception:
+            if first:
+                raise
+            log.exception(
+                "Reloading project '%s' failed; serving its previous model", project.id
+            )
+            return
+        model.version = version
+        model.checked = time.monotonic()
+        model.ready = True
+        log.info(
+            "Loaded the model of project '%s' in %.2f s",
+            project.id,
+            time.perf_counter() - started,
+        )
+
+    def preload(self) -> list[str]:
+        """Load every project's model now; the errors, one line each."""
+        errors = []
+        for project_id in self.projects.ids():
+            try:
+                self.refresh(self.projects.get(project_id))
+            except IndexerError as exc:
+                errors.append(f"{project_id}: {exc.message}")
+            except Exception as exc:  # a broken model must not stop the others
+                log.exception("Loading project '%s' failed", project_id)
+                errors.append(f"{project_id}: {type(exc).__name__}: {exc}")
+        return errors

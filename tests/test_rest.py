@@ -1,0 +1,956 @@
+"""The REST API: every endpoint and error case with Flask's test client, every
+response checked against /v1/openapi.json, concurrent requests during model
+reloads, and the real waitress server over HTTP on a loopback port."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA
+
+pytest.importorskip("flask")
+
+API_KEY = "s3cret-key"
+EXTRA_CFG = f"""
+[vocab:secret-vocab]
+source = {DATA}/tiny.ttl
+
+[hidden-en]
+language = en
+vocab = tiny
+backend = lexical
+access = hidden
+
+[private-en]
+language = en
+vocab = secret-vocab
+backend = lexical
+access = private
+
+[broken-en]
+language = en
+vocab = tiny
+backend = lexical
+candidats = 5
+"""
+PHYSICS = "Quantum physics and the motion of particles, with some astronomy."
+PHYSICS_URI = "http://example.org/t/physics"
+
+
+# -- OpenAPI checking of every response -------------------------------------
+
+
+def _schema_validator(spec: dict, pointer: str):
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource(
+        "urn:spec", Resource.from_contents(spec, default_specification=DRAFT202012)
+    )
+    return Draft202012Validator({"$ref": f"urn:spec#{pointer}"}, registry=registry)
+
+
+def _escape(token: str) -> str:
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def check_response(spec: dict, method: str, path: str, response) -> None:
+    """Assert that `response` is one the OpenAPI document promises."""
+    path = path.split("?")[0]
+    status = str(response.status_code)
+    template = next(
+        (
+            t
+            for t in spec["paths"]
+            if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", t), path)
+        ),
+        None,
+    )
+    operation = spec["paths"].get(template, {}).get(method.lower())
+    if operation is None:  # an unknown route or method: a problem document
+        if path.startswith("/v1") or response.status_code >= 400:
+            assert response.mimetype == "application/problem+json", path
+            pointer = "/components/schemas/Problem"
+            _schema_validator(spec, pointer).validate(response.get_json(force=True))
+        return
+    assert status in operation["responses"], (
+        f"{method} {template} answered {status}, which the OpenAPI document does "
+        f"not list: {response.get_data(as_text=True)[:300]}"
+    )
+    pointer = f"/paths/{_escape(template)}/{method.lower()}/responses/{status}"
+    documented = operation["responses"][status]
+    if "$ref" in documented:
+        pointer = documented["$ref"][1:]
+        documented = spec["components"]["responses"][pointer.rsplit("/", 1)[1]]
+    assert response.mimetype in documented["content"], (
+        f"{method} {template} {status} sent {response.mimetype}"
+    )
+    pointer += f"/content/{_escape(response.mimetype)}/schema"
+    _schema_validator(spec, pointer).validate(json.loads(response.get_data()))
+
+
+class CheckedClient:
+    """Flask's test client, checking every response against the OpenAPI document."""
+
+    def __init__(self, app):
+        self.app = app
+        self.client = app.test_client()
+        self.spec = app.config["INDEXER_OPENAPI"]
+
+    def open(self, method: str, path: str, **kwargs):
+        response = self.client.open(path, method=method.upper(), **kwargs)
+        check_response(self.spec, method, path, response)
+        return response
+
+    def get(self, path: str, **kwargs):
+        return self.open("get", path, **kwargs)
+
+    def post(self, path: str, **kwargs):
+        return self.open("post", path, **kwargs)
+
+
+# -- fixtures ---------------------------------------------------------------
+
+
+@pytest.fixture
+def config_path(workspace: Path) -> Path:
+    path = workspace / "projects.cfg"
+    path.write_text(path.read_text() + EXTRA_CFG)
+    return path
+
+
+@pytest.fixture
+def make_client(config_path: Path):
+    from indexer.rest import create_app
+
+    def make(**settings) -> CheckedClient:
+        settings.setdefault("api_key", API_KEY)
+        settings.setdefault("check_interval", 0)
+        return CheckedClient(create_app(config_path, **settings))
+
+    return make
+
+
+@pytest.fixture
+def client(make_client) -> CheckedClient:
+    return make_client()
+
+
+@pytest.fixture
+def trained(config_path: Path, tiny_corpus: Path) -> Path:
+    """The workspace with tfidf-en trained (in a separate Projects, like the CLI)."""
+    from indexer.project import Projects
+
+    Projects.from_path(config_path).get("tfidf-en").train([tiny_corpus])
+    return config_path
+
+
+def problem(response, status: int) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json(force=True)
+    assert body["status"] == status
+    return body
+
+
+def suggest(client, project: str = "lexical-en", **kwargs):
+    return client.post(f"/v1/projects/{project}/suggest", **kwargs)
+
+
+# -- the document ---------------------------------------------------------------
+
+
+def test_openapi_document_is_valid(client):
+    from openapi_spec_validator import validate
+
+    response = client.get("/v1/openapi.json")
+    assert response.status_code == 200
+    validate(response.get_json())
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(client):
+    spec = client.spec
+    routes = {
+        (re.sub(r"<([^>]+)>", r"{\1}", rule.rule), method.lower())
+        for rule in client.app.url_map.iter_rules()
+        if rule.rule.startswith("/v1")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    documented = {
+        (path, method) for path, ops in spec["paths"].items() for method in ops
+    }
+    assert routes == documented
+
+
+def test_limits_in_the_document_are_the_servers(make_client):
+    spec = make_client(max_batch=7, max_content_length=1234).spec
+    description = spec["paths"]["/v1/projects/{project_id}/suggest-batch"]["post"]
+    assert "At most 7 documents and 1234 bytes" in description["description"]
+
+
+# -- service ---------------------------------------------------------------------
+
+
+def test_health(client):
+    response = client.get("/v1/health")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ok"
+
+
+def test_preload_loads_every_ready_model(make_client):
+    health = make_client(preload=True).get("/v1/health").get_json()
+    assert health["models_loaded"] >= 3  # dummy, lexical, hidden, private, ...
+
+
+# -- projects ------------------------------------------------------------------------
+
+
+def test_list_projects_shows_only_public_ones(client):
+    projects = client.get("/v1/projects").get_json()["projects"]
+    ids = [p["id"] for p in projects]
+    assert "lexical-en" in ids and "tfidf-en" in ids
+    assert "hidden-en" not in ids and "private-en" not in ids
+    lexical = next(p for p in projects if p["id"] == "lexical-en")
+    assert lexical["status"] == "ready" and lexical["explain"] is True
+    assert lexical["kind"] == "lexical"
+    tfidf = next(p for p in projects if p["id"] == "tfidf-en")
+    assert tfidf["status"] == "not_trained" and tfidf["explain"] is False
+
+
+def test_list_projects_with_the_key_shows_all(client):
+    response = client.get("/v1/projects", headers={"X-API-Key": API_KEY})
+    ids = [p["id"] for p in response.get_json()["projects"]]
+    assert {"hidden-en", "private-en", "lexical-en"} <= set(ids)
+
+
+def test_a_wrong_key_is_refused(client):
+    response = client.get("/v1/projects", headers={"X-API-Key": "wrong"})
+    assert "wrong" in problem(response, 401)["detail"]
+
+
+def test_a_misconfigured_project_is_listed_with_its_error(client):
+    projects = client.get("/v1/projects").get_json()["projects"]
+    broken = next(p for p in projects if p["id"] == "broken-en")
+    assert broken["status"] == "error" and "candidates" in broken["error"]
+
+
+def test_get_project(client, trained):
+    detail = client.get("/v1/projects/tfidf-en").get_json()
+    assert detail["status"] == "ready" and detail["params"]["ngram"] == 1
+    assert detail["model"]["documents"] == 10 and detail["trained_at"]
+    lexical = client.get("/v1/projects/lexical-en").get_json()
+    assert lexical["model"] is None and "candidates" in lexical["params"]
+
+
+def test_unknown_project_is_404_listing_only_visible_ids(client):
+    body = problem(client.get("/v1/projects/nope"), 404)
+    assert "No project 'nope'" in body["detail"] and "lexical-en" in body["detail"]
+    assert "private-en" not in body["detail"] and "hidden-en" not in body["detail"]
+    assert body["type"].endswith("not-found")
+
+
+def test_hidden_project_is_usable_by_id(client):
+    assert client.get("/v1/projects/hidden-en").status_code == 200
+    response = suggest(client, "hidden-en", json={"text": PHYSICS})
+    assert response.status_code == 200
+
+
+def test_private_project_looks_absent_without_the_key(client):
+    problem(client.get("/v1/projects/private-en"), 404)
+    problem(suggest(client, "private-en", json={"text": PHYSICS}), 404)
+    key = {"X-API-Key": API_KEY}
+    assert client.get("/v1/projects/private-en", headers=key).status_code == 200
+    response = suggest(client, "private-en", json={"text": PHYSICS}, headers=key)
+    assert response.status_code == 200
+
+
+def test_private_project_is_unreachable_when_the_server_has_no_key(make_client):
+    client = make_client(api_key="")
+    response = suggest(
+        client, "private-en", json={"text": PHYSICS}, headers={"X-API-Key": "x"}
+    )
+    problem(response, 404)
+
+
+# -- suggest ---------------------------------------------------------------------------
+
+
+def test_suggest_json(client):
+    response = suggest(client, json={"text": PHYSICS})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["project"] == "lexical-en" and body["language"] == "en"
+    uris = [s["uri"] for s in body["suggestions"]]
+    assert uris[0] == PHYSICS_URI
+    assert body["suggestions"][0]["label"] == "physics"
+    assert body["suggestions"][0]["notation"] == "1.1"
+    scores = [s["score"] for s in body["suggestions"]]
+    assert scores == sorted(scores, reverse=True)
+    assert "explanation" not in body["suggestions"][0]
+
+
+def test_suggest_limit_threshold_language_explain(client):
+    body = suggest(
+        client,
+        json={"text": PHYSICS, "limit": 1, "language": "fi", "explain": True},
+    ).get_json()
+    assert len(body["suggestions"]) == 1 and body["language"] == "fi"
+    top = body["suggestions"][0]
+    assert top["label"] == "fysiikka"
+    assert top["explanation"]["source"] == "label match"
+    assert top["explanation"]["exact"] is True
+    high = suggest(client, json={"text": PHYSICS, "threshold": 0.99}).get_json()
+    assert high["suggestions"] == []
+
+
+def test_suggest_empty_text_gives_no_suggestions(client):
+    body = suggest(client, json={"text": "   "}).get_json()
+    assert body["suggestions"] == []
+
+
+def test_suggest_form(client):
+    response = suggest(client, data={"text": PHYSICS, "limit": "2", "explain": "true"})
+    body = response.get_json()
+    assert response.status_code == 200 and len(body["suggestions"]) == 2
+    assert body["suggestions"][0]["explanation"]
+
+
+def test_suggest_multipart_upload(client):
+    upload = (io.BytesIO(PHYSICS.encode()), "doc.txt")
+    response = suggest(
+        client, data={"text": upload, "limit": "1"}, content_type="multipart/form-data"
+    )
+    assert response.status_code == 200
+    assert response.get_json()["suggestions"][0]["uri"] == PHYSICS_URI
+
+
+def test_suggest_plain_text_with_options_in_the_query(client):
+    response = client.post(
+        "/v1/projects/lexical-en/suggest?limit=1&language=fi",
+        data=PHYSICS.encode(),
+        content_type="text/plain; charset=utf-8",
+    )
+    body = response.get_json()
+    assert [s["label"] for s in body["suggestions"]] == ["fysiikka"]
+
+
+def test_suggest_body_wins_over_the_query(client):
+    response = client.post(
+        "/v1/projects/lexical-en/suggest?limit=1", json={"text": PHYSICS, "limit": 2}
+    )
+    assert len(response.get_json()["suggestions"]) == 2
+
+
+def test_suggest_trained_tfidf_and_ensemble(client, trained):
+    text = "Stars, planets and telescopes"
+    tfidf = suggest(client, "tfidf-en", json={"text": text}).get_json()
+    assert tfidf["suggestions"][0]["uri"] == "http://example.org/t/astronomy"
+    ensemble = suggest(client, "ensemble-en", json={"text": text}).get_json()
+    assert ensemble["suggestions"][0]["uri"] == "http://example.org/t/astronomy"
+
+
+def test_suggest_matches_the_python_api(client, projects):
+    body = suggest(client, json={"text": PHYSICS, "limit": 3}).get_json()
+    batch = projects.get("lexical-en").suggest([PHYSICS], limit=3)
+    vocab = projects.get("lexical-en").vocab
+    expected = [(vocab.uris[s.subject], round(s.score, 4)) for s in batch.row(0)]
+    assert [(s["uri"], s["score"]) for s in body["suggestions"]] == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        ({"json": {}}, 400, "Give the document text in the field 'text'"),
+        ({"json": {"text": 5}}, 400, "'text' must be a string"),
+        ({"json": {"text": "x", "limit": -1}}, 400, "limit must be from 1"),
+        ({"json": {"text": "x", "limit": 0}}, 400, "limit must be from 1"),
+        ({"json": {"text": "x", "limit": 2.5}}, 400, "limit must be an integer"),
+        ({"json": {"text": "x", "limit": True}}, 400, "limit must be an integer"),
+        ({"data": {"text": "x", "limit": "-1"}}, 400, "limit must be from 1"),
+        ({"data": {"text": "x", "limit": "ten"}}, 400, "limit must be an integer"),
+        ({"json": {"text": "x", "threshold": 1.5}}, 400, "threshold must be"),
+        ({"json": {"text": "x", "threshold": "NaN"}}, 400, "threshold must be"),
+        ({"json": {"text": "x", "explain": "maybe"}}, 400, "explain must be true"),
+        ({"json": {"text": "x", "language": "de"}}, 400, "no labels in 'de'"),
+        ({"json": {"text": "x", "limt": 3}}, 400, "Did you mean 'limit'?"),
+        ({"json": ["text"]}, 400, "must be an object"),
+        (
+            {"data": b'{"text": "x"', "content_type": "application/json"},
+            400,
+            "not valid JSON",
+        ),
+        (
+            {"data": b'{"text": "caf\xe9"}', "content_type": "application/json"},
+            400,
+            "not UTF-8",
+        ),
+        (
+            {
+                "data": b"text=caf%E9",
+                "content_type": "application/x-www-form-urlencoded",
+            },
+            400,
+            "not UTF-8",
+        ),
+        (
+            {"data": b"caf\xe9 \xff", "content_type": "text/plain"},
+            400,
+            "not UTF-8",
+        ),
+        (
+            {
+                "data": {"text": (io.BytesIO(b"\xff\xfe\x00x"), "latin.txt")},
+                "content_type": "multipart/form-data",
+            },
+            400,
+            "not UTF-8",
+        ),
+        (
+            {
+                "data": b"text=a&text=b",
+                "content_type": "application/x-www-form-urlencoded",
+            },
+            400,
+            "given twice",
+        ),
+        (
+            {"data": b'{"text": "\\ud800"}', "content_type": "application/json"},
+            400,
+            "lone surrogate",
+        ),
+        (
+            {
+                "data": b"[" * 100_000 + b"]" * 100_000,
+                "content_type": "application/json",
+            },
+            400,
+            "not valid JSON",
+        ),
+        (
+            {
+                "data": b'{"limit": ' + b"9" * 5000 + b"}",
+                "content_type": "application/json",
+            },
+            400,
+            "not valid JSON",
+        ),
+        ({"data": b"\x89PNG", "content_type": "image/png"}, 415, "Send application"),
+    ],
+)
+def test_suggest_bad_requests(client, kwargs, status, fragment):
+    body = problem(suggest(client, **kwargs), status)
+    assert fragment in body["detail"]
+
+
+def test_non_utf8_multipart_field_is_refused(client):
+    boundary = "XyZ"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="text"\r\n\r\n'
+        ).encode()
+        + b"caf\xe9\r\n"
+        + f"--{boundary}--\r\n".encode()
+    )
+    response = suggest(
+        client, data=body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    assert "not UTF-8" in problem(response, 400)["detail"]
+
+
+def test_untrained_project_is_409(client):
+    body = problem(suggest(client, "tfidf-en", json={"text": PHYSICS}), 409)
+    assert "indexer train tfidf-en" in body["detail"]
+    assert body["title"] == "Project not trained"
+
+
+def test_unknown_project_is_404_before_the_body_is_read(client):
+    response = suggest(client, "nope", data=b"\xff", content_type="text/plain")
+    problem(response, 404)
+
+
+def test_misconfigured_project_is_a_server_error(client):
+    body = problem(suggest(client, "broken-en", json={"text": PHYSICS}), 500)
+    assert "unknown parameter 'candidats'" in body["detail"]
+
+
+def test_body_over_the_limit_is_413(make_client):
+    client = make_client(max_content_length=1000)
+    body = problem(suggest(client, json={"text": "x" * 2000}), 413)
+    assert "1000 bytes" in body["detail"]
+
+
+def test_fifty_megabyte_body_is_413_and_the_server_goes_on(client):
+    big = b"a" * (50 * 1024 * 1024)
+    problem(suggest(client, data=big, content_type="text/plain"), 413)
+    assert suggest(client, json={"text": PHYSICS}).status_code == 200
+
+
+def test_method_not_allowed_and_unknown_route(client):
+    response = client.get("/v1/projects/lexical-en/suggest")
+    problem(response, 405)
+    assert "POST" in response.headers["Allow"]
+    problem(client.get("/v1/nothing-here"), 404)
+
+
+# -- batch -----------------------------------------------------------------------------
+
+
+def test_suggest_batch(client):
+    documents = [
+        {"id": "a", "text": PHYSICS},
+        {"text": ""},
+        {"id": 7, "text": "Orchestras and music"},
+    ]
+    response = client.post(
+        "/v1/projects/lexical-en/suggest-batch",
+        json={"documents": documents, "limit": 2, "explain": True},
+    )
+    body = response.get_json()
+    assert response.status_code == 200
+    assert [r["id"] for r in body["results"]] == ["a", None, 7]
+    assert body["results"][0]["suggestions"][0]["uri"] == PHYSICS_URI
+    assert body["results"][1]["suggestions"] == []
+    assert body["results"][2]["suggestions"][0]["label"] == "music"
+    assert all(len(r["suggestions"]) <= 2 for r in body["results"])
+
+
+def test_suggest_batch_empty(client):
+    response = client.post(
+        "/v1/projects/lexical-en/suggest-batch", json={"documents": []}
+    )
+    assert response.get_json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({}, "Give the documents as a list"),
+        ({"documents": "text"}, "Give the documents as a list"),
+        ({"documents": [{"text": "x"}] * 4}, "At most 3 documents"),
+        ({"documents": ["plain"]}, "must be an object"),
+        ({"documents": [{"txt": "x"}]}, "unknown field 'txt'"),
+        ({"documents": [{"id": 1}]}, "Document 0: Give the document text"),
+        ({"documents": [{"text": "x", "id": [1]}]}, "string or an integer"),
+        ({"documents": [], "limit": -1}, "limit must be from 1"),
+    ],
+)
+def test_suggest_batch_bad_requests(make_client, payload, fragment):
+    client = make_client(max_batch=3)
+    response = client.post("/v1/projects/lexical-en/suggest-batch", json=payload)
+    assert fragment in problem(response, 400)["detail"]
+
+
+def test_suggest_batch_needs_json(client):
+    response = client.post(
+        "/v1/projects/lexical-en/suggest-batch", data={"documents": "x"}
+    )
+    problem(response, 415)
+
+
+# -- reload ---------------------------------------------------------------------
+
+
+def test_reload_needs_the_key(client, make_client):
+    url = "/v1/projects/lexical-en/reload"
+    problem(client.post(url), 401)
+    problem(client.post(url, headers={"X-API-Key": "wrong"}), 401)
+    response = client.post(url, headers={"X-API-Key": API_KEY})
+    assert response.get_json() == {
+        "project": "lexical-en",
+        "status": "ready",
+        "trained_at": None,
+    }
+    no_key = make_client(api_key="")
+    assert "INDEXER_API_KEY" in problem(no_key.post(url), 403)["detail"]
+
+
+def test_reload_of_an_untrained_project_is_409(client):
+    response = client.post(
+        "/v1/projects/tfidf-en/reload", headers={"X-API-Key": API_KEY}
+    )
+    problem(response, 409)
+
+
+def _retrain(config_path: Path, corpus: Path) -> None:
+    from indexer.project import Projects
+
+    Projects.from_path(config_path).get("tfidf-en").train([corpus])
+
+
+def test_a_retrained_model_is_served_after_reload(make_client, trained, tmp_path):
+    client = make_client(check_interval=None)  # no automatic checks
+    text = {"text": "The history of music and orchestras"}
+    before = suggest(client, "tfidf-en", json=text).get_json()["suggestions"]
+    subset = tmp_path / "subset.tsv"
+    subset.write_text("".join((DATA / "tiny.tsv").read_text().splitlines(True)[3:6]))
+    _retrain(trained, subset)
+    assert suggest(client, "tfidf-en", json=text).get_json()["suggestions"] == before
+    response = client.post(
+        "/v1/projects/tfidf-en/reload", headers={"X-API-Key": API_KEY}
+    )
+    assert response.get_json()["status"] == "ready"
+    after = suggest(client, "tfidf-en", json=text).get_json()["suggestions"]
+    assert after != before
+
+
+def test_concurrent_suggestions_during_model_reloads(make_client, trained, tmp_path):
+    """Requests racing with retrainings get the answer of one model or the other,
+    never an error or a mixture, and the newest model wins in the end."""
+    client = make_client()  # checks for a new model on every request
+    corpus_a = DATA / "tiny.tsv"
+    corpus_b = tmp_path / "b.tsv"
+    corpus_b.write_text("".join(corpus_a.read_text().splitlines(True)[2:8]))
+    text = {"text": "Stars and the history of music, physics and biology"}
+
+    def answer(c) -> tuple:
+        response = c.post("/v1/projects/tfidf-en/suggest", json=text)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return tuple((s["uri"], s["score"]) for s in response.get_json()["suggestions"])
+
+    answer_a = answer(client)
+    _retrain(trained, corpus_b)
+    answer_b = answer(client)
+    assert answer_a != answer_b
+
+    seen: Counter = Counter()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        c = client.app.test_client()
+        while not stop.is_set():
+            try:
+                result = answer(c)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                with lock:
+                    errors.append(exc)
+                return
+            with lock:
+                seen[result] += 1
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        for corpus in (corpus_a, corpus_b) * 3:
+            _retrain(trained, corpus)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert not errors, errors[0]
+    assert set(seen) <= {answer_a, answer_b}, "an answer from no single model"
+    assert seen[answer_a] and seen[answer_b]
+    assert answer(client) == answer_b  # the last training was on corpus b
+
+
+def test_concurrent_requests_agree_with_sequential_ones(client, trained):
+    texts = [
+        line.split("\t")[0] for line in (DATA / "tiny.tsv").read_text().splitlines()
+    ]
+    projects = ("tfidf-en", "lexical-en", "ensemble-en")
+
+    def answers(c) -> dict:
+        out = {}
+        for project in projects:
+            for text in texts:
+                r = c.post(f"/v1/projects/{project}/suggest", json={"text": text})
+                out[project, text] = r.get_json()["suggestions"]
+        return out
+
+    expected = answers(client.app.test_client())
+    results: list = []
+
+    def work() -> None:
+        results.append(answers(client.app.test_client()))
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 6 and all(r == expected for r in results)
+
+
+def test_stemming_is_safe_in_threads():
+    """Request threads share one Snowball stemmer per language; the pure-Python
+    ones (used when PyStemmer is absent) keep per-word state."""
+    finnish = pytest.importorskip("snowballstemmer.finnish_stemmer")
+    from indexer.analyzer import Analyzer
+
+    endings = ("", "ssa", "sta", "lla", "ksi", "iden", "ineen", "illaan")
+    stems = ("kirja", "talo", "musiikki", "tähti", "historia", "kieli", "sota")
+    words = [f"{s}{e}{'x' * k}" for s in stems for e in endings for k in range(40)]
+    expected = [finnish.FinnishStemmer().stemWord(w) for w in words]
+    analyzer = Analyzer("fi", stem=False)  # no final-vowel trimming
+    analyzer._stem = finnish.FinnishStemmer().stemWord  # one shared stemmer
+    results: dict[int, str] = {}
+    failures: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for i in range(offset, len(words), 4):
+                results[i] = analyzer.stem(words[i])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert not failures, failures[0]
+    assert [results[i] for i in range(len(words))] == expected
+
+
+# -- vocabularies and concepts ----------------------------------------------------
+
+
+def test_list_vocabs(client):
+    vocabs = client.get("/v1/vocabs").get_json()["vocabs"]
+    assert [v["id"] for v in vocabs] == ["tiny"]  # secret-vocab is private-only
+    with_key = client.get("/v1/vocabs", headers={"X-API-Key": API_KEY}).get_json()
+    assert {v["id"] for v in with_key["vocabs"]} == {"tiny", "secret-vocab"}
+
+
+def test_get_vocab(client):
+    suggest(client, json={"text": PHYSICS})  # loads the vocabulary
+    vocab = client.get("/v1/vocabs/tiny").get_json()
+    assert vocab["loaded"] and vocab["size"] == 8 and vocab["languages"] == ["en", "fi"]
+    problem(client.get("/v1/vocabs/secret-vocab"), 404)
+    problem(client.get("/v1/vocabs/nope"), 404)
+
+
+def test_concept_by_uri(client):
+    body = client.get(f"/v1/vocabs/tiny/concepts?uri={PHYSICS_URI}").get_json()
+    assert body["language"] == "en"
+    (concept,) = body["concepts"]
+    assert concept["label"] == "physics" and concept["alt_labels"] == [
+        "physical sciences"
+    ]
+    assert concept["broader"] == [
+        {"uri": "http://example.org/t/science", "label": "science"}
+    ]
+    assert concept["related"][0]["label"] == "astronomy"
+    fi = client.get(f"/v1/vocabs/tiny/concepts?uri=<{PHYSICS_URI}>&language=fi")
+    assert fi.get_json()["concepts"][0]["label"] == "fysiikka"
+
+
+def test_concept_label_search(client):
+    body = client.get("/v1/vocabs/tiny/concepts?label=SCIENCE").get_json()
+    labels = [c["label"] for c in body["concepts"]]
+    assert labels[0] == "science" and "physics" in labels  # exact match first
+    limited = client.get("/v1/vocabs/tiny/concepts?label=science&limit=1").get_json()
+    assert len(limited["concepts"]) == 1
+    fi = client.get("/v1/vocabs/tiny/concepts?label=tiede&language=fi").get_json()
+    assert {c["label"] for c in fi["concepts"]} == {"tiede", "tähtitiede"}
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "fragment"),
+    [
+        ("", 400, "Give either uri"),
+        (f"?uri={PHYSICS_URI}&label=x", 400, "Give either uri"),
+        ("?uri=http://example.org/t/none", 404, "No concept"),
+        ("?label=x&language=sv", 400, "no labels in 'sv'"),
+        ("?label=x&limit=0", 400, "limit must be from 1"),
+        ("?label=", 400, "label must be a non-empty string"),
+        ("?lable=x", 400, "Did you mean 'label'?"),
+    ],
+)
+def test_concept_bad_requests(client, query, status, fragment):
+    body = problem(client.get(f"/v1/vocabs/tiny/concepts{query}"), status)
+    assert fragment in body["detail"]
+
+
+# -- CORS and the web page --------------------------------------------------------
+
+
+def test_cors_is_off_by_default(client):
+    response = client.get("/v1/health", headers={"Origin": "https://example.org"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_cors_for_configured_origins(make_client):
+    client = make_client(cors_origins="https://a.example, https://b.example")
+    response = client.client.options(
+        "/v1/projects/lexical-en/suggest",
+        headers={
+            "Origin": "https://b.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Content-Type, X-API-Key",
+        },
+    )
+    assert response.headers["Access-Control-Allow-Origin"] == "https://b.example"
+    assert "x-api-key" in response.headers["Access-Control-Allow-Headers"].lower()
+    other = client.get("/v1/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_web_page_is_served(client):
+    with client.client.get("/") as page:
+        assert page.status_code == 200 and b"Subject indexer" in page.data
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    with client.client.get("/app.js") as script:
+        assert script.status_code == 200
+    with client.client.get("/style.css") as style:
+        assert style.mimetype == "text/css"
+    problem(client.get("/secrets.txt"), 404)
+
+
+# -- the real server ------------------------------------------------------------
+
+
+@contextmanager
+def running_server(app, threads: int = 4):
+    """Serve `app` with waitress on a free loopback port; yields the base URL."""
+    from waitress import wasyncore
+
+    from indexer.rest import make_server
+
+    sockets: dict = {}
+    server = make_server(app, host="127.0.0.1", port=0, threads=threads, map=sockets)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.effective_port}"
+    finally:
+        server.task_dispatcher.shutdown()
+        # closing every socket in the server's own thread ends its loop
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
+        thread.join(10)
+
+
+def http(method: str, url: str, body: bytes | None = None, content_type=None):
+    """(status, content type, parsed JSON body) of one request over HTTP."""
+    request = urllib.request.Request(url, data=body, method=method)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return (
+                response.status,
+                response.headers.get_content_type(),
+                json.load(response),
+            )
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get_content_type(), json.loads(exc.read())
+
+
+def test_real_server_over_http(config_path):
+    from indexer.rest import create_app
+
+    app = create_app(config_path, api_key=API_KEY)
+    with running_server(app) as base:
+        status, _, health = http("GET", f"{base}/v1/health")
+        assert status == 200 and health["status"] == "ok"
+        url = f"{base}/v1/projects/lexical-en/suggest"
+        payload = json.dumps({"text": PHYSICS, "limit": 3}).encode()
+        status, _, body = http("POST", url, payload, "application/json")
+        assert status == 200 and body["suggestions"][0]["uri"] == PHYSICS_URI
+        status, kind, body = http("POST", url, b"\xff\xfe", "text/plain")
+        assert (status, kind) == (400, "application/problem+json")
+        status, kind, _ = http("POST", url, b"a" * (50 * 1024 * 1024), "text/plain")
+        assert (status, kind) == (413, "application/problem+json")
+        status, _, _ = http("POST", f"{base}/v1/projects/nope/suggest", payload)
+        assert status == 404
+
+        # concurrent clients over real sockets agree with each other
+        results: list = []
+
+        def client() -> None:
+            for _ in range(5):
+                results.append(http("POST", url, payload, "application/json")[2])
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert len(results) == 20 and all(r == results[0] for r in results)
+        assert http("GET", f"{base}/v1/health")[0] == 200  # still up
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes need fork()")
+def test_serve_with_worker_processes(config_path):
+    command = [
+        sys.executable,
+        "-c",
+        "from indexer.cli import main; main()",
+        "--projects",
+        str(config_path),
+        "serve",
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+    ]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        base = None
+        for line in server.stderr:
+            found = re.search(r"on (http://127\.0\.0\.1:\d+)/ \(waitress, 2 proc", line)
+            if found:
+                base = found.group(1)
+                break
+        assert base, "the server did not start"
+        payload = json.dumps({"text": PHYSICS}).encode()
+        for _ in range(6):  # new connections: both workers answer some
+            status, _, body = http(
+                "POST",
+                f"{base}/v1/projects/lexical-en/suggest",
+                payload,
+                "application/json",
+            )
+            assert status == 200 and body["suggestions"][0]["uri"] == PHYSICS_URI
+    finally:
+        server.terminate()
+        server.wait(30)
+        server.stderr.close()
+    assert server.returncode == 0
+
+
+# -- the command line ---------------------------------------------------------------
+
+
+def test_serve_commands_are_listed_without_importing_flask():
+    code = (
+        "import sys; from indexer.cli import cli\n"
+        "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('FLASK LOADED' if 'flask' in sys.modules else 'NO FLASK')"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "serve" in output and "run-dev" in output
+    assert "NO FLASK" in output
+
+
+def test_serve_help(run_cli):
+    result = run_cli("serve", "--help")
+    assert result.exit_code == 0
+    options = ("--host", "--port", "--threads", "--workers", "--api-key", "--cors")
+    for option in (*options, "--dev", "--check-interval", "--max-content-length"):
+        assert option in result.output
