@@ -45,9 +45,9 @@ SNOWBALL = {
 TRIM_FINAL_VOWELS = {"fi", "et"}
 FINAL_VOWELS = "aeiouyäöõü"
 TOKEN = re.compile(r"\w+(?:[-']\w+)*", re.UNICODE)
-# Snowball stemmers (shared, see _stemmer) keep per-word state: the pure-Python
-# ones return wrong stems or crash when two threads of a server stem at once
-_STEM_LOCK = threading.Lock()
+# Snowball stemmers keep per-word state: the pure-Python ones return wrong stems
+# or crash when two threads of a server stem at once, so each thread has its own
+_THREAD_STEMMERS = threading.local()
 
 
 class Analyzer:
@@ -74,11 +74,7 @@ class Analyzer:
     def stem(self, word: str) -> str:
         stem = self._cache.get(word)
         if stem is None:
-            if self._stem:
-                with _STEM_LOCK:
-                    stem = self._stem(word)
-            else:
-                stem = word
+            stem = self._stem(word) if self._stem else word
             if self._trim and len(stem) > 4:
                 stem = stem[:3] + stem[3:].rstrip(FINAL_VOWELS)
             if len(self._cache) < 500_000:
@@ -100,7 +96,14 @@ def _stemmer(language: str):
     name = SNOWBALL.get(language.split("-")[0].lower())
     if name is None or name not in snowballstemmer.algorithms():
         return None
-    return snowballstemmer.stemmer(name).stemWord
+
+    def stem_word(word: str) -> str:
+        stemmers = _THREAD_STEMMERS.__dict__
+        if name not in stemmers:
+            stemmers[name] = snowballstemmer.stemmer(name)
+        return stemmers[name].stemWord(word)
+
+    return stem_word
 
 
 @cache
