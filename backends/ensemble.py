@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from indexer.backend import ENSEMBLE, Backend
 from indexer.errors import ConfigError
 from indexer.params import param
@@ -12,7 +14,20 @@ from indexer.suggestion import SuggestionBatch
 
 
 @dataclass
-class EnsembleParams:
+class UnseenSlotsParams:
+    unseen_slots: int = param(
+        2,
+        "of the top 'unseen_depth' suggestions, this many are kept for the best "
+        "subjects that no source saw in training (0: rank by score alone)",
+        min=0,
+    )
+    unseen_depth: int = param(
+        10, "how many top suggestions 'unseen_slots' applies to", min=1
+    )
+
+
+@dataclass
+class EnsembleParams(UnseenSlotsParams):
     sources: str = param("", "source projects with weights: 'a:0.6, b:0.4'")
     exponent: float = param(
         1.0, "scores are raised to this power before weighting", min=0.0
@@ -66,6 +81,31 @@ class EnsembleBackend(Backend):
             out.append((source, weight))
         return out
 
+    def seen_subjects(self) -> np.ndarray | None:
+        """The largest training frequency of each subject among the sources."""
+        counts = [
+            c for c in (p.seen_subjects() for p, _ in self.sources()) if c is not None
+        ]
+        if not counts:
+            return None
+        n = len(self.project.vocab)
+        out = np.zeros(n, np.int64)
+        for c in counts:
+            out[: len(c)] = np.maximum(out[: len(c)], c[:n])
+        return out
+
+    def keep_unseen_slots(self, batch: SuggestionBatch) -> SuggestionBatch:
+        """Promote subjects unseen in the sources' training into the reserved
+        slots, so that new subjects stay visible next to well-known ones.
+        Nothing changes where no source was trained (everything is unseen)."""
+        self._ensure_loaded()
+        seen = self._seen
+        if seen is None:
+            return batch
+        return batch.promote(
+            seen == 0, self.params.unseen_slots, self.params.unseen_depth
+        )
+
     def train(self, corpus, jobs: int = 1) -> dict:
         names = ", ".join(p.id for p, _ in self.sources())
         raise ConfigError(
@@ -75,6 +115,7 @@ class EnsembleBackend(Backend):
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
         self._sources = self.sources()
+        self._seen = self.seen_subjects()
 
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
         total = sum(w for _, w in self._sources) or 1.0
@@ -85,4 +126,4 @@ class EnsembleBackend(Backend):
                 m = m.power(self.params.exponent)
             m = m * (weight / total)
             fused = m if fused is None else fused + m
-        return SuggestionBatch(fused)
+        return self.keep_unseen_slots(SuggestionBatch(fused))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from backends.ensemble import EnsembleBackend
+from backends.ensemble import EnsembleBackend, UnseenSlotsParams
 from indexer.backend import Backend
 from indexer.errors import InputError, NotTrainedError
 from indexer.features import subject_matrix
@@ -42,7 +42,7 @@ EPS = 1e-4
 
 
 @dataclass
-class CalibratedParams:
+class CalibratedParams(UnseenSlotsParams):
     sources: str = param(
         "", "source projects: 'a, b' (weights, if given, are learnt instead)"
     )
@@ -401,19 +401,6 @@ class CalibratedBackend(EnsembleBackend):
     needs_training = True
     train = Backend.train  # unlike a plain ensemble, this one is trained
 
-    def seen_subjects(self) -> np.ndarray | None:
-        """The largest training frequency of each subject among the sources."""
-        counts = [
-            c for c in (p.seen_subjects() for p, _ in self.sources()) if c is not None
-        ]
-        if not counts:
-            return None
-        n = len(self.project.vocab)
-        out = np.zeros(n, np.int64)
-        for c in counts:
-            out[: len(c)] = np.maximum(out[: len(c)], c[:n])
-        return out
-
     def _frequency(self) -> np.ndarray:
         seen = self.seen_subjects()
         return np.zeros(len(self.project.vocab)) if seen is None else seen.astype(float)
@@ -477,6 +464,7 @@ class CalibratedBackend(EnsembleBackend):
                 f"{', '.join(trained or [])}, but is configured with "
                 f"{', '.join(configured)}: retrain it"
             )
+        self._seen = self.seen_subjects()
         self._frequency_cache = self._frequency()
 
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
@@ -487,4 +475,5 @@ class CalibratedBackend(EnsembleBackend):
             (scores, (candidates.docs, candidates.subjects)),
             shape=(len(texts), len(self.project.vocab)),
         )
-        return SuggestionBatch(matrix).filter(limit=self.params.candidates)
+        batch = SuggestionBatch(matrix).filter(limit=self.params.candidates)
+        return self.keep_unseen_slots(batch)

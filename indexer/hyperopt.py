@@ -131,7 +131,7 @@ def _ensemble_trials(backend, texts, batch_size, trials, seed, score):
         for m, w in zip(matrices, weights, strict=True):
             part = (m.power(exponent) if exponent != 1.0 else m) * w
             fused = part if fused is None else fused + part
-        value, metrics = score(SuggestionBatch(fused))
+        value, metrics = score(backend.keep_unseen_slots(SuggestionBatch(fused)))
         sources_value = ", ".join(
             f"{i}:{w:.4f}" for i, w in zip(ids, weights, strict=True)
         )

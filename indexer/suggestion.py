@@ -104,6 +104,30 @@ class SuggestionBatch:
         ranks = np.arange(len(rows)) - starts + 1
         return rows, cols, data, ranks
 
+    def promote(self, mask: np.ndarray, slots: int, depth: int) -> SuggestionBatch:
+        """Make sure `slots` of each document's top `depth` subjects are ones
+        where `mask` is true, where the document has such candidates further
+        down: the best of them swap scores with the lowest-ranked others of
+        the top. Order within each group is kept."""
+        if slots <= 0 or depth <= 0 or self.matrix.nnz == 0:
+            return self
+        rows, cols, data, _ = self.ranks()
+        data = data.copy()
+        flagged = np.asarray(mask, bool)[cols]
+        bounds = np.searchsorted(rows, np.arange(len(self) + 1))
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            top = min(depth, end - start)
+            need = slots - int(flagged[start : start + top].sum())
+            if need <= 0:
+                continue
+            below = start + top + np.flatnonzero(flagged[start + top : end])
+            others = start + np.flatnonzero(~flagged[start : start + top])[::-1]
+            n = min(need, len(below), len(others))
+            promoted, demoted = below[:n], others[:n][::-1]  # both best first
+            data[promoted], data[demoted] = data[demoted], data[promoted].copy()
+        matrix = sp.csr_matrix((data, (rows, cols)), shape=self.matrix.shape)
+        return SuggestionBatch(matrix)
+
     @staticmethod
     def vstack(batches: Sequence[SuggestionBatch]) -> SuggestionBatch:
         return SuggestionBatch(sp.vstack([b.matrix for b in batches], format="csr"))

@@ -45,3 +45,24 @@ def test_vstack_and_empty():
     empty = SuggestionBatch.empty(2, 3)
     assert len(SuggestionBatch.vstack([empty, empty])) == 4
     assert list(empty) == [[], []]
+
+
+def test_promote_swaps_the_best_flagged_into_the_reserved_slots():
+    batch = SuggestionBatch.from_dense(
+        np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3], [0.9, 0.8, 0.7, 0, 0, 0, 0]])
+    )
+    flagged = np.array([0, 0, 0, 0, 1, 1, 1], bool)
+    promoted = batch.promote(flagged, slots=2, depth=3)
+    first = [(s.subject, round(s.score, 2)) for s in promoted.row(0)]
+    # the two lowest of the top 3 give their scores to the two best flagged
+    assert first[:3] == [(0, 0.9), (4, 0.8), (5, 0.7)]
+    assert [s for s, _ in first[3:]] == [3, 1, 2, 6]
+    # no flagged candidate in the second row: unchanged
+    assert [s.subject for s in promoted.row(1)] == [0, 1, 2]
+
+
+def test_promote_leaves_rows_that_already_fill_their_slots():
+    batch = SuggestionBatch.from_dense(np.array([[0.9, 0.8, 0.7, 0.6]]))
+    flagged = np.array([0, 1, 0, 1], bool)
+    assert batch.promote(flagged, slots=1, depth=2).row(0) == batch.row(0)
+    assert batch.promote(flagged, slots=0, depth=4).row(0) == batch.row(0)

@@ -33,3 +33,23 @@ def test_bad_sources(tmp_path):
         projects.get("e2").suggest(["text"])
     with pytest.raises(ConfigError, match="set 'sources'"):
         projects.get("e3").suggest(["text"])
+
+
+def test_unseen_slots_keep_a_subject_no_source_was_trained_on(projects, tmp_path):
+    lines = (DATA / "tiny.tsv").read_text().splitlines(keepends=True)
+    corpus = tmp_path / "no-music.tsv"
+    corpus.write_text("".join(line for line in lines if "/music" not in line))
+    projects.get("tfidf-en").train([corpus])
+    music = projects.get("tfidf-en").vocab.id_of("http://example.org/t/music")
+    text = ["Music in the history of astronomy, telescopes and stars"]
+
+    def top(slots: int, depth: int) -> list[int]:
+        project = projects.get("ensemble-en")
+        project.config.params.update(unseen_slots=slots, unseen_depth=depth)
+        project.__dict__.pop("backend", None)
+        return [s.subject for s in project.suggest(text).row(0)]
+
+    ranked = top(0, 1)
+    assert music in ranked and ranked[0] != music
+    assert top(1, 1)[0] == music
+    assert sorted(top(1, 1)) == sorted(ranked)  # reordered, nothing lost
