@@ -17,7 +17,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from indexer.errors import DependencyError
 from indexer.models import ResolvedModel, resolve_model
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -28,39 +27,21 @@ class CausalLM:
 
     def __init__(self, model: ResolvedModel, device: str = "auto", dtype="auto"):
         import torch
-        import transformers
 
         from indexer.encoder import pick_device
+        from indexer.llm import load_decoder, load_tokenizer
 
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
         self.model_info = model
         self.device = pick_device(device)
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(model.path)
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                model.path, dtype=getattr(torch, dtype)
-            )
-        except (OSError, ValueError) as exc:
-            first = str(exc).splitlines()[0]
-            raise DependencyError(
-                f"Cannot load causal LM '{model.name}': {first}"
-            ) from None
-        self.model = self.model.to(self.device).eval()
+        self.tokenizer = load_tokenizer(model)
+        self.model = load_decoder(model, self.device, dtype=dtype, causal_lm=True)
         config = self.model.config
         positions = getattr(config, "max_position_embeddings", None) or 2048
         limit = self.tokenizer.model_max_length
         self.max_positions = min(positions, limit) if limit else positions
-        self.pad_id = next(
-            (
-                i
-                for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0)
-                if i is not None
-            ),
-            0,
-        )
+        self.pad_id = self.tokenizer.pad_token_id
         self._softcap = getattr(config, "final_logit_softcapping", None)
         self._torch = torch
         self._lock = threading.Lock()  # one forward pass at a time per model
@@ -160,7 +141,7 @@ class CausalLM:
             past.batch_repeat_interleave(len(sequences))
             ones = torch.ones(len(sequences), prefix_length, dtype=torch.long)
             mask = torch.cat([ones.to(self.device), mask], dim=1)
-            kwargs = {"past_key_values": past, "use_cache": True}
+            kwargs = {_cache_argument(decoder): past, "use_cache": True}
         hidden = decoder(input_ids=ids, attention_mask=mask, **kwargs)
         hidden = hidden.last_hidden_state
         return hidden[torch.arange(len(sequences), device=self.device), lengths - 1]
@@ -176,6 +157,15 @@ class CausalLM:
         yes = self._torch.logsumexp(logits[:, :n_yes], dim=-1)
         no = self._torch.logsumexp(logits[:, n_yes:], dim=-1)
         return (yes - no).cpu().numpy()
+
+
+def _cache_argument(decoder) -> str:
+    """Name of the KV-cache argument: `cache` in newer transformers, where
+    `past_key_values` is deprecated."""
+    import inspect
+
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 @lru_cache(maxsize=2)

@@ -180,52 +180,6 @@ def tiny_encoder(tmp_path_factory) -> Path:
     return path
 
 
-def build_tiny_llm(path: Path, seed: int = 0) -> Path:
-    """A randomly initialised 2-layer Llama (hidden 64) with a word-level
-    tokenizer, saved as a transformers directory (no download)."""
-    import torch
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<s>", "</s>", "<pad>"]
-    words = [*specials, '"', ":", ",", ".", "this", "text", "means", "one", "word"]
-    words += sorted(set(WORDS) - set(words))
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, "<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-    )
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(words),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=3,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_llm(tmp_path_factory) -> Path:
-    """A tiny random decoder LLM (Llama architecture) for the LLM backends."""
-    return build_tiny_llm(tmp_path_factory.mktemp("tiny-llama"))
-
-
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{{ message['content'] }}<|im_end|>\n{% endfor %}"
@@ -233,9 +187,13 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_chat_llm(path: Path, chat_template: bool = True, seed: int = 0):
-    """A random 2-layer Llama (hidden 64) whose word-level tokenizer knows the
-    English llm_rank prompt, yes/no and a chat template (no download)."""
+def build_tiny_llm(
+    path: Path, seed: int = 0, chat_template: bool = False, initializer_range=0.02
+) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 64) whose word-level
+    tokenizer knows the test texts, the English llm_rank prompt and yes/no,
+    saved as a transformers directory (no download). A wider
+    `initializer_range` makes yes/no answers differ between candidates."""
     import re
 
     import torch
@@ -245,12 +203,20 @@ def build_tiny_chat_llm(path: Path, chat_template: bool = True, seed: int = 0):
     from backends.llm_rank.prompts import TEMPLATES
 
     specials = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
-    text = " ".join([*WORDS, *TEMPLATES["en"].values(), "user assistant alchemy"])
-    words = sorted(set(re.findall(r"\w+|[^\w\s]", text.lower())))
-    words = [*specials, *[w for w in words if w not in specials]]
+    text = " ".join(
+        [
+            *WORDS,
+            *TEMPLATES["en"].values(),
+            'this text means one word user assistant " : , .',
+        ]
+    )
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", text.lower())) - set(specials))
+    words = [*specials, *words]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, "<unk>"))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()]
+    )
     tok.add_special_tokens(specials)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -269,8 +235,8 @@ def build_tiny_chat_llm(path: Path, chat_template: bool = True, seed: int = 0):
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,  # answers that differ between candidates
+        max_position_embeddings=512,
+        initializer_range=initializer_range,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=3,
@@ -281,9 +247,16 @@ def build_tiny_chat_llm(path: Path, chat_template: bool = True, seed: int = 0):
 
 
 @pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory) -> Path:
+    """A tiny random decoder LLM (Llama architecture) for llm_head."""
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
 def tiny_chat_llm(tmp_path_factory) -> Path:
     """A tiny random Llama with a chat template, for llm_rank."""
-    return build_tiny_chat_llm(tmp_path_factory.mktemp("tiny-chat-llama"))
+    path = tmp_path_factory.mktemp("tiny-chat-llama")
+    return build_tiny_llm(path, chat_template=True, initializer_range=0.2)
 
 
 @pytest.fixture

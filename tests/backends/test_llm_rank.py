@@ -10,7 +10,7 @@ import pytest
 from indexer.errors import ConfigError, NotTrainedError
 from indexer.project import Projects
 
-from ..conftest import DATA, build_tiny_chat_llm
+from ..conftest import DATA, build_tiny_llm
 
 ASTRONOMY = "Telescopes show stars and galaxies: astronomy for beginners"
 SOLAR = "Solar energy from photovoltaics on rooftops, and the physics behind it"
@@ -170,11 +170,11 @@ def test_overlong_document_is_cut_to_the_context_window(
         max_doc_tokens=100000,
     )
     project = projects.get("rank-long")
-    text = " ".join([ASTRONOMY] * 400)  # ~4000 tokens, the context has 256
+    text = " ".join([ASTRONOMY] * 400)  # ~4000 tokens, the context has 512
     batch = project.suggest([text])
     assert batch.row(0)
     analysis = project.backend.analyse([text])[0]
-    assert analysis.truncated and 0 < analysis.document_tokens < 256
+    assert analysis.truncated and 0 < analysis.document_tokens < 512
 
 
 def test_chat_style_needs_a_chat_template(dense_workspace, tiny_chat_llm, tmp_path):
@@ -236,10 +236,14 @@ def test_default_templates_per_language():
 def test_retrained_llm_must_match_the_calibration(
     dense_workspace, tiny_encoder, tmp_path
 ):
-    first = build_tiny_chat_llm(tmp_path / "first")
+    first = build_tiny_llm(
+        tmp_path / "first", chat_template=True, initializer_range=0.2
+    )
     projects = _add(dense_workspace, "rank-swap", model=first, embed_model=tiny_encoder)
     projects.get("rank-swap").train([DATA / "tiny.tsv"])
-    build_tiny_chat_llm(tmp_path / "second", seed=1)
+    build_tiny_llm(
+        tmp_path / "second", seed=1, chat_template=True, initializer_range=0.2
+    )
     cfg = dense_workspace / "projects.cfg"
     cfg.write_text(cfg.read_text().replace(str(first), str(tmp_path / "second")))
     with pytest.raises(NotTrainedError, match="calibrated with the LLM"):

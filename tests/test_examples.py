@@ -1,0 +1,44 @@
+"""The shipped configurations parse, name valid settings and sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indexer.backend import ENSEMBLE
+from indexer.project import Projects
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", ["projects.cfg", "examples/full.cfg"])
+def test_every_project_has_valid_settings(path):
+    projects = Projects.from_path(ROOT / path)
+    assert list(projects.ids())
+    for project_id in projects.ids():
+        backend = projects.get(project_id).backend  # validates the parameters
+        if backend.kind == ENSEMBLE:
+            assert backend.sources()  # the sources exist, with one vocabulary
+
+
+def test_demo_is_the_zero_shot_ensemble():
+    projects = Projects.from_path(ROOT / "projects.cfg")
+    sources = projects.get("demo").backend.sources()
+    assert {p.backend.name for p, _ in sources} == {"lexical", "embed", "llm_rank"}
+    assert not any(p.backend.needs_training for p, _ in sources)
+
+
+def test_full_example_fuses_all_seven_backends():
+    projects = Projects.from_path(ROOT / "examples/full.cfg")
+    full = projects.get("full").backend
+    assert full.name == "calibrated"
+    assert {p.backend.name for p, _ in full.sources()} == {
+        "xmc",
+        "tfidf",
+        "knn",
+        "llm_head",
+        "lexical",
+        "embed",
+        "llm_rank",
+    }
