@@ -149,7 +149,7 @@ class XmcBackend(Backend):
                 f"subjects on {examples} documents",
                 file=sys.stderr,
             )
-            with quiet_native_output():
+            with quiet_native_output(hide_progress=True):
                 model = omikuji.Model.train_on_data(
                     str(data), hp, n_threads=max(jobs, 1)
                 )
@@ -226,18 +226,21 @@ def write_libsvm(path: Path, x, subjects: list[list[int]], labels: np.ndarray) -
 
 
 @contextlib.contextmanager
-def quiet_native_output() -> Iterator[None]:
-    """Keep omikuji's Rust logger off stdout (which carries only results) and its
-    progress bars off stderr unless stderr is a terminal."""
+def quiet_native_output(hide_progress: bool = False) -> Iterator[None]:
+    """Keep omikuji's Rust logger off stdout, which carries only results, and,
+    with `hide_progress`, its progress bars off stderr unless that is a
+    terminal. The file descriptors are process-wide: loading (in a server,
+    next to other requests) leaves stderr alone, and a server's stdout carries
+    nothing."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    hide_stderr = hide_progress and not sys.stderr.isatty()
+    targets = (1, 2) if hide_stderr else (1,)
+    saved = {fd: os.dup(fd) for fd in targets}
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        keep_stderr = sys.stderr.isatty()
-        os.dup2(2 if keep_stderr else devnull, 1)
-        if not keep_stderr:
-            os.dup2(devnull, 2)
+        for fd in targets:
+            os.dup2(devnull, fd)
         yield
     finally:
         for fd, copy in saved.items():
