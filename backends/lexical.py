@@ -4,8 +4,10 @@ Every concept with a label in the project language can be suggested without
 training data. Candidates come from exact (stemmed) label phrases, compound
 word heads (Finnish, German, ...) and partial matches of multi-word labels;
 each gets features (occurrences, first position, spread, label type and
-length, idf-weighted coverage, training frequency) that a logistic model turns
-into a score. Untrained, hand-set weights are used; `train` fits the weights.
+length, idf-weighted coverage, how many concepts share the matched label, how
+many of its broader/narrower/related concepts matched, training frequency)
+that a logistic model turns into a score. Untrained, hand-set weights are
+used; `train` fits the weights.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ FEATURES = (
     "coverage",
     "prior",
     "match_precision",
+    "unambiguous",
+    "neighbours",
 )
 # Weights used before training: exact matches of specific labels early in the
 # text score high; partial coverage alone scores low.
@@ -55,6 +59,8 @@ DEFAULT_WEIGHTS = {
     "coverage": 1.5,
     "prior": 0.0,
     "match_precision": 0.0,
+    "unambiguous": 0.5,
+    "neighbours": 0.3,
 }
 # smoothing (pseudo-matches) of a concept's match precision learnt in training
 MATCH_PSEUDOCOUNT = 2.0
@@ -94,6 +100,7 @@ class _Match:
     exact: bool = False
     compound_only: bool = True
     coverage: float = 0.0
+    senses: int = 1_000_000  # fewest concepts sharing a label that matched
 
 
 class LexicalBackend(Backend):
@@ -127,6 +134,7 @@ class LexicalBackend(Backend):
                         if tokens and (concept_id, is_pref) not in phrases[tokens]:
                             phrases[tokens].append((concept_id, is_pref))
         self._phrases = dict(phrases)
+        self._neighbours = _neighbour_matrix(vocab)
         self._lengths = sorted({len(t) for t in phrases})
         self._heads = {
             t[0]
@@ -182,20 +190,22 @@ class LexicalBackend(Backend):
             for length in self._lengths:
                 if i + length > len(tokens):
                     break
-                for concept_id, is_pref in self._phrases.get(
-                    tuple(tokens[i : i + length]), ()
-                ):
-                    self._record(matches[concept_id], i, is_pref, length, exact=True)
+                entries = self._phrases.get(tuple(tokens[i : i + length]), ())
+                for concept_id, is_pref in entries:
+                    match = matches[concept_id]
+                    self._record(match, i, is_pref, length, exact=True)
+                    match.senses = min(match.senses, _senses(entries))
         if self._use_compounds:
             min_len = self.params.compound_min_length
             for i, token in enumerate(tokens):
                 for start in range(1, len(token) - min_len + 1):
                     head = token[start:]
                     if head in self._heads:
-                        for concept_id, is_pref in self._phrases[(head,)]:
-                            self._record(
-                                matches[concept_id], i, is_pref, 1, exact=False
-                            )
+                        entries = self._phrases[(head,)]
+                        for concept_id, is_pref in entries:
+                            match = matches[concept_id]
+                            self._record(match, i, is_pref, 1, exact=False)
+                            match.senses = min(match.senses, _senses(entries))
                         break  # the longest head is the most specific
         self._partial_matches(tokens, matches)
         return matches, len(tokens)
@@ -223,8 +233,10 @@ class LexicalBackend(Backend):
         for row in np.flatnonzero(
             (coverage >= max(self.params.min_coverage, 1e-6)) & (words >= 2)
         ):
-            for concept_id, is_pref in self._phrases[self._multi[row]]:
+            entries = self._phrases[self._multi[row]]
+            for concept_id, is_pref in entries:
                 match = matches[concept_id]
+                match.senses = min(match.senses, _senses(entries))
                 if match.coverage < coverage[row]:
                     match.coverage = float(coverage[row])
                     match.pref = match.pref or is_pref
@@ -235,6 +247,7 @@ class LexicalBackend(Backend):
         ids = list(matches)
         x = np.zeros((len(ids), len(FEATURES)), dtype=np.float32)
         n = max(n_tokens, 1)
+        neighbours = self._matched_neighbours(ids)
         for row, concept_id in enumerate(ids):
             m = matches[concept_id]
             first = min(m.positions) if m.positions else n
@@ -253,11 +266,24 @@ class LexicalBackend(Backend):
                 0.0
                 if self._match_precision is None
                 else float(self._match_precision[concept_id]),
+                1.0 / m.senses,
+                math.log1p(neighbours[row]),
             )
         return ids, x
 
+    def _matched_neighbours(self, ids: list[int]) -> np.ndarray:
+        """For each matched concept, how many of its broader, narrower and
+        related concepts matched too: a topic the text really is about tends
+        to bring its neighbours along, a stray word does not."""
+        if not ids:
+            return np.zeros(0)
+        matched = np.zeros(self._neighbours.shape[0], np.float32)
+        matched[ids] = 1.0
+        return self._neighbours[ids] @ matched
+
     def _score(self, x: np.ndarray) -> np.ndarray:
-        w = np.array([self._weights[name] for name in FEATURES], dtype=np.float32)
+        # models trained before a feature existed give it no weight
+        w = np.array([self._weights.get(name, 0.0) for name in FEATURES], np.float32)
         return 1 / (1 + np.exp(-(x @ w)))
 
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
@@ -346,6 +372,7 @@ class LexicalBackend(Backend):
                 "exact": m.exact,
                 "compound": m.compound_only and bool(m.positions),
                 "coverage": round(m.coverage, 3),
+                "concepts_sharing_the_label": m.senses,
             }
         return out
 
@@ -353,3 +380,24 @@ class LexicalBackend(Backend):
 def _smoothed_precision(hits, matched, base_rate: float) -> np.ndarray:
     """Share of a concept's label matches that were gold, shrunk to the base rate."""
     return (hits + MATCH_PSEUDOCOUNT * base_rate) / (matched + MATCH_PSEUDOCOUNT)
+
+
+def _senses(entries: list[tuple[int, bool]]) -> int:
+    """How many concepts share one label."""
+    return len({concept_id for concept_id, _ in entries})
+
+
+def _neighbour_matrix(vocab) -> sp.csr_matrix:
+    """Concepts x concepts, 1 where one is broader, narrower or related to the
+    other."""
+    n = len(vocab)
+    total = sp.csr_matrix((n, n), dtype=np.float32)
+    for name in ("broader", "narrower", "related"):
+        indptr, indices = vocab.relation(name)
+        data = np.ones(len(indices), np.float32)
+        total = total + sp.csr_matrix((data, indices, indptr), shape=(n, n))
+    total = total + total.T
+    total.data[:] = 1.0
+    total.setdiag(0)
+    total.eliminate_zeros()
+    return total.tocsr()

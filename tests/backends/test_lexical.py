@@ -75,3 +75,45 @@ def test_explain_names_the_match(projects):
     music = project.vocab.id_of(T + "music")
     why = project.backend.explain("Music and more music", [music])
     assert why[music]["occurrences"] == 2 and why[music]["exact"]
+
+
+def _feature(project, text: str, name: str) -> dict[str, float]:
+    from backends.lexical import FEATURES
+
+    backend = project.backend
+    backend._ensure_loaded()
+    ids, x = backend._features(text)
+    column = FEATURES.index(name)
+    return {
+        project.vocab.uris[c].removeprefix(T): float(x[row, column])
+        for row, c in enumerate(ids)
+    }
+
+
+def test_a_label_two_concepts_share_is_ambiguous(tmp_path):
+    from indexer.project import Projects
+
+    ttl = (
+        (DATA / "tiny.ttl")
+        .read_text()
+        .replace('"musical arts"@en', '"musical arts"@en, "stargazing"@en')
+    )
+    (tmp_path / "v.ttl").write_text(ttl)
+    (tmp_path / "projects.cfg").write_text(
+        "[vocab:v]\nsource = v.ttl\n"
+        "[lex]\nlanguage = en\nvocab = v\nbackend = lexical\n"
+    )
+    project = Projects.from_path(tmp_path / "projects.cfg").get("lex")
+    unambiguous = _feature(project, "Stargazing and music history", "unambiguous")
+    assert unambiguous["history"] == 1.0
+    assert unambiguous["astronomy"] == 0.5  # "stargazing" names both
+    assert unambiguous["music"] == 1.0  # "music" itself is unambiguous
+
+
+def test_matched_broader_narrower_and_related_concepts_count(projects):
+    neighbours = _feature(
+        projects.get("lexical-en"), "Physics, astronomy and music", "neighbours"
+    )
+    # physics is related to astronomy (and narrower than science, not matched)
+    assert neighbours["physics"] > 0 and neighbours["astronomy"] > 0
+    assert neighbours["music"] == 0
