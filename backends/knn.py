@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -48,6 +49,11 @@ class KnnBackend(Backend):
 
     name = "knn"
     kind = ASSOCIATIVE
+    #: parameters read only when suggesting (cheap to tune with `indexer hyperopt`)
+    search_space: ClassVar[dict] = {
+        "k": [10, 20, 30, 50],
+        "exponent": [1.0, 2.0, 3.0, 5.0],
+    }
     Params = KnnParams
 
     def _encoder(self):

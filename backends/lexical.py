@@ -18,6 +18,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -109,6 +110,11 @@ class LexicalBackend(Backend):
     name = "lexical"
     kind = LEXICAL
     Params = LexicalParams
+    #: parameters read only when suggesting (cheap to tune with `indexer hyperopt`)
+    search_space: ClassVar[dict] = {
+        "min_coverage": [0.4, 0.5, 0.6, 0.8, 1.0],
+        "compound_min_length": [4, 5, 6],
+    }
     needs_training = False
 
     # -- index of the vocabulary's labels --------------------------------

@@ -69,6 +69,14 @@ def test_suggest_time_parameters_of_a_backend(trained):
     assert result.snippet().startswith("[xmc-en]\nbeam_size = ")
 
 
+def test_a_random_sample_of_a_large_grid(trained):
+    result = hyperopt(trained.get("lexical-en"), CORPUS, trials=6, seed=1)
+    tried = [tuple(t.settings.values()) for t in result.trials]
+    assert tried[0] == (0.6, 5)  # the configured setting comes first
+    assert len(tried) == len(set(tried)) <= 6
+    assert set(result.best.settings) == {"min_coverage", "compound_min_length"}
+
+
 def test_nothing_to_tune(trained):
     with pytest.raises(UsageError, match="nothing that `indexer hyperopt` tunes"):
         hyperopt(trained.get("tfidf-en"), CORPUS)

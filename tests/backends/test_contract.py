@@ -49,6 +49,13 @@ def test_constructs_with_defaults_and_declares_kind(project):
     assert project.backend.name == project.config.backend
 
 
+def test_search_space_names_valid_settings(project):
+    space = getattr(project.backend, "search_space", {})
+    for name, values in space.items():
+        for value in values:  # each one is accepted by the parameter checks
+            project.backend_class(project, {**project.config.params, name: value})
+
+
 def test_scores_are_in_unit_interval_and_limit_is_respected(project):
     _train(project)
     batch = project.suggest(TEXTS, limit=2)
