@@ -1,0 +1,204 @@
+"""Commands that train on corpora and suggest subjects for documents."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from indexer.cli.app import Context, cli, pass_context, warn
+from indexer.errors import UsageError
+
+
+@cli.command()
+@click.argument("project_id")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "-j",
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Parallel jobs.",
+)
+@pass_context
+def train(ctx: Context, project_id: str, paths: tuple[str, ...], jobs: int) -> None:
+    """Train PROJECT on the corpus at PATHS (TSV, CSV, JSONL or a directory)."""
+    project = ctx.project(project_id)
+    info = project.train(list(paths), jobs=jobs)
+    warn(info.get("warnings", []))
+    click.echo(
+        f"Trained '{project.id}' on {info['documents']} documents in "
+        f"{info['seconds']:.1f} s"
+    )
+
+
+def _read_inputs(files: tuple[str, ...]) -> list[tuple[str, str]]:
+    from indexer.corpus import decode_document
+
+    if not files:
+        return [
+            ("stdin", decode_document(sys.stdin.buffer.read(), "The input on stdin"))
+        ]
+    out = []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"File '{name}' does not exist")
+        out.append((name, decode_document(path.read_bytes(), f"File '{name}'")))
+    return out
+
+
+@cli.command()
+@click.argument("project_id")
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--limit", type=click.IntRange(min=1), help="Most subjects per document.")
+@click.option("--threshold", type=click.FloatRange(0, 1), help="Lowest score shown.")
+@click.option(
+    "--language", help="Language of the labels shown (default: the project's)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tsv", "json"]),
+    default="tsv",
+    show_default=True,
+)
+@click.option("--explain", is_flag=True, help="Show why each subject was suggested.")
+@pass_context
+def suggest(
+    ctx: Context, project_id: str, files, limit, threshold, language, fmt, explain
+) -> None:
+    """Suggest subjects for FILES (or the text on stdin).
+
+    Output: `<uri>TAB label TAB score` per line, or --format json.
+    """
+    project = ctx.project(project_id)
+    inputs = _read_inputs(files)
+    batch = project.suggest(
+        [text for _, text in inputs], limit=limit, threshold=threshold
+    )
+    lang = language or project.language
+    vocab = project.vocab
+    results = []
+    for (name, text), suggestions in zip(inputs, batch, strict=True):
+        why = (
+            project.backend.explain(text, [s.subject for s in suggestions])
+            if explain
+            else {}
+        )
+        items = [
+            {
+                "uri": vocab.uris[s.subject],
+                "label": vocab.label(s.subject, lang),
+                "notation": vocab.notations[s.subject] or None,
+                "score": round(s.score, 4),
+                **({"explanation": why.get(s.subject)} if explain else {}),
+            }
+            for s in suggestions
+        ]
+        results.append({"document": name, "suggestions": items})
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                results if len(results) > 1 else results[0],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return
+    for result in results:
+        if len(results) > 1:
+            click.echo(f"# {result['document']}")
+        for item in result["suggestions"]:
+            click.echo(f"<{item['uri']}>\t{item['label']}\t{item['score']:.4f}")
+            if explain and item.get("explanation"):
+                click.echo(f"#\t{json.dumps(item['explanation'], ensure_ascii=False)}")
+
+
+@cli.command()
+@click.argument("project_id")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write one JSONL file instead of a file per document.",
+)
+@click.option(
+    "--suffix",
+    default=".suggestions.tsv",
+    show_default=True,
+    help="Suffix of per-document files.",
+)
+@click.option("--force", is_flag=True, help="Overwrite existing suggestion files.")
+@click.option("--limit", type=click.IntRange(min=1))
+@click.option("--threshold", type=click.FloatRange(0, 1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@pass_context
+def index(
+    ctx: Context,
+    project_id,
+    directory,
+    output,
+    suffix,
+    force,
+    limit,
+    threshold,
+    batch_size,
+) -> None:
+    """Suggest subjects for every .txt file in DIRECTORY."""
+    from tqdm import tqdm
+
+    from indexer.corpus import batched
+
+    project = ctx.project(project_id)
+    vocab, lang = project.vocab, project.language
+    files = sorted(Path(directory).glob("*.txt"))
+    if not files:
+        raise UsageError(f"Directory '{directory}' contains no .txt files")
+    out = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115
+    written = skipped = 0
+    try:
+        for chunk in tqdm(
+            list(batched(files, batch_size)),
+            desc="Indexing",
+            unit=" batches",
+            disable=None,
+        ):
+            texts = [f.read_text(encoding="utf-8", errors="replace") for f in chunk]
+            batch = project.suggest(texts, limit=limit, threshold=threshold)
+            for path, suggestions in zip(chunk, batch, strict=True):
+                rows = [
+                    (vocab.uris[s.subject], vocab.label(s.subject, lang), s.score)
+                    for s in suggestions
+                ]
+                if out:
+                    record = {
+                        "id": path.stem,
+                        "suggestions": [
+                            {"uri": u, "label": lb, "score": round(sc, 4)}
+                            for u, lb, sc in rows
+                        ],
+                    }
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    written += 1
+                    continue
+                target = path.with_name(path.stem + suffix)
+                if target.exists() and not force:
+                    skipped += 1
+                    continue
+                target.write_text(
+                    "".join(f"<{u}>\t{lb}\t{sc:.4f}\n" for u, lb, sc in rows),
+                    encoding="utf-8",
+                )
+                written += 1
+    finally:
+        if out:
+            out.close()
+    click.echo(
+        f"Wrote suggestions for {written} documents"
+        + (f"; {skipped} existing files kept (use --force)" if skipped else ""),
+        err=True,
+    )
