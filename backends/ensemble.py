@@ -15,11 +15,11 @@ from indexer.suggestion import SuggestionBatch
 
 @dataclass
 class UnseenSlotsParams:
-    unseen_slots: int = param(
-        2,
+    unseen_slots: str = param(
+        "auto",
         "of the top 'unseen_depth' suggestions, this many are kept for the best "
-        "subjects that no source saw in training (0: rank by score alone)",
-        min=0,
+        "subjects that no source saw in training: a number (0: rank by score "
+        "alone) or auto (as many as new subjects are expected to make up)",
     )
     unseen_depth: int = param(
         10, "how many top suggestions 'unseen_slots' applies to", min=1
@@ -94,17 +94,35 @@ class EnsembleBackend(Backend):
             out[: len(c)] = np.maximum(out[: len(c)], c[:n])
         return out
 
+    def unseen_slots(self, seen: np.ndarray | None) -> int:
+        """How many of the top `unseen_depth` suggestions go to unseen subjects.
+
+        auto: the Good-Turing estimate of the share of future subject
+        assignments that will be new, the share of training assignments whose
+        subject occurred exactly once, times `unseen_depth` (a vocabulary
+        whose subjects all recur often gets none)."""
+        value = str(self.params.unseen_slots).strip().lower()
+        if value == "auto":
+            total = 0 if seen is None else int(seen.sum())
+            if total == 0:
+                return 0
+            once = int(np.count_nonzero(seen == 1))
+            return round(self.params.unseen_depth * once / total)
+        if not value.isdigit():
+            raise ConfigError(
+                f"Project '{self.project.id}': unseen_slots must be 'auto' or a "
+                f"whole number >= 0, got '{self.params.unseen_slots}'"
+            )
+        return int(value)
+
     def keep_unseen_slots(self, batch: SuggestionBatch) -> SuggestionBatch:
         """Promote subjects unseen in the sources' training into the reserved
         slots, so that new subjects stay visible next to well-known ones.
         Nothing changes where no source was trained (everything is unseen)."""
         self._ensure_loaded()
-        seen = self._seen
-        if seen is None:
+        if self._seen is None or self._slots == 0:
             return batch
-        return batch.promote(
-            seen == 0, self.params.unseen_slots, self.params.unseen_depth
-        )
+        return batch.promote(self._seen == 0, self._slots, self.params.unseen_depth)
 
     def train(self, corpus, jobs: int = 1) -> dict:
         names = ", ".join(p.id for p, _ in self.sources())
@@ -116,6 +134,7 @@ class EnsembleBackend(Backend):
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
         self._sources = self.sources()
         self._seen = self.seen_subjects()
+        self._slots = self.unseen_slots(self._seen)
 
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
         total = sum(w for _, w in self._sources) or 1.0

@@ -465,6 +465,7 @@ class CalibratedBackend(EnsembleBackend):
                 f"{', '.join(configured)}: retrain it"
             )
         self._seen = self.seen_subjects()
+        self._slots = self.unseen_slots(self._seen)
         self._frequency_cache = self._frequency()
 
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:

@@ -11,8 +11,9 @@ Protocol, per dataset (the evaluation split is never used for tuning):
   gnd-tibkat-en: train-en is split 80/10/10 into train/tune/test.
 - The sources are trained on train minus tune; the ensemble weights
   (`hyperopt`) and the calibrated fusion (`train`) are fitted on tune.
-- The ensembles are evaluated as configured (two of the top 10 kept for
-  subjects unseen in training) and with `unseen_slots = 0`.
+- The ensembles are evaluated as configured (`unseen_slots = auto`: some of
+  the top 10 kept for subjects unseen in training) and with
+  `unseen_slots = 0`.
 - Then the sources are retrained on all training data (train + tune) and
   every row is evaluated with those models: the single backends are exactly
   the ensembles' sources. `--no-refit` skips the retraining.

@@ -53,3 +53,27 @@ def test_unseen_slots_keep_a_subject_no_source_was_trained_on(projects, tmp_path
     assert music in ranked and ranked[0] != music
     assert top(1, 1)[0] == music
     assert sorted(top(1, 1)) == sorted(ranked)  # reordered, nothing lost
+
+
+@pytest.mark.parametrize(
+    ("setting", "counts", "slots"),
+    [
+        ("auto", None, 0),  # no source trained: every subject is unseen
+        ("auto", [5, 5, 5, 5], 0),  # everything recurs: nothing new expected
+        ("auto", [1, 1, 3, 5], 2),  # 2 of 10 assignments were singletons
+        ("auto", [1, 1, 1, 1], 10),
+        ("3", [5, 5, 5, 5], 3),
+    ],
+)
+def test_unseen_slots_auto_is_the_good_turing_share(projects, setting, counts, slots):
+    project = projects.get("ensemble-en")
+    project.config.params["unseen_slots"] = setting
+    seen = None if counts is None else np.array(counts)
+    assert project.backend.unseen_slots(seen) == slots
+
+
+def test_unseen_slots_must_be_auto_or_a_number(projects):
+    project = projects.get("ensemble-en")
+    project.config.params["unseen_slots"] = "some"
+    with pytest.raises(ConfigError, match="unseen_slots must be 'auto' or a whole"):
+        project.suggest(["text"])
