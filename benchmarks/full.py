@@ -2,6 +2,7 @@
 backends, the zero-shot ensemble and the calibrated `full` fusion.
 
     python benchmarks/full.py [--datasets kirjastonhoitaja] [--workdir DIR]
+        [--tune-docs N]
 
 Protocol (as benchmarks/ensembles.py, without hyperopt and without the refit):
 the sources train on 85% of train (md5 of the line), the fusion on the other
@@ -71,17 +72,21 @@ def reuse_suggestions(backend) -> None:
     backend.suggest_batch = suggest_batch
 
 
-def bench(name: str, workdir: Path | None) -> tuple[list[dict], dict]:
+def bench(name: str, workdir: Path | None, tune_docs: int) -> tuple[list, dict]:
     workdir = workdir or RESULTS / "work" / f"ensembles-{name}"
     workdir.mkdir(parents=True, exist_ok=True)
     paths = splits(name, workdir)
+    if tune_docs:  # the LLM sources make scoring the tuning split slow on CPU
+        lines = paths["tune"].read_text(encoding="utf-8").splitlines(keepends=True)
+        paths["tune"] = workdir / f"tune-{tune_docs}.tsv"
+        paths["tune"].write_text("".join(lines[:tune_docs]), encoding="utf-8")
     settings = example_settings(paths["language"])
     projects = Projects.from_path(
         write_config(workdir, "vocab", paths["vocab"], settings)
     )
     ensembles = [p for p in settings if projects.get(p).backend.kind == ENSEMBLE]
     sources = [p for p in settings if p not in ensembles]
-    info: dict = {"train_s": {}}
+    info: dict = {"train_s": {}, "tune_docs": tune_docs or "all"}
     for project_id in sources:
         with Timer() as t:
             projects.get(project_id).train(paths["train"], jobs=2)
@@ -112,11 +117,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", default="kirjastonhoitaja")
     parser.add_argument("--workdir", type=Path, help="default: ensembles.py's")
+    parser.add_argument(
+        "--tune-docs", type=int, default=0, help="fit the fusion on the first N"
+    )
     args = parser.parse_args()
     rows, info = [], {}
     for name in args.datasets.split(","):
         with Timer() as t:
-            dataset_rows, info[name] = bench(name, args.workdir)
+            dataset_rows, info[name] = bench(name, args.workdir, args.tune_docs)
         info[name]["total_s"] = round(t.seconds, 1)
         rows += dataset_rows
     columns = [c for c in METRIC_COLUMNS if c != "precision@5"]
