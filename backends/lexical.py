@@ -197,10 +197,11 @@ class LexicalBackend(Backend):
                 if i + length > len(tokens):
                     break
                 entries = self._phrases.get(tuple(tokens[i : i + length]), ())
+                senses = _senses(entries)
                 for concept_id, is_pref in entries:
                     match = matches[concept_id]
                     self._record(match, i, is_pref, length, exact=True)
-                    match.senses = min(match.senses, _senses(entries))
+                    match.senses = min(match.senses, senses)
         if self._use_compounds:
             min_len = self.params.compound_min_length
             for i, token in enumerate(tokens):
@@ -208,10 +209,11 @@ class LexicalBackend(Backend):
                     head = token[start:]
                     if head in self._heads:
                         entries = self._phrases[(head,)]
+                        senses = _senses(entries)
                         for concept_id, is_pref in entries:
                             match = matches[concept_id]
                             self._record(match, i, is_pref, 1, exact=False)
-                            match.senses = min(match.senses, _senses(entries))
+                            match.senses = min(match.senses, senses)
                         break  # the longest head is the most specific
         self._partial_matches(tokens, matches)
         return matches, len(tokens)
@@ -240,9 +242,10 @@ class LexicalBackend(Backend):
             (coverage >= max(self.params.min_coverage, 1e-6)) & (words >= 2)
         ):
             entries = self._phrases[self._multi[row]]
+            senses = _senses(entries)
             for concept_id, is_pref in entries:
                 match = matches[concept_id]
-                match.senses = min(match.senses, _senses(entries))
+                match.senses = min(match.senses, senses)
                 if match.coverage < coverage[row]:
                     match.coverage = float(coverage[row])
                     match.pref = match.pref or is_pref
