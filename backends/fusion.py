@@ -401,8 +401,7 @@ class CalibratedBackend(EnsembleBackend):
     needs_training = True
     train = Backend.train  # unlike a plain ensemble, this one is trained
 
-    def _frequency(self) -> np.ndarray:
-        seen = self.seen_subjects()
+    def _frequency(self, seen: np.ndarray | None) -> np.ndarray:
         return np.zeros(len(self.project.vocab)) if seen is None else seen.astype(float)
 
     def _source_batches(self, sources, texts: list[str]) -> list[SuggestionBatch]:
@@ -443,7 +442,7 @@ class CalibratedBackend(EnsembleBackend):
         model = FusionModel.fit(
             candidates,
             y,
-            self._frequency(),
+            self._frequency(self.seen_subjects()),
             calibration=self.params.calibration,
             folds=self.params.folds,
             per_source=self.params.per_source,
@@ -466,7 +465,7 @@ class CalibratedBackend(EnsembleBackend):
             )
         self._seen = self.seen_subjects()
         self._slots = self.unseen_slots(self._seen)
-        self._frequency_cache = self._frequency()
+        self._frequency_cache = self._frequency(self._seen)
 
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
         batches = self._source_batches(self._sources, texts)

@@ -79,6 +79,13 @@ def project_settings(name: str, language: str, sources: list[str]) -> dict:
     return settings
 
 
+def work_directory(name: str) -> Path:
+    """Kept between runs: the embedding cache spares knn and embed re-encoding."""
+    workdir = RESULTS / "work" / f"ensembles-{name}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
 def splits(name: str, workdir: Path) -> dict:
     """train (sources, before refit), tune, full (refit) and test corpora."""
     paths = dataset_paths(name, workdir)
@@ -171,12 +178,9 @@ def main() -> None:
     sources = SOURCES + [s for s in args.extra.split(",") if s]
     rows, info = [], {}
     for name in args.datasets.split(","):
-        # kept between runs: the embedding cache spares knn and embed re-encoding
-        workdir = RESULTS / "work" / f"ensembles-{name}"
-        workdir.mkdir(parents=True, exist_ok=True)
         with Timer() as t:
             dataset_rows, info[name] = bench(
-                name, workdir, sources, args.trials, not args.no_refit
+                name, work_directory(name), sources, args.trials, not args.no_refit
             )
         info[name]["total_s"] = round(t.seconds, 1)
         print(f"{name}: {t.seconds:.0f} s in all", flush=True)

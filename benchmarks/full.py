@@ -25,7 +25,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     METRIC_COLUMNS,
-    RESULTS,
     ROOT,
     Timer,
     evaluate,
@@ -35,7 +34,7 @@ from common import (  # noqa: E402
     training_counts,
     write_config,
 )
-from ensembles import splits  # noqa: E402
+from ensembles import splits, work_directory  # noqa: E402
 
 from indexer.backend import ENSEMBLE  # noqa: E402
 from indexer.project import Projects  # noqa: E402
@@ -73,7 +72,7 @@ def reuse_suggestions(backend) -> None:
 
 
 def bench(name: str, workdir: Path | None, tune_docs: int) -> tuple[list, dict]:
-    workdir = workdir or RESULTS / "work" / f"ensembles-{name}"
+    workdir = workdir or work_directory(name)
     workdir.mkdir(parents=True, exist_ok=True)
     paths = splits(name, workdir)
     if tune_docs:  # the LLM sources make scoring the tuning split slow on CPU

@@ -43,6 +43,7 @@ class CausalLM:
         self.max_positions = min(positions, limit) if limit else positions
         self.pad_id = self.tokenizer.pad_token_id
         self._softcap = getattr(config, "final_logit_softcapping", None)
+        self._cache_argument = _cache_argument(self.model.get_decoder())
         self._torch = torch
         self._lock = threading.Lock()  # one forward pass at a time per model
 
@@ -141,7 +142,7 @@ class CausalLM:
             past.batch_repeat_interleave(len(sequences))
             ones = torch.ones(len(sequences), prefix_length, dtype=torch.long)
             mask = torch.cat([ones.to(self.device), mask], dim=1)
-            kwargs = {_cache_argument(decoder): past, "use_cache": True}
+            kwargs = {self._cache_argument: past, "use_cache": True}
         hidden = decoder(input_ids=ids, attention_mask=mask, **kwargs)
         hidden = hidden.last_hidden_state
         return hidden[torch.arange(len(sequences), device=self.device), lengths - 1]
