@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from indexer.errors import InputError, NotTrainedError
+from indexer.errors import InputError, NotSupportedError, NotTrainedError
 from indexer.params import NoParams, parse_params
 from indexer.storage import (
     atomic_directory,
@@ -47,6 +47,8 @@ class Backend:
     model_format: ClassVar[int] = 1
     #: lexical backends can suggest before any training
     needs_training: ClassVar[bool] = True
+    #: can update a trained model from new documents (`learn`) without retraining
+    learns_online: ClassVar[bool] = False
 
     def __init__(self, project: Project, params: dict[str, Any] | None = None):
         # No work here: listing projects must stay instant.
@@ -101,6 +103,17 @@ class Backend:
             "seconds": time.perf_counter() - started,
             **info,
         }
+
+    def learn(self, corpus: Corpus) -> dict:
+        """Update the trained model with the documents of `corpus` (online
+        learning) and replace the saved model atomically."""
+        if not self.learns_online:
+            raise NotSupportedError(
+                f"Backend '{self.name}' of project '{self.project.id}' does not "
+                f"learn online; retrain it with `indexer train {self.project.id} "
+                "CORPUS`"
+            )
+        raise NotImplementedError
 
     def _count_subjects(self, corpus: Corpus) -> np.ndarray:
         from tqdm import tqdm

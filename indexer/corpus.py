@@ -94,17 +94,33 @@ class Corpus:
         self.language = language
         self.stats = CorpusStats()
 
+    @classmethod
+    def from_documents(
+        cls, documents: Iterable[RawDocument], vocab, language: str
+    ) -> Corpus:
+        """A corpus of documents already in memory (a REST `learn` request)."""
+        corpus = cls([], vocab, language)
+        corpus._documents = list(documents)
+        return corpus
+
+    _documents: list[RawDocument] | None = None
+
+    def _raw_documents(self) -> Iterator[RawDocument]:
+        if self._documents is not None:
+            yield from self._documents
+        for path in self.paths:
+            yield from read_documents(path)
+
     def __iter__(self) -> Iterator[Document]:
         self.stats = CorpusStats()
         resolver = SubjectResolver(self.vocab, self.language)
-        for path in self.paths:
-            for raw in read_documents(path):
-                subjects = resolver.resolve(raw, self.stats)
-                self.stats.documents += 1
-                self.stats.subject_refs += len(raw.uris) + len(raw.labels)
-                if not subjects:
-                    self.stats.without_subjects += 1
-                yield Document(raw.text, subjects, raw.id, raw.metadata)
+        for raw in self._raw_documents():
+            subjects = resolver.resolve(raw, self.stats)
+            self.stats.documents += 1
+            self.stats.subject_refs += len(raw.uris) + len(raw.labels)
+            if not subjects:
+                self.stats.without_subjects += 1
+            yield Document(raw.text, subjects, raw.id, raw.metadata)
 
     def batches(self, size: int) -> Iterator[list[Document]]:
         yield from batched(self, size)
@@ -112,6 +128,9 @@ class Corpus:
     def digest(self) -> str:
         """A content digest of the corpus files (recorded in model manifests)."""
         sha = hashlib.sha256()
+        for raw in self._documents or ():
+            sha.update(raw.text.encode())
+            sha.update(" ".join(raw.uris + raw.labels).encode())
         for path in self.paths:
             files = sorted(path.iterdir()) if path.is_dir() else [path]
             for file in files:

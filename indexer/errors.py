@@ -57,3 +57,10 @@ class DependencyError(IndexerError):
 
     status = 503
     title = "Missing dependency"
+
+
+class NotSupportedError(IndexerError):
+    """The project's backend cannot do what was asked (e.g. learn online)."""
+
+    status = 400
+    title = "Not supported"

@@ -165,6 +165,16 @@ class Project:
         info["warnings"] = corpus.stats.warnings()
         return info
 
+    def learn(self, corpus) -> dict:
+        """Update the trained model from `corpus` (paths or a `Corpus`)."""
+        from indexer.corpus import Corpus
+
+        if not isinstance(corpus, Corpus):
+            corpus = self.corpus(corpus)
+        info = self.backend.learn(corpus)
+        info["warnings"] = corpus.stats.warnings()
+        return info
+
     def suggest(
         self,
         texts: Sequence[str],
