@@ -12,6 +12,8 @@ used; `train` fits the weights.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
 import re
@@ -29,6 +31,7 @@ from indexer.parallel import parallel_map
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
+from indexer.trees import TreeEnsemble
 
 COMPOUND_LANGUAGES = {"fi", "de", "sv", "nl", "da", "no", "nb", "nn", "et", "hu", "is"}
 FEATURES = (
@@ -45,6 +48,12 @@ FEATURES = (
     "match_precision",
     "unambiguous",
     "neighbours",
+    "fuzzy",
+    "last_position",
+    "doc_length",
+    "candidates",
+    "relative_count",
+    "candidate_rate",
 )
 # Weights used before training: exact matches of specific labels early in the
 # text score high; partial coverage alone scores low.
@@ -62,9 +71,19 @@ DEFAULT_WEIGHTS = {
     "match_precision": 0.0,
     "unambiguous": 0.5,
     "neighbours": 0.3,
+    "fuzzy": -1.0,
 }
 # smoothing (pseudo-matches) of a concept's match precision learnt in training
 MATCH_PSEUDOCOUNT = 2.0
+# A word of the text matches a label word that differs only in its ending when
+# they share a prefix this long that leaves at most this many letters of the
+# label word and of the text word unmatched: the Snowball stemmers of
+# inflecting languages leave stem alternations ("vaihdevuod"/"vaihdevuos").
+FUZZY_MIN_PREFIX = 5
+FUZZY_LABEL_REST = 2
+FUZZY_TEXT_REST = 3
+# below this many training candidates a logistic model generalises better
+TREE_MIN_CANDIDATES = 5000
 QUALIFIER = re.compile(r"\s*\([^)]*\)")
 
 
@@ -82,7 +101,19 @@ class LexicalParams:
         min=0.0,
         max=1.0,
     )
+    fuzzy: str = param(
+        "auto",
+        "match label words whose stems differ only in their endings",
+        choices=["auto", "yes", "no"],
+    )
     candidates: int = param(100, "candidates kept per document", min=1)
+    scorer: str = param(
+        "auto",
+        "how training turns candidate features into scores: gradient-boosted "
+        "trees, a logistic model, or auto (trees once the training corpus gives "
+        f"{TREE_MIN_CANDIDATES} candidates)",
+        choices=["auto", "trees", "linear"],
+    )
     use_prior: bool = param(
         False,
         "after training, favour subjects frequent in training (lowers the "
@@ -95,13 +126,28 @@ class LexicalParams:
 
 @dataclass
 class _Match:
-    positions: list[int] = field(default_factory=list)
+    spans: list[tuple[int, int]] = field(default_factory=list)  # token ranges
     pref: bool = False
     length: int = 0
     exact: bool = False
     compound_only: bool = True
+    fuzzy_only: bool = True
     coverage: float = 0.0
     senses: int = 1_000_000  # fewest concepts sharing a label that matched
+
+    @property
+    def positions(self) -> list[int]:
+        """Where each mention starts: the spans of one concept's labels that
+        overlap ("battery"/"batteries" at one place, or "kaivaukset" inside
+        "arkeologiset kaivaukset") are one mention."""
+        starts, end = [], -1
+        for start, stop in sorted(set(self.spans), key=lambda s: (s[0], -s[1])):
+            if start >= end:
+                starts.append(start)
+                end = stop
+            else:
+                end = max(end, stop)
+        return starts
 
 
 class LexicalBackend(Backend):
@@ -171,36 +217,53 @@ class LexicalBackend(Backend):
         self._use_compounds = self.params.compounds == "yes" or (
             self.params.compounds == "auto" and lang_code in COMPOUND_LANGUAGES
         )
+        use_fuzzy = self.params.fuzzy == "yes" or (
+            self.params.fuzzy == "auto" and lang_code in COMPOUND_LANGUAGES
+        )
+        self._fuzzy = (
+            _FuzzyWords({t for p in phrases for t in p}) if use_fuzzy else None
+        )
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
         self._build_index()
         self._weights = dict(DEFAULT_WEIGHTS)
-        self._prior = self._match_precision = None
-        if directory is not None:
+        self._trees = None
+        self._prior = self._match_precision = self._candidate_rate = None
+        if directory is None:
+            return
+        if (directory / "trees.json").is_file():
+            self._trees = TreeEnsemble.load(directory, "trees")
+            self._tree_columns = self._trees.columns(FEATURES)
+        else:
             self._weights = json.loads((directory / "weights.json").read_text())
-            counts = self.seen_subjects()
-            if counts is not None and self.params.use_prior:
-                self._prior = np.log1p(counts.astype(np.float32)) / math.log1p(
-                    max(int(counts.max()), 1)
-                )
-            stats = load_arrays(directory / "match_stats.npz")
-            self._match_precision = _smoothed_precision(
-                stats["hits"], stats["matched"], float(stats["base_rate"])
-            )
+        stats = load_arrays(directory / "match_stats.npz")
+        if self.params.use_prior:
+            counts = stats["counts"] if "counts" in stats else self.seen_subjects()
+            self._prior = _log_scaled(counts, counts.max())
+        self._match_precision = _smoothed_precision(
+            stats["hits"], stats["matched"], float(stats["base_rate"])
+        )
+        if "documents" in stats:
+            self._candidate_rate = _log_scaled(stats["matched"], stats["documents"])
 
     # -- matching --------------------------------------------------------
     def _matches(self, text: str) -> tuple[dict[int, _Match], int]:
         tokens = get_analyzer(self.project.language).tokens(text)
+        words, fuzzy = tokens, [False] * len(tokens)
+        if self._fuzzy is not None:
+            words = [self._fuzzy.label_word(t) or t for t in tokens]
+            fuzzy = [w != t for w, t in zip(words, tokens, strict=True)]
         matches: dict[int, _Match] = defaultdict(_Match)
         for i in range(len(tokens)):
             for length in self._lengths:
                 if i + length > len(tokens):
                     break
-                entries = self._phrases.get(tuple(tokens[i : i + length]), ())
+                entries = self._phrases.get(tuple(words[i : i + length]), ())
                 senses = _senses(entries)
                 for concept_id, is_pref in entries:
                     match = matches[concept_id]
                     self._record(match, i, is_pref, length, exact=True)
+                    match.fuzzy_only = match.fuzzy_only and any(fuzzy[i : i + length])
                     match.senses = min(match.senses, senses)
         if self._use_compounds:
             min_len = self.params.compound_min_length
@@ -213,6 +276,7 @@ class LexicalBackend(Backend):
                         for concept_id, is_pref in entries:
                             match = matches[concept_id]
                             self._record(match, i, is_pref, 1, exact=False)
+                            match.fuzzy_only = False
                             match.senses = min(match.senses, senses)
                         break  # the longest head is the most specific
         self._partial_matches(tokens, matches)
@@ -222,7 +286,7 @@ class LexicalBackend(Backend):
     def _record(
         match: _Match, position: int, is_pref: bool, length: int, exact: bool
     ) -> None:
-        match.positions.append(position)
+        match.spans.append((position, position + length))
         match.pref = match.pref or is_pref
         match.length = max(match.length, length)
         match.exact = match.exact or exact
@@ -257,26 +321,33 @@ class LexicalBackend(Backend):
         x = np.zeros((len(ids), len(FEATURES)), dtype=np.float32)
         n = max(n_tokens, 1)
         neighbours = self._matched_neighbours(ids)
+        mentions = [len(matches[c].positions) for c in ids]
+        most = max(mentions, default=1) or 1
         for row, concept_id in enumerate(ids):
             m = matches[concept_id]
-            first = min(m.positions) if m.positions else n
-            last = max(m.positions) if m.positions else n
+            positions = m.positions
+            first = min(positions) if positions else n
+            last = max(positions) if positions else n
             x[row] = (
                 1.0,
                 float(m.exact),
-                math.log1p(len(m.positions)),
+                math.log1p(len(positions)),
                 1.0 - first / n,
                 (last - first) / n,
                 float(m.pref),
                 min(m.length, 4) / 4,
-                float(bool(m.positions) and m.compound_only),
+                float(bool(positions) and m.compound_only),
                 m.coverage,
-                0.0 if self._prior is None else float(self._prior[concept_id]),
-                0.0
-                if self._match_precision is None
-                else float(self._match_precision[concept_id]),
+                _value(self._prior, concept_id),
+                _value(self._match_precision, concept_id),
                 1.0 / m.senses,
                 math.log1p(neighbours[row]),
+                float(bool(positions) and m.fuzzy_only),
+                1.0 - last / n,
+                math.log1p(n_tokens),
+                math.log1p(len(ids)),
+                mentions[row] / most,
+                _value(self._candidate_rate, concept_id),
             )
         return ids, x
 
@@ -291,6 +362,8 @@ class LexicalBackend(Backend):
         return self._neighbours[ids] @ matched
 
     def _score(self, x: np.ndarray) -> np.ndarray:
+        if self._trees is not None:
+            return self._trees.predict(x[:, self._tree_columns]).astype(np.float32)
         # models trained before a feature existed give it no weight
         w = np.array([self._weights.get(name, 0.0) for name in FEATURES], np.float32)
         return 1 / (1 + np.exp(-(x @ w)))
@@ -312,7 +385,8 @@ class LexicalBackend(Backend):
 
         self._build_index()
         self._weights = dict(DEFAULT_WEIGHTS)
-        self._prior = self._match_precision = None
+        self._trees = None
+        self._prior = self._match_precision = self._candidate_rate = None
         n = len(self.project.vocab)
         counts, matched, hits = (np.zeros(n, np.float32) for _ in range(3))
         examples = []
@@ -328,35 +402,69 @@ class LexicalBackend(Backend):
             matched[ids] += 1
             hits[ids] += own
             examples.append((ids, x, own))
-        base_rate = float(hits.sum() / max(matched.sum(), 1))
-        weights = self._fit_weights(examples, counts, matched, hits, base_rate)
-        (directory / "weights.json").write_text(json.dumps(weights, indent=2))
+        stats = _MatchStats(counts, matched, hits, len(docs))
+        x, y = self._training_rows(examples, stats)
+        info = {"candidates": len(y)}
+        if self._use_trees(y):
+            trees = TreeEnsemble.fit(
+                x, y, list(FEATURES), min_samples_leaf=min(200, max(5, len(y) // 100))
+            )
+            trees.save(directory, "trees")
+            info["trees"] = len(trees.roots)
+        else:
+            weights = self._fit_weights(x, y)
+            (directory / "weights.json").write_text(json.dumps(weights, indent=2))
+            info["weights"] = weights
         save_arrays(
             directory / "match_stats.npz",
-            {"matched": matched, "hits": hits, "base_rate": np.float32(base_rate)},
+            {
+                "counts": counts,
+                "matched": matched,
+                "hits": hits,
+                "base_rate": np.float32(stats.base_rate),
+                "documents": np.int64(len(docs)),
+            },
         )
-        return {"weights": weights, "candidates": int(sum(len(e[0]) for e in examples))}
+        return info
 
-    def _fit_weights(self, examples, counts, matched, hits, base_rate) -> dict:
-        """Logistic regression on the candidates' features; a document's own
-        subjects are left out of its prior and match-precision features."""
-        from sklearn.linear_model import LogisticRegression
+    def _use_trees(self, y: np.ndarray) -> bool:
+        if not 0 < y.sum() < len(y):
+            return False
+        if self.params.scorer == "auto":
+            return len(y) >= TREE_MIN_CANDIDATES
+        return self.params.scorer == "trees"
 
+    def _training_rows(self, examples, stats: _MatchStats):
+        """All candidates' features and whether each was a gold subject.
+
+        The features learnt from the corpus are computed leaving the
+        candidate's own document out, so a subject's first occurrence looks
+        like a subject never seen in training, as at suggest time."""
         examples = [e for e in examples if len(e[0])]
-        targets = [own for _, _, own in examples]
-        if not examples or len({t for y in targets for t in y.tolist()}) < 2:
-            return dict(DEFAULT_WEIGHTS)
-        scale = math.log1p(max(int(counts.max()), 1))
-        prior_column = FEATURES.index("prior")
-        precision_column = FEATURES.index("match_precision")
+        if not examples:
+            return np.zeros((0, len(FEATURES)), np.float32), np.zeros(0, np.float32)
+        column = FEATURES.index
         for ids, x, own in examples:
             if self.params.use_prior:
-                x[:, prior_column] = np.log1p(counts[ids] - own) / scale
-            x[:, precision_column] = _smoothed_precision(
-                hits[ids] - own, matched[ids] - 1, base_rate
+                x[:, column("prior")] = _log_scaled(
+                    stats.counts[ids] - own, stats.counts.max()
+                )
+            x[:, column("match_precision")] = _smoothed_precision(
+                stats.hits[ids] - own, stats.matched[ids] - 1, stats.base_rate
+            )
+            x[:, column("candidate_rate")] = _log_scaled(
+                stats.matched[ids] - 1, stats.documents - 1
             )
         x = np.vstack([e[1] for e in examples])
-        y = np.concatenate(targets)
+        y = np.concatenate([own for _, _, own in examples])
+        return x, y
+
+    def _fit_weights(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """Logistic regression on the candidates' features."""
+        from sklearn.linear_model import LogisticRegression
+
+        if len(set(y.tolist())) < 2:
+            return dict(DEFAULT_WEIGHTS)
         model = LogisticRegression(
             C=self.params.regularisation, fit_intercept=False, max_iter=1000
         )
@@ -384,6 +492,77 @@ class LexicalBackend(Backend):
                 "concepts_sharing_the_label": m.senses,
             }
         return out
+
+
+@dataclass
+class _MatchStats:
+    """Per concept: training frequency, documents where a label matched, and
+    matched documents where it was a gold subject."""
+
+    counts: np.ndarray
+    matched: np.ndarray
+    hits: np.ndarray
+    documents: int
+
+    @property
+    def base_rate(self) -> float:
+        return float(self.hits.sum() / max(self.matched.sum(), 1))
+
+
+class _FuzzyWords:
+    """Finds the label word that a text word differs from only in its ending."""
+
+    def __init__(self, label_words: set[str]):
+        self._words = set(label_words)
+        self._sorted = sorted(w for w in label_words if len(w) >= FUZZY_MIN_PREFIX)
+        self._cache: dict[str, str | None] = {}
+
+    def label_word(self, word: str) -> str | None:
+        if word in self._words:
+            return word
+        if word not in self._cache:
+            if len(self._cache) > 200_000:
+                self._cache.clear()
+            self._cache[word] = self._closest(word)
+        return self._cache[word]
+
+    def _closest(self, word: str) -> str | None:
+        if len(word) < FUZZY_MIN_PREFIX:
+            return None
+        prefix = word[:FUZZY_MIN_PREFIX]
+        start = bisect.bisect_left(self._sorted, prefix)
+        best, best_key = None, None
+        for candidate in itertools.islice(self._sorted, start, None):
+            if not candidate.startswith(prefix):
+                break
+            shared = _common_prefix(word, candidate)
+            if (
+                len(candidate) - shared <= FUZZY_LABEL_REST
+                and len(word) - shared <= FUZZY_TEXT_REST
+            ):
+                key = (shared, -abs(len(candidate) - len(word)))
+                if best_key is None or key > best_key:
+                    best, best_key = candidate, key
+        return best
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _log_scaled(values, top) -> np.ndarray:
+    """log(1 + values) scaled so that `top` maps to 1."""
+    values = np.maximum(np.asarray(values, dtype=np.float32), 0)
+    return np.log1p(values) / math.log1p(max(float(top), 1.0))
+
+
+def _value(array: np.ndarray | None, index: int) -> float:
+    return 0.0 if array is None else float(array[index])
 
 
 def _smoothed_precision(hits, matched, base_rate: float) -> np.ndarray:

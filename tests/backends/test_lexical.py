@@ -117,3 +117,88 @@ def test_matched_broader_narrower_and_related_concepts_count(projects):
     # physics is related to astronomy (and narrower than science, not matched)
     assert neighbours["physics"] > 0 and neighbours["astronomy"] > 0
     assert neighbours["music"] == 0
+
+
+def _project(tmp_path, ttl: str, language: str, **params):
+    from indexer.project import Projects
+
+    prefix = (
+        "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
+        "@prefix t: <http://example.org/t/> .\n"
+    )
+    (tmp_path / "v.ttl").write_text(prefix + ttl)
+    settings = "".join(f"{k} = {v}\n" for k, v in params.items())
+    (tmp_path / "projects.cfg").write_text(
+        "[vocab:v]\nsource = v.ttl\n"
+        f"[lex]\nlanguage = {language}\nvocab = v\nbackend = lexical\n{settings}"
+    )
+    return Projects.from_path(tmp_path / "projects.cfg").get("lex")
+
+
+def test_one_mention_counts_once(tmp_path):
+    project = _project(
+        tmp_path,
+        't:battery a skos:Concept ; skos:prefLabel "battery"@en ;'
+        ' skos:altLabel "batteries"@en .\n'
+        't:dig a skos:Concept ; skos:prefLabel "archaeological excavations"@en ;'
+        ' skos:altLabel "excavations"@en .\n',
+        "en",
+    )
+    backend = project.backend
+    backend._ensure_loaded()
+    text = "Batteries found in archaeological excavations"
+    why = backend.explain(text, [0, 1])
+    assert why[0]["occurrences"] == 1  # prefLabel and altLabel share a stem
+    assert why[1]["occurrences"] == 1  # "excavations" inside the longer label
+    assert backend.explain(text + ". More excavations.", [1])[1]["occurrences"] == 2
+
+
+def test_stem_alternations_match_in_inflecting_languages(tmp_path):
+    ttl = 't:menopause a skos:Concept ; skos:prefLabel "vaihdevuodet"@fi .\n'
+    (tmp_path / "a").mkdir()
+    project = _project(tmp_path / "a", ttl, "fi")
+    # Snowball stems "vaihdevuodet" to "vaihdevuod", "vaihdevuosista" to "vaihdevuos"
+    text = "Oireita vaihdevuosista"
+    assert [s.subject for s in project.suggest([text]).row(0)] == [0]
+    assert _feature_of(project, text, "fuzzy") == 1.0
+    (tmp_path / "b").mkdir()
+    strict = _project(tmp_path / "b", ttl, "fi", fuzzy="no")
+    assert strict.suggest([text]).row(0) == []
+    # a word that shares only a short prefix is no match
+    assert project.suggest(["Vaihteleva sää"]).row(0) == []
+
+
+def _feature_of(project, text: str, name: str) -> float:
+    from backends.lexical import FEATURES
+
+    backend = project.backend
+    backend._ensure_loaded()
+    ids, x = backend._features(text)
+    return float(x[0, FEATURES.index(name)])
+
+
+def test_trained_trees_score_and_reload_identically(projects, tmp_path):
+    import numpy as np
+
+    project = projects.get("lexical-en")
+    # the first concept named is the subject; the one named in passing is not
+    labels = ["physics", "biology", "astronomy", "history", "music"]
+    lines = [
+        f"{a.title()} today, with a note on {b}\t<{T}{a}>"
+        for i, a in enumerate(labels)
+        for b in labels[i + 1 :] + labels[:i]
+    ]
+    corpus = tmp_path / "big.tsv"
+    corpus.write_text("\n".join(lines * 20) + "\n")
+    project.config.params["scorer"] = "trees"
+    project.__dict__.pop("backend", None)
+    info = project.train([corpus])
+    assert info["trees"] == 100
+    assert (project.model_dir / "trees.npz").is_file()
+    texts = ["Music history of Vienna", "Physics and astronomy at night"]
+    before = project.suggest(texts).matrix.toarray()
+    project.__dict__.pop("backend", None)
+    after = project.suggest(texts).matrix.toarray()
+    np.testing.assert_array_equal(before, after)
+    assert suggested(project, "History, with a note on music")[0] == "history"
+    assert suggested(project, "Music, with a note on history")[0] == "music"
