@@ -12,7 +12,7 @@ from indexer.errors import InputError, NotSupportedError, NotTrainedError
 from indexer.project import Projects
 from indexer.storage import load_arrays
 
-from .conftest import DATA
+from .conftest import DATA, shared_dataset
 
 LINES = (DATA / "tiny.tsv").read_text().splitlines(keepends=True)
 BIOLOGY = "http://example.org/t/biology"
@@ -244,3 +244,38 @@ def test_cli_learn_errors(run_cli, tmp_path):
     assert result.exit_code == 1
     assert "No document of the corpus to learn has a subject" in result.output
     assert "http://elsewhere/x" in result.output
+
+
+# -- real data -----------------------------------------------------------------------
+
+
+def test_tfidf_learning_a_fifth_matches_training_on_all_archaeology(tmp_path):
+    from indexer.eval import Evaluator
+
+    data = shared_dataset("yso-archaeology")
+    lines = (data / "train.tsv").read_text(encoding="utf-8").splitlines(True)
+    first, rest = tmp_path / "first.tsv", tmp_path / "rest.tsv"
+    first.write_text("".join(lines[i] for i in range(len(lines)) if i % 5))
+    rest.write_text("".join(lines[i] for i in range(0, len(lines), 5)))
+    scores = []
+    for variant in ("all", "learned"):
+        home = tmp_path / variant
+        home.mkdir()
+        (home / "projects.cfg").write_text(
+            f"[vocab:arch]\nsource = {data / 'vocab.ttl'}\n"
+            "[tfidf]\nlanguage = fi\nvocab = arch\nbackend = tfidf\n"
+        )
+        project = Projects.from_path(home / "projects.cfg").get("tfidf")
+        if variant == "all":
+            project.train([data / "train.tsv"])
+        else:
+            project.train([first])
+            project.learn([rest])
+        docs = list(project.corpus([data / "test.tsv"]))
+        evaluator = Evaluator(len(project.vocab), limit=5)
+        evaluator.add(
+            [d.subjects for d in docs],
+            project.backend.suggest_batch([d.text for d in docs]),
+        )
+        scores.append(evaluator.results()["f1@5"])
+    assert abs(scores[0] - scores[1]) < 0.01 and scores[0] > 0.2

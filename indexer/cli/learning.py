@@ -13,8 +13,8 @@ from indexer.cli.app import Context, cli, pass_context, warn
 @pass_context
 def learn(ctx: Context, project_id: str, paths: tuple[str, ...]) -> None:
     """Update PROJECT's trained model with the documents at PATHS, without
-    retraining from scratch (backends that learn online: tfidf, knn,
-    calibrated)."""
+    retraining from scratch. A backend that cannot learn online says so:
+    retrain it instead."""
     project = ctx.project(project_id)
     info = project.learn(list(paths))
     warn(info.get("warnings", []))
