@@ -153,14 +153,16 @@ class Backend:
         self, manifest: dict, corpus: Corpus, seen: np.ndarray, info: dict
     ) -> dict:
         documents = int(corpus.stats.documents)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
         learned = {
             "documents": documents,
             "corpus_digest": corpus.digest(),
-            "learned_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "learned_at": now,
             "info": _jsonable(info),
         }
         return {
             **manifest,
+            "updated_at": now,
             "documents": int(manifest.get("documents", 0)) + documents,
             "subjects_seen": int((seen > 0).sum()),
             "vocab_size": max(int(manifest.get("vocab_size", 0)), len(seen)),

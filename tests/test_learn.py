@@ -52,6 +52,7 @@ def test_tfidf_learns_a_new_subject_and_records_it(projects, halves):
     (learned,) = manifest["learned"]
     assert learned["documents"] == 2 and len(learned["corpus_digest"]) == 16
     assert manifest["corpus_digest"] != learned["corpus_digest"]
+    assert manifest["updated_at"] == learned["learned_at"] >= manifest["trained_at"]
     assert project.seen_subjects()[project.vocab.id_of(BIOLOGY)] == 2
     # a new version replaced the old one, which is gone
     assert os.readlink(project.model_dir) != first_version
