@@ -229,6 +229,8 @@ def test_cli_learn(run_cli, halves):
     assert result.exit_code == 0, result.output
     assert "Learned 2 documents into 'tfidf-en'" in result.output
     assert f"holds {len(LINES)} documents" in result.output
+    shown = run_cli("show-project", "tfidf-en").output
+    assert f"documents:  {len(LINES)}" in shown and "learned:    2 documents" in shown
 
 
 def test_cli_learn_errors(run_cli, tmp_path):
