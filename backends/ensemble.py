@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.backend import ENSEMBLE, Backend
-from indexer.errors import ConfigError
+from indexer.errors import ConfigError, NotSupportedError
 from indexer.params import param
 from indexer.suggestion import SuggestionBatch
 
@@ -129,6 +129,15 @@ class EnsembleBackend(Backend):
         raise ConfigError(
             f"Project '{self.project.id}' is an ensemble with nothing to train: train "
             f"its sources ({names})"
+        )
+
+    def learn(self, corpus) -> dict:
+        if self.learns_online:
+            return super().learn(corpus)
+        names = ", ".join(p.id for p, _ in self.sources())
+        raise NotSupportedError(
+            f"Backend '{self.name}' of project '{self.project.id}' does not learn "
+            f"online: it has no model of its own; let its sources learn ({names})"
         )
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:

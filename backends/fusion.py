@@ -38,6 +38,7 @@ from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
 
 CS = (0.01, 0.1, 1.0, 10.0)
+HELDOUT = "heldout.npz"
 EPS = 1e-4
 
 
@@ -390,6 +391,57 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, splits: list):
     return model.coef_[0], float(model.intercept_[0]), best_c
 
 
+@dataclass
+class HeldOut:
+    """The sources' scores on held-out documents, kept so that `learn` can
+    refit on all documents seen so far without scoring them again."""
+
+    candidates: Candidates
+    gold: np.ndarray
+    n_documents: int
+    per_source: int
+
+    def extend(self, other: HeldOut) -> HeldOut:
+        """These documents followed by `other`'s (document numbers shifted)."""
+        a, b = self.candidates, other.candidates
+        n_subjects = max(a.n_subjects, b.n_subjects)
+        candidates = Candidates(
+            np.concatenate([a.docs, b.docs + self.n_documents]),
+            np.concatenate([a.subjects, b.subjects]),
+            np.concatenate([a.raw, b.raw]),
+            np.concatenate([a.rank, b.rank]),
+            n_subjects,
+        )
+        return HeldOut(
+            candidates,
+            np.concatenate([self.gold, other.gold]),
+            self.n_documents + other.n_documents,
+            self.per_source,
+        )
+
+    def save(self, path: Path) -> None:
+        c = self.candidates
+        save_arrays(
+            path,
+            {
+                "docs": c.docs,
+                "subjects": c.subjects,
+                "raw": c.raw,
+                "rank": c.rank,
+                "gold": self.gold,
+                "shape": np.asarray([self.n_documents, c.n_subjects, self.per_source]),
+            },
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> HeldOut:
+        arrays = load_arrays(path)
+        n_documents, n_subjects, per_source = (int(x) for x in arrays["shape"])
+        columns = (arrays[k] for k in ("docs", "subjects", "raw", "rank"))
+        candidates = Candidates(*columns, n_subjects)
+        return cls(candidates, arrays["gold"], n_documents, per_source)
+
+
 # -- the backend --------------------------------------------------------------
 
 
@@ -399,6 +451,7 @@ class CalibratedBackend(EnsembleBackend):
     name = "calibrated"
     Params = CalibratedParams
     needs_training = True
+    learns_online = True
     train = Backend.train  # unlike a plain ensemble, this one is trained
 
     def _frequency(self, seen: np.ndarray | None) -> np.ndarray:
@@ -408,8 +461,6 @@ class CalibratedBackend(EnsembleBackend):
         return [p.backend.suggest_batch(texts) for p, _ in sources]
 
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
-        from tqdm import tqdm
-
         sources = self.sources()
         for source, _ in sources:
             if not source.is_ready:
@@ -418,6 +469,36 @@ class CalibratedBackend(EnsembleBackend):
                     f"trained: run `indexer train {source.id} CORPUS` on other "
                     f"documents than the ones {self.project.id} is trained on"
                 )
+        heldout = self._score(sources, corpus, self.params.per_source)
+        return self._fit(heldout, [p.id for p, _ in sources], directory)
+
+    def _learn(self, corpus, previous: Path, directory: Path) -> dict:
+        """Score the new documents with the sources, add them to the held-out
+        scores kept from training and refit calibration and combination."""
+        if not (previous / HELDOUT).is_file():
+            raise NotTrainedError(
+                f"Project '{self.project.id}' was trained before the fusion could "
+                f"learn online: retrain it once with `indexer train "
+                f"{self.project.id} CORPUS`"
+            )
+        sources = self.sources()
+        trained = FusionModel.load(previous).info.get("sources")
+        if trained != [p.id for p, _ in sources]:
+            raise NotTrainedError(
+                f"Project '{self.project.id}' was trained with sources "
+                f"{', '.join(trained or [])}: retrain it with `indexer train "
+                f"{self.project.id} CORPUS`"
+            )
+        kept = HeldOut.load(previous / HELDOUT)
+        new = self._score(sources, corpus, kept.per_source)
+        info = self._fit(kept.extend(new), trained, directory)
+        return {**info, "documents_learned": new.n_documents}
+
+    def _score(self, sources, corpus, per_source: int) -> HeldOut:
+        """The sources' candidates for the documents of `corpus` that have
+        known subjects, and which of them are gold."""
+        from tqdm import tqdm
+
         gold, parts = [], []
         for docs in tqdm(
             corpus.batches(self.params.batch_size),
@@ -431,25 +512,29 @@ class CalibratedBackend(EnsembleBackend):
                 gold += [d.subjects for d in docs]
                 parts.append(self._source_batches(sources, [d.text for d in docs]))
         if not gold:
-            raise InputError("No document of the tuning corpus has a known subject")
+            raise InputError("No document of the corpus has a known subject")
         batches = [
             SuggestionBatch.vstack([p[s] for p in parts]) for s in range(len(sources))
         ]
-        candidates = Candidates.from_batches(batches, self.params.per_source)
+        candidates = Candidates.from_batches(batches, per_source)
         if len(candidates) == 0:
-            raise InputError("The sources suggested nothing for the tuning corpus")
-        y = candidates.gold(gold)
+            raise InputError("The sources suggested nothing for the corpus")
+        return HeldOut(candidates, candidates.gold(gold), len(gold), per_source)
+
+    def _fit(self, heldout: HeldOut, source_ids: list[str], directory: Path) -> dict:
         model = FusionModel.fit(
-            candidates,
-            y,
+            heldout.candidates,
+            heldout.gold,
             self._frequency(self.seen_subjects()),
             calibration=self.params.calibration,
             folds=self.params.folds,
-            per_source=self.params.per_source,
+            per_source=heldout.per_source,
             interactions=self.params.interactions,
         )
-        model.info["sources"] = [p.id for p, _ in sources]
+        model.info["sources"] = source_ids
+        model.info["heldout_documents"] = heldout.n_documents
         model.save(directory)
+        heldout.save(directory / HELDOUT)
         return {k: v for k, v in model.info.items() if k != "features"}
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:

@@ -18,6 +18,7 @@ from indexer.encoder import (
     project_cache,
     resolve_encoder_name,
 )
+from indexer.errors import NotTrainedError
 from indexer.features import subject_matrix
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
@@ -45,10 +46,13 @@ class KnnParams:
 
 class KnnBackend(Backend):
     """Scores subject s for a document as sum_j w_j [s in doc_j] / sum_j w_j over its
-    k nearest training documents, with w_j = max(similarity, 0) ** exponent."""
+    k nearest training documents, with w_j = max(similarity, 0) ** exponent.
+
+    `learn` embeds the new documents and adds them to the index."""
 
     name = "knn"
     kind = ASSOCIATIVE
+    learns_online = True
     #: parameters read only when suggesting (cheap to tune with `indexer hyperopt`)
     search_space: ClassVar[dict] = {
         "k": [10, 20, 30, 50],
@@ -66,34 +70,41 @@ class KnnBackend(Backend):
         )
 
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
-        texts, subjects, ids = [], [], []
-        for doc in corpus:
-            if doc.subjects:
-                texts.append(doc.text)
-                subjects.append(doc.subjects)
-                ids.append(doc.id or str(len(ids)))
+        texts, subjects, ids = indexed_documents(corpus)
         encoder = self._encoder()
         vectors = encode_cached(
             encoder, texts, project_cache(self.project), "passage", progress=True
         )
         index = VectorIndex.build(vectors, self.params.index)
-        index.save(directory / "documents.faiss")
-        save_arrays(
-            directory / "neighbours.npz",
-            {"subjects": subject_matrix(subjects, len(self.project.vocab))},
-        )
+        matrix = subject_matrix(subjects, len(self.project.vocab))
         snippets = [{"id": i, "text": t[:160]} for i, t in zip(ids, texts, strict=True)]
-        (directory / "documents.json").write_text(
-            json.dumps(
-                {
-                    "index": index.kind,
-                    "encoder": encoder.identity,
-                    "documents": snippets,
-                },
-                ensure_ascii=False,
-            )
-        )
+        save_documents(directory, index, encoder.identity, matrix, snippets)
         return {"documents_indexed": len(texts), "index": index.kind}
+
+    def _learn(self, corpus, previous: Path, directory: Path) -> dict:
+        meta = json.loads((previous / "documents.json").read_text())
+        encoder = self._encoder()
+        if meta["encoder"] != encoder.identity:
+            raise NotTrainedError(
+                f"Project '{self.project.id}' was trained with the encoder "
+                f"{meta['encoder']}, but is configured with {encoder.identity}: "
+                f"retrain it with `indexer train {self.project.id} CORPUS`"
+            )
+        texts, subjects, ids = indexed_documents(corpus)
+        vectors = encode_cached(
+            encoder, texts, project_cache(self.project), "passage", progress=True
+        )
+        index = VectorIndex.load(previous / "documents.faiss", meta["index"])
+        index.add(vectors)
+        old = load_arrays(previous / "neighbours.npz")["subjects"]
+        n_subjects = max(old.shape[1], len(self.project.vocab))
+        old.resize((old.shape[0], n_subjects))  # the vocabulary may have grown
+        matrix = sp.vstack([old, subject_matrix(subjects, n_subjects)]).tocsr()
+        snippets = meta["documents"] + [
+            {"id": i, "text": t[:160]} for i, t in zip(ids, texts, strict=True)
+        ]
+        save_documents(directory, index, encoder.identity, matrix, snippets)
+        return {"documents_indexed": len(index), "documents_learned": len(texts)}
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
         meta = json.loads((directory / "documents.json").read_text())
@@ -148,3 +159,28 @@ class KnnBackend(Backend):
                         {**self._documents[row], "similarity": round(float(sim), 3)}
                     )
         return out
+
+
+def indexed_documents(corpus) -> tuple[list[str], list[list[int]], list]:
+    """Texts, subjects and ids of the documents that have known subjects."""
+    texts, subjects, ids = [], [], []
+    for doc in corpus:
+        if doc.subjects:
+            texts.append(doc.text)
+            subjects.append(doc.subjects)
+            ids.append(doc.id or str(len(ids)))
+    return texts, subjects, ids
+
+
+def save_documents(
+    directory: Path, index: VectorIndex, encoder: str, subjects, snippets: list
+) -> None:
+    """The index, each indexed document's subjects and a snippet of its text."""
+    index.save(directory / "documents.faiss")
+    save_arrays(directory / "neighbours.npz", {"subjects": subjects})
+    (directory / "documents.json").write_text(
+        json.dumps(
+            {"index": index.kind, "encoder": encoder, "documents": snippets},
+            ensure_ascii=False,
+        )
+    )

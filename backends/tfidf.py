@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from indexer.backend import ASSOCIATIVE, Backend
+from indexer.errors import NotTrainedError
 from indexer.features import TfidfFeatures, normalize_rows, subject_matrix
 from indexer.params import param
-from indexer.storage import load_arrays, save_arrays
+from indexer.storage import load_arrays, read_manifest, save_arrays
 from indexer.suggestion import SuggestionBatch
 
 
@@ -27,22 +29,19 @@ class TfidfParams:
 
 class TfidfBackend(Backend):
     """Each subject is the normalised sum of its training documents' TF-IDF vectors;
-    a document scores each subject by cosine similarity."""
+    a document scores each subject by cosine similarity.
+
+    The norms of the sums are saved with the centroids, so `learn` adds new
+    documents' vectors to the sums; their new terms are appended (known terms
+    keep their idf, so the sums stay consistent)."""
 
     name = "tfidf"
     kind = ASSOCIATIVE
     Params = TfidfParams
+    learns_online = True
 
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
-        from tqdm import tqdm
-
-        texts, subjects = [], []
-        for doc in tqdm(
-            corpus, desc="Vectorising", unit=" docs", leave=False, disable=None
-        ):
-            if doc.subjects:
-                texts.append(doc.text)
-                subjects.append(doc.subjects)
+        texts, subjects = indexed_documents(corpus)
         features = TfidfFeatures(self.project.language, ngram=self.params.ngram)
         x = features.fit_transform(
             texts,
@@ -51,11 +50,37 @@ class TfidfBackend(Backend):
             jobs=jobs,
         )
         y = subject_matrix(subjects, len(self.project.vocab))
-        centroids = normalize_rows(y.T.tocsr() @ x)
         features.save(directory)
-        save_arrays(directory / "centroids.npz", {"centroids": centroids})
+        save_centroids(directory, y.T.tocsr() @ x)
         return {
             "terms": len(features.terms),
+            "subjects": int((y.sum(axis=0) > 0).sum()),
+        }
+
+    def _learn(self, corpus, previous: Path, directory: Path) -> dict:
+        arrays = load_arrays(previous / "centroids.npz")
+        if "norms" not in arrays:
+            raise NotTrainedError(
+                f"Project '{self.project.id}' was trained before tfidf could learn "
+                f"online: retrain it once with `indexer train {self.project.id} "
+                "CORPUS`"
+            )
+        texts, subjects = indexed_documents(corpus)
+        features = TfidfFeatures.load(previous)
+        added = features.extend(
+            texts, read_manifest(previous)["documents"], self.params.max_features
+        )
+        x = features.transform(texts)
+        n_subjects = len(self.project.vocab)
+        sums = sp.diags(arrays["norms"].astype(np.float32)) @ arrays["centroids"]
+        sums = sp.csr_matrix(sums)
+        sums.resize((n_subjects, x.shape[1]))  # new terms; the vocabulary may grow
+        y = subject_matrix(subjects, n_subjects)
+        features.save(directory)
+        save_centroids(directory, sums + y.T.tocsr() @ x)
+        return {
+            "documents_learned": len(texts),
+            "terms_added": added,
             "subjects": int((y.sum(axis=0) > 0).sum()),
         }
 
@@ -76,3 +101,26 @@ class TfidfBackend(Backend):
                 SuggestionBatch.from_dense(np.asarray(scores), self.params.candidates)
             )
         return SuggestionBatch.vstack(parts)
+
+
+def indexed_documents(corpus) -> tuple[list[str], list[list[int]]]:
+    """Texts and subjects of the documents that have known subjects."""
+    from tqdm import tqdm
+
+    texts, subjects = [], []
+    progress = tqdm(corpus, desc="Vectorising", unit=" docs", leave=False, disable=None)
+    for doc in progress:
+        if doc.subjects:
+            texts.append(doc.text)
+            subjects.append(doc.subjects)
+    return texts, subjects
+
+
+def save_centroids(directory: Path, sums: sp.csr_matrix) -> None:
+    """The normalised subject centroids and the norms of the sums they come from."""
+    sums = sp.csr_matrix(sums, dtype=np.float32)
+    norms = np.sqrt(np.asarray(sums.multiply(sums).sum(axis=1)).ravel())
+    save_arrays(
+        directory / "centroids.npz",
+        {"centroids": normalize_rows(sums), "norms": norms.astype(np.float32)},
+    )

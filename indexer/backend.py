@@ -2,13 +2,16 @@
 
 A backend declares its `name`, `kind` and a `Params` dataclass, then implements
 `_train(corpus, directory, jobs)`, `_load(directory, manifest)` and
-`_suggest_batch(texts)`. The public `train` and `suggest_batch` are the base
+`_suggest_batch(texts)`. A backend that can update a trained model from new
+documents sets `learns_online` and implements `_learn(corpus, previous,
+directory)`. The public `train`, `learn` and `suggest_batch` are the base
 class's: they validate state, save atomically and call the hooks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -106,16 +109,75 @@ class Backend:
 
     def learn(self, corpus: Corpus) -> dict:
         """Update the trained model with the documents of `corpus` (online
-        learning) and replace the saved model atomically."""
+        learning) and replace the saved model atomically: the new version is
+        written beside the current one, which stays in use until the swap."""
         if not self.learns_online:
             raise NotSupportedError(
                 f"Backend '{self.name}' of project '{self.project.id}' does not "
                 f"learn online; retrain it with `indexer train {self.project.id} "
                 "CORPUS`"
             )
+        previous = self.model_dir.resolve()
+        manifest = self._manifest_in(previous)
+        if manifest is None:
+            raise NotTrainedError(
+                f"Project '{self.project.id}' is not trained, so it has nothing to "
+                f"update: run `indexer train {self.project.id} CORPUS` first"
+            )
+        self._check_manifest(manifest)
+        counts = self._count_subjects(corpus, "corpus to learn", require_subjects=True)
+        started = time.perf_counter()
+        with atomic_directory(self.model_dir) as directory:
+            shutil.copytree(previous, directory, dirs_exist_ok=True)
+            info = self._learn(corpus, previous, directory) or {}
+            seen = _padded(load_arrays(previous / "subjects.npz")["counts"], counts)
+            save_arrays(directory / "subjects.npz", {"counts": seen})
+            updated = self._manifest_after_learning(manifest, corpus, seen, info)
+            write_manifest(directory, updated)
+        with self._lock:
+            self._loaded = False
+        return {
+            "documents": int(corpus.stats.documents),
+            "total_documents": updated["documents"],
+            "seconds": time.perf_counter() - started,
+            **info,
+        }
+
+    def _learn(self, corpus: Corpus, previous: Path, directory: Path) -> dict | None:
+        """Update the model read from `previous` with `corpus` and write the
+        changed files into `directory`, which starts as a copy of `previous`
+        (hook of backends with `learns_online`)."""
         raise NotImplementedError
 
-    def _count_subjects(self, corpus: Corpus) -> np.ndarray:
+    def _manifest_after_learning(
+        self, manifest: dict, corpus: Corpus, seen: np.ndarray, info: dict
+    ) -> dict:
+        documents = int(corpus.stats.documents)
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        learned = {
+            "documents": documents,
+            "corpus_digest": corpus.digest(),
+            "learned_at": now,
+            "info": _jsonable(info),
+        }
+        return {
+            **manifest,
+            "updated_at": now,
+            "documents": int(manifest.get("documents", 0)) + documents,
+            "subjects_seen": int((seen > 0).sum()),
+            "vocab_size": max(int(manifest.get("vocab_size", 0)), len(seen)),
+            "learned": [*manifest.get("learned", []), learned],
+        }
+
+    def _count_subjects(
+        self,
+        corpus: Corpus,
+        what: str = "training corpus",
+        require_subjects: bool | None = None,
+    ) -> np.ndarray:
+        """How often each subject occurs in `corpus`; an error when it has no
+        documents, or no known subject where subjects are required (by default
+        for associative backends)."""
         from tqdm import tqdm
 
         counts = np.zeros(len(self.project.vocab), dtype=np.int64)
@@ -127,10 +189,12 @@ class Backend:
             if doc.subjects:
                 np.add.at(counts, doc.subjects, 1)
         if documents == 0:
-            raise InputError("The training corpus contains no documents")
-        if self.kind == ASSOCIATIVE and counts.sum() == 0:
+            raise InputError(f"The {what} contains no documents")
+        if require_subjects is None:
+            require_subjects = self.kind == ASSOCIATIVE
+        if require_subjects and counts.sum() == 0:
             raise InputError(
-                "No document of the training corpus has a subject of vocabulary "
+                f"No document of the {what} has a subject of vocabulary "
                 f"'{self.project.vocab.vocab_id}'; check the subject URIs. "
                 + " ".join(corpus.stats.warnings())
             )
@@ -227,6 +291,14 @@ class Backend:
     def explain(self, text: str, subjects: Sequence[int]) -> dict[int, dict]:
         """Why each of `subjects` was suggested for `text` (optional)."""
         return {}
+
+
+def _padded(counts: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """Sum of two count vectors (the vocabulary may have grown in between)."""
+    out = np.zeros(max(len(counts), len(more)), dtype=np.int64)
+    out[: len(counts)] += counts
+    out[: len(more)] += more
+    return out
 
 
 def _jsonable(value: Any) -> Any:

@@ -64,6 +64,26 @@ class TfidfFeatures:
         self.idf = (np.log((1 + n_docs) / (1 + df[kept])) + 1).astype(np.float32)
         return self._weight(counts[:, kept])
 
+    def extend(
+        self, texts: Sequence[str], documents_before: int, max_features: int
+    ) -> int:
+        """Append the terms of `texts` that are not known yet (the most frequent
+        first, up to `max_features` terms in all), weighted by their idf over
+        the documents seen so far; known terms keep their idf, so vectors made
+        before stay valid. Returns how many terms were added."""
+        known = self.terms
+        df = Counter(
+            t for text in texts for t in set(self._grams(text)) if t not in known
+        )
+        room = max(max_features - len(known), 0)
+        added = [t for t, _ in sorted(df.items(), key=lambda x: (-x[1], x[0]))[:room]]
+        n_docs = documents_before + len(texts)
+        for term in added:
+            known[term] = len(known)
+        idf = np.log((1 + n_docs) / (1 + np.array([df[t] for t in added]))) + 1
+        self.idf = np.concatenate([self.idf, idf.astype(np.float32)])
+        return len(added)
+
     def transform(self, texts: Iterable[str]) -> sp.csr_matrix:
         rows = []
         for text in texts:

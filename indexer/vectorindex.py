@@ -45,6 +45,10 @@ class VectorIndex:
         index.add(vectors)
         return cls(index, kind)
 
+    def add(self, vectors: np.ndarray) -> None:
+        """Append vectors (their ids continue after the existing ones)."""
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, ids) of the k nearest vectors per query; id -1 pads."""
         k = min(k, self.index.ntotal)

@@ -61,6 +61,11 @@ def show_project(ctx: Context, project_id: str) -> None:
             f"  documents:  {manifest['documents']}, subjects seen: "
             f"{manifest['subjects_seen']}"
         )
+        for learned in manifest.get("learned", []):
+            click.echo(
+                f"  learned:    {learned['documents']} documents at "
+                f"{learned['learned_at']} (corpus {learned['corpus_digest']})"
+            )
     click.echo("Parameters:")
     for key, value in dataclasses.asdict(backend.params).items():
         click.echo(f"  {key} = {value}")

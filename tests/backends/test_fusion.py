@@ -195,7 +195,13 @@ def test_backend_trains_on_held_out_documents_and_saves_json_and_npz(projects):
     info = project.train([DATA / "fulltext", DATA / "tiny.tsv"])
     assert info["sources"] == ["tfidf-en", "xmc-en", "lexical-en"]
     names = sorted(p.name for p in project.model_dir.iterdir())
-    assert names == ["fusion.json", "fusion.npz", "manifest.json", "subjects.npz"]
+    assert names == [
+        "fusion.json",
+        "fusion.npz",
+        "heldout.npz",
+        "manifest.json",
+        "subjects.npz",
+    ]
     batch = project.suggest(["Telescopes, stars and galaxies"], limit=3)
     assert project.vocab.uris[batch.row(0)[0].subject].endswith("/astronomy")
     assert all(0 < s.score <= 1 for s in batch.row(0))

@@ -1,0 +1,284 @@
+"""Online learning: `Project.learn` and `indexer learn` update a trained model
+from new documents without retraining, atomically, and the server reloads it."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from indexer.errors import InputError, NotSupportedError, NotTrainedError
+from indexer.project import Projects
+from indexer.storage import load_arrays
+
+from .conftest import DATA, shared_dataset
+
+LINES = (DATA / "tiny.tsv").read_text().splitlines(keepends=True)
+BIOLOGY = "http://example.org/t/biology"
+
+
+@pytest.fixture
+def halves(tmp_path):
+    """tiny.tsv split in two: the first half has no biology document."""
+    first = [line for line in LINES if BIOLOGY not in line]
+    second = [line for line in LINES if BIOLOGY in line]
+    paths = tmp_path / "first.tsv", tmp_path / "second.tsv"
+    for path, lines in zip(paths, (first, second), strict=True):
+        path.write_text("".join(lines))
+    return paths
+
+
+def suggested_uris(project, text, limit=3):
+    batch = project.suggest([text], limit=limit)
+    return [project.vocab.uris[s.subject] for s in batch.row(0)]
+
+
+# -- tfidf -------------------------------------------------------------------------
+
+
+def test_tfidf_learns_a_new_subject_and_records_it(projects, halves):
+    project = projects.get("tfidf-en")
+    project.train([halves[0]])
+    assert BIOLOGY not in suggested_uris(project, "genes in living cells")
+    first_version = os.readlink(project.model_dir)
+
+    info = project.learn([halves[1]])
+
+    assert info["documents"] == 2 and info["total_documents"] == len(LINES)
+    assert suggested_uris(project, "genes in living cells")[0] == BIOLOGY
+    manifest = project.backend.manifest
+    assert manifest["documents"] == len(LINES)
+    (learned,) = manifest["learned"]
+    assert learned["documents"] == 2 and len(learned["corpus_digest"]) == 16
+    assert manifest["corpus_digest"] != learned["corpus_digest"]
+    assert manifest["updated_at"] == learned["learned_at"] >= manifest["trained_at"]
+    assert project.seen_subjects()[project.vocab.id_of(BIOLOGY)] == 2
+    # a new version replaced the old one, which is gone
+    assert os.readlink(project.model_dir) != first_version
+    assert not (project.model_dir.parent / first_version).exists()
+
+
+def test_tfidf_subject_vectors_are_the_sums_over_all_documents(projects, halves):
+    """Learning adds the new documents' vectors (with the trained terms and
+    idf) to the subjects' sums: the same centroids as summing all at once."""
+    from backends.tfidf import indexed_documents
+    from indexer.features import TfidfFeatures, normalize_rows, subject_matrix
+
+    project = projects.get("tfidf-en")
+    project.train([halves[0]])
+    project.learn([halves[1]])
+
+    features = TfidfFeatures.load(project.model_dir)
+    texts, subjects = indexed_documents(project.corpus(halves))
+    y = subject_matrix(subjects, len(project.vocab))
+    expected = normalize_rows(y.T.tocsr() @ features.transform(texts)).toarray()
+    learned = load_arrays(project.model_dir / "centroids.npz")["centroids"]
+    np.testing.assert_allclose(learned.toarray(), expected, atol=1e-5)
+
+
+def test_tfidf_model_without_norms_asks_for_one_retraining(projects, halves):
+    from indexer.storage import save_arrays
+
+    project = projects.get("tfidf-en")
+    project.train([halves[0]])
+    path = project.model_dir / "centroids.npz"
+    save_arrays(path, {"centroids": load_arrays(path)["centroids"]})  # older layout
+    version = os.readlink(project.model_dir)
+    with pytest.raises(NotTrainedError, match="retrain it once"):
+        project.learn([halves[1]])
+    # the failed learn left the model as it was, and no half-written version
+    assert os.readlink(project.model_dir) == version
+    assert sorted(p.name for p in project.model_dir.parent.iterdir()) == [
+        version,
+        "model",
+    ]
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def test_backend_that_does_not_learn_says_retrain(projects):
+    project = projects.get("xmc-en")
+    with pytest.raises(NotSupportedError, match="does not learn online; retrain it"):
+        project.learn([DATA / "tiny.tsv"])
+
+
+def test_plain_ensemble_points_to_its_sources(projects):
+    with pytest.raises(NotSupportedError, match=r"sources learn \(tfidf-en, lexical"):
+        projects.get("ensemble-en").learn([DATA / "tiny.tsv"])
+
+
+def test_untrained_project_must_be_trained_first(projects):
+    with pytest.raises(NotTrainedError, match="indexer train tfidf-en CORPUS` first"):
+        projects.get("tfidf-en").learn([DATA / "tiny.tsv"])
+
+
+def test_documents_with_only_unknown_subjects_are_refused(projects, tmp_path):
+    project = projects.get("tfidf-en")
+    project.train([DATA / "tiny.tsv"])
+    corpus = tmp_path / "unknown.tsv"
+    corpus.write_text("stars and galaxies\t<http://elsewhere/x>\n")
+    with pytest.raises(InputError, match="No document of the corpus to learn has a"):
+        project.learn([corpus])
+    assert "learned" not in project.backend.manifest
+
+
+def test_unknown_subjects_are_reported(projects, tmp_path):
+    project = projects.get("tfidf-en")
+    project.train([DATA / "tiny.tsv"])
+    corpus = tmp_path / "mixed.tsv"
+    corpus.write_text(
+        "stars and galaxies\t<http://example.org/t/astronomy> <http://elsewhere/x>\n"
+    )
+    info = project.learn([corpus])
+    assert any("http://elsewhere/x" in w for w in info["warnings"])
+
+
+# -- knn ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dense_projects(dense_workspace):
+    return Projects.from_path(dense_workspace / "projects.cfg")
+
+
+def test_knn_adds_the_documents_to_its_index(dense_projects, dense_workspace, halves):
+    project = dense_projects.get("knn-en")
+    project.train([halves[0]])
+    info = project.learn([halves[1]])
+    assert info["documents_indexed"] == len(LINES)
+    learned = project.backend.suggest_batch(["Genes and proteins in living cells"])
+
+    # the same scores as training on all documents at once (exact index)
+    reference = Projects.from_path(dense_workspace / "projects.cfg").get("knn-en")
+    reference.train(halves)
+    expected = reference.backend.suggest_batch(["Genes and proteins in living cells"])
+    np.testing.assert_allclose(
+        learned.matrix.toarray(), expected.matrix.toarray(), atol=1e-5
+    )
+    biology = project.vocab.id_of(BIOLOGY)
+    why = project.backend.explain("Genes and proteins in living cells", [biology])
+    assert why[biology]["documents"][0]["text"] == "Genes and proteins in living cells"
+
+
+def test_knn_with_another_encoder_must_retrain(
+    dense_projects, dense_workspace, halves, tmp_path
+):
+    project = dense_projects.get("knn-en")
+    project.train([halves[0]])
+    version = os.readlink(project.model_dir)
+    cfg = dense_workspace / "projects.cfg"
+    other = tmp_path / "other-encoder"
+    other.symlink_to(project.config.params["model"])
+    cfg.write_text(cfg.read_text().replace(project.config.params["model"], str(other)))
+    changed = Projects.from_path(cfg).get("knn-en")
+    with pytest.raises(NotTrainedError, match="trained with the encoder"):
+        changed.learn([halves[1]])
+    assert os.readlink(project.model_dir) == version
+
+
+# -- calibrated fusion ---------------------------------------------------------------
+
+
+def test_fusion_refits_on_all_held_out_scores(projects, workspace, halves):
+    """Learning the second half gives the model trained on both halves."""
+    for source in ("tfidf-en", "xmc-en"):
+        projects.get(source).train([DATA / "tiny.tsv"])
+    project = projects.get("calibrated-en")
+    project.train([halves[0]])
+    info = project.learn([halves[1]])
+    assert info["heldout_documents"] == len(LINES)
+    learned = load_arrays(project.model_dir / "fusion.npz")
+
+    reference = Projects.from_path(workspace / "projects.cfg").get("calibrated-en")
+    reference.clear()
+    reference.train(halves)
+    expected = load_arrays(reference.model_dir / "fusion.npz")
+    assert sorted(learned) == sorted(expected)
+    for key in expected:
+        np.testing.assert_allclose(learned[key], expected[key], atol=1e-6)
+
+
+# -- the served model ----------------------------------------------------------------
+
+
+def test_server_reloads_the_learned_model(workspace, halves):
+    from indexer.rest_models import ServedProjects
+
+    served = ServedProjects(
+        Projects.from_path(workspace / "projects.cfg"), check_interval=0
+    )
+    Projects.from_path(workspace / "projects.cfg").get("tfidf-en").train([halves[0]])
+    project = served.projects.get("tfidf-en")
+    served.refresh(project)
+    assert BIOLOGY not in suggested_uris(project, "genes in living cells")
+
+    # another process (the CLI) learns; the server notices the new version
+    Projects.from_path(workspace / "projects.cfg").get("tfidf-en").learn([halves[1]])
+    served.refresh(project)
+    assert suggested_uris(project, "genes in living cells")[0] == BIOLOGY
+
+
+# -- the command -------------------------------------------------------------------
+
+
+def test_cli_learn(run_cli, halves):
+    assert run_cli("train", "tfidf-en", str(halves[0])).exit_code == 0
+    result = run_cli("learn", "tfidf-en", str(halves[1]))
+    assert result.exit_code == 0, result.output
+    assert "Learned 2 documents into 'tfidf-en'" in result.output
+    assert f"holds {len(LINES)} documents" in result.output
+    shown = run_cli("show-project", "tfidf-en").output
+    assert f"documents:  {len(LINES)}" in shown and "learned:    2 documents" in shown
+
+
+def test_cli_learn_errors(run_cli, tmp_path):
+    result = run_cli("learn", "xmc-en", str(DATA / "tiny.tsv"))
+    assert result.exit_code == 1
+    assert "Backend 'xmc' of project 'xmc-en' does not learn online; retrain it" in (
+        result.output
+    )
+    assert run_cli("learn", "nope", str(DATA / "tiny.tsv")).exit_code == 2
+    run_cli("train", "tfidf-en", str(DATA / "tiny.tsv"))
+    unknown = tmp_path / "unknown.tsv"
+    unknown.write_text("stars\t<http://elsewhere/x>\n")
+    result = run_cli("learn", "tfidf-en", str(unknown))
+    assert result.exit_code == 1
+    assert "No document of the corpus to learn has a subject" in result.output
+    assert "http://elsewhere/x" in result.output
+
+
+# -- real data -----------------------------------------------------------------------
+
+
+def test_tfidf_learning_a_fifth_matches_training_on_all_archaeology(tmp_path):
+    from indexer.eval import Evaluator
+
+    data = shared_dataset("yso-archaeology")
+    lines = (data / "train.tsv").read_text(encoding="utf-8").splitlines(True)
+    first, rest = tmp_path / "first.tsv", tmp_path / "rest.tsv"
+    first.write_text("".join(lines[i] for i in range(len(lines)) if i % 5))
+    rest.write_text("".join(lines[i] for i in range(0, len(lines), 5)))
+    scores = []
+    for variant in ("all", "learned"):
+        home = tmp_path / variant
+        home.mkdir()
+        (home / "projects.cfg").write_text(
+            f"[vocab:arch]\nsource = {data / 'vocab.ttl'}\n"
+            "[tfidf]\nlanguage = fi\nvocab = arch\nbackend = tfidf\n"
+        )
+        project = Projects.from_path(home / "projects.cfg").get("tfidf")
+        if variant == "all":
+            project.train([data / "train.tsv"])
+        else:
+            project.train([first])
+            project.learn([rest])
+        docs = list(project.corpus([data / "test.tsv"]))
+        evaluator = Evaluator(len(project.vocab), limit=5)
+        evaluator.add(
+            [d.subjects for d in docs],
+            project.backend.suggest_batch([d.text for d in docs]),
+        )
+        scores.append(evaluator.results()["f1@5"])
+    assert abs(scores[0] - scores[1]) < 0.01 and scores[0] > 0.2
