@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from indexer.analyzer import get_analyzer
 from indexer.backend import LEXICAL, Backend
+from indexer.errors import NotTrainedError
 from indexer.parallel import parallel_map
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
@@ -162,6 +163,7 @@ class LexicalBackend(Backend):
         "compound_min_length": [4, 5, 6],
     }
     needs_training = False
+    learns_online = True
 
     # -- index of the vocabulary's labels --------------------------------
     def _build_index(self) -> None:
@@ -415,17 +417,48 @@ class LexicalBackend(Backend):
             weights = self._fit_weights(x, y)
             (directory / "weights.json").write_text(json.dumps(weights, indent=2))
             info["weights"] = weights
+        self._save_match_stats(directory, stats)
+        return info
+
+    def _learn(self, corpus, previous: Path, directory: Path) -> dict:
+        """Add the new documents' label matches to the per-concept match
+        statistics; the scorer learnt in training stays."""
+        self._build_index()
+        self._prior = self._match_precision = self._candidate_rate = None
+        stats = load_arrays(previous / "match_stats.npz")
+        if "documents" not in stats:
+            raise NotTrainedError(
+                f"Project '{self.project.id}' was trained before lexical could "
+                f"learn online: retrain it once with `indexer train "
+                f"{self.project.id} CORPUS`"
+            )
+        n = len(self.project.vocab)
+        counts, matched, hits = (
+            _padded(stats[name], n) for name in ("counts", "matched", "hits")
+        )
+        docs = [d for d in corpus if d.subjects]
+        for doc in docs:
+            ids, _ = self._features(doc.text)
+            counts[doc.subjects] += 1
+            matched[ids] += 1
+            hits[ids] += np.isin(ids, doc.subjects)
+        self._save_match_stats(
+            directory,
+            _MatchStats(counts, matched, hits, int(stats["documents"]) + len(docs)),
+        )
+        return {"documents_learned": len(docs)}
+
+    def _save_match_stats(self, directory: Path, stats: _MatchStats) -> None:
         save_arrays(
             directory / "match_stats.npz",
             {
-                "counts": counts,
-                "matched": matched,
-                "hits": hits,
+                "counts": stats.counts,
+                "matched": stats.matched,
+                "hits": stats.hits,
                 "base_rate": np.float32(stats.base_rate),
-                "documents": np.int64(len(docs)),
+                "documents": np.int64(stats.documents),
             },
         )
-        return info
 
     def _use_trees(self, y: np.ndarray) -> bool:
         if not 0 < y.sum() < len(y):
@@ -553,6 +586,13 @@ def _common_prefix(a: str, b: str) -> int:
             break
         n += 1
     return n
+
+
+def _padded(values: np.ndarray, n: int) -> np.ndarray:
+    """`values` as float32, zero-padded to `n` (the vocabulary may have grown)."""
+    out = np.zeros(max(n, len(values)), np.float32)
+    out[: len(values)] = values
+    return out
 
 
 def _log_scaled(values, top) -> np.ndarray:

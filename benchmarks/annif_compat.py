@@ -142,11 +142,12 @@ def bench_learn(workdir: Path, skip_knn: bool) -> list[dict]:
     }
     arch = dataset_paths("archaeology", workdir)
     arch["seen"] = arch["train"]
-    for name, paths in (("kirjastonhoitaja", kh), ("archaeology", arch)):
-        home = workdir / f"tfidf-{name}"
-        home.mkdir()
-        settings = {"subject": {"language": "fi", "backend": "tfidf"}}
-        rows.append(compare(name, "tfidf", settings, paths, home))
+    for backend in ("tfidf", "lexical"):
+        for name, paths in (("kirjastonhoitaja", kh), ("archaeology", arch)):
+            home = workdir / f"{backend}-{name}"
+            home.mkdir()
+            settings = {"subject": {"language": "fi", "backend": backend}}
+            rows.append(compare(name, backend, settings, paths, home))
     rows.append(bench_fusion(workdir / "fusion", kh))
     if not skip_knn:
         home = workdir / "knn"

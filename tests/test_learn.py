@@ -98,6 +98,29 @@ def test_tfidf_model_without_norms_asks_for_one_retraining(projects, halves):
 # -- errors ------------------------------------------------------------------------
 
 
+# -- lexical -----------------------------------------------------------------------
+
+
+def test_lexical_adds_the_documents_to_its_match_statistics(projects, halves):
+    project = projects.get("lexical-en")
+    project.train([halves[0]])
+    biology = project.vocab.id_of(BIOLOGY)
+    before = load_arrays(project.model_dir / "match_stats.npz")
+    weights = (project.model_dir / "weights.json").read_text()
+    assert before["hits"][biology] == 0
+
+    info = project.learn([halves[1]])
+
+    after = load_arrays(project.model_dir / "match_stats.npz")
+    assert info["documents_learned"] == 2
+    assert int(after["documents"]) == int(before["documents"]) + 2
+    assert after["counts"][biology] == 2  # two documents, one names "biology"
+    assert after["hits"][biology] == 1 and after["matched"][biology] == 1
+    # the scorer learnt in training is kept
+    assert (project.model_dir / "weights.json").read_text() == weights
+    assert suggested_uris(project, "biology of cells")[0] == BIOLOGY
+
+
 def test_backend_that_does_not_learn_says_retrain(projects):
     project = projects.get("xmc-en")
     with pytest.raises(NotSupportedError, match="does not learn online; retrain it"):
