@@ -27,6 +27,12 @@ DATASETS_SPEC = {
         "yso-kirjastonhoitaja/validate.tsv",
     ),
     "gnd-tibkat-en": ("gnd-tibkat/vocab.ttl", "en", "gnd-tibkat/train-en.tsv", None),
+    "ykl-makupalat": (
+        "ykl-makupalat/vocab.ttl",
+        "fi",
+        "ykl-makupalat/train.tsv",
+        "ykl-makupalat/validate.tsv",
+    ),
 }
 
 
