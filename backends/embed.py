@@ -81,19 +81,11 @@ class EmbedBackend(Backend):
 
     @property
     def label_language(self) -> str:
-        return self.params.label_language or self.project.language
+        return self.labels_language(self.params.label_language)
 
     def concept_texts(self) -> tuple[list[int], list[str]]:
         """(concept ids, description texts) of every non-deprecated concept."""
         vocab, lang = self.project.vocab, self.label_language
-        if not vocab.has_language(lang):
-            raise ConfigError(
-                f"Project '{self.project.id}': vocabulary '{vocab.vocab_id}' has no "
-                "labels in "
-                f"'{lang}' (it has: {', '.join(vocab.languages)}). Set label_language "
-                "to one of "
-                "those, with a multilingual model for cross-lingual matching"
-            )
         pref, alt, note = vocab.labels_in(lang)
         labels = vocab.pref_labels(lang)
         broader_ptr, broader_idx = vocab.relation("broader")

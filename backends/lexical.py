@@ -90,6 +90,9 @@ QUALIFIER = re.compile(r"\s*\([^)]*\)")
 
 @dataclass
 class LexicalParams:
+    label_language: str = param(
+        "", "language of the labels matched (default: the project's)"
+    )
     compounds: str = param(
         "auto", "match labels as heads of compound words", choices=["auto", "yes", "no"]
     )
@@ -170,7 +173,7 @@ class LexicalBackend(Backend):
         vocab = self.project.vocab
         lang = self.project.language
         analyzer = get_analyzer(lang)
-        languages = [lang] if vocab.has_language(lang) else vocab.languages
+        languages = [self.labels_language(self.params.label_language)]
         phrases: dict[tuple[str, ...], list[tuple[int, bool]]] = defaultdict(list)
         deprecated = vocab.deprecated
         for label_lang in languages:

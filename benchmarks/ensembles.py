@@ -50,7 +50,8 @@ SOURCES = ["tfidf", "lexical", "xmc"]
 # cross-lingual datasets: settings for optional dense sources
 EXTRA = {
     "gnd-tibkat-en": {
-        "embed": {"label_language": "de", "model": "multilingual-e5-small"}
+        "embed": {"label_language": "de", "model": "multilingual-e5-small"},
+        "lexical": {"label_language": "de"},
     }
 }
 

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from indexer.errors import InputError, NotSupportedError, NotTrainedError
+from indexer.errors import (
+    ConfigError,
+    InputError,
+    NotSupportedError,
+    NotTrainedError,
+)
 from indexer.params import NoParams, parse_params
 from indexer.storage import (
     atomic_directory,
@@ -89,6 +94,20 @@ class Backend:
         if not path.is_file():
             return None
         return load_arrays(path)["counts"]
+
+    def labels_language(self, configured: str = "") -> str:
+        """The language whose labels a backend matches: `configured` (a
+        `label_language` parameter) or the project's. A configuration error
+        names the languages the vocabulary has when it has no labels in it."""
+        vocab, lang = self.project.vocab, configured or self.project.language
+        if not vocab.has_language(lang):
+            raise ConfigError(
+                f"Project '{self.project.id}': vocabulary '{vocab.vocab_id}' has no "
+                f"labels in '{lang}' (it has: {', '.join(vocab.languages)}). Set "
+                "label_language to one of those (with a multilingual model for "
+                "cross-lingual matching in embed)"
+            )
+        return lang
 
     # -- training --------------------------------------------------------
     def train(self, corpus: Corpus, jobs: int = 1) -> dict:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from ..conftest import DATA
 
 T = "http://example.org/t/"
@@ -202,3 +204,23 @@ def test_trained_trees_score_and_reload_identically(projects, tmp_path):
     np.testing.assert_array_equal(before, after)
     assert suggested(project, "History, with a note on music")[0] == "history"
     assert suggested(project, "Music, with a note on history")[0] == "music"
+
+
+def test_labels_in_another_language_need_label_language(tmp_path):
+    from indexer.errors import ConfigError
+
+    ttl = 't:dig a skos:Concept ; skos:prefLabel "Ausgrabung"@de .\n'
+    (tmp_path / "a").mkdir()
+    project = _project(tmp_path / "a", ttl, "en")
+    with pytest.raises(ConfigError, match=r"no labels in 'en' \(it has: de\)"):
+        project.suggest(["Ausgrabung in Rom"])
+    (tmp_path / "b").mkdir()
+    german = _project(tmp_path / "b", ttl, "en", label_language="de")
+    assert [s.subject for s in german.suggest(["Ausgrabung in Rom"]).row(0)] == [0]
+
+
+def test_a_document_in_an_unexpected_language_still_gets_an_answer(projects):
+    project = projects.get("lexical-en")
+    batch = project.suggest(["Musiikin historia (music)", "音楽の歴史"])
+    assert [s.subject for s in batch.row(0)] == [project.vocab.id_of(T + "music")]
+    assert batch.row(1) == []
