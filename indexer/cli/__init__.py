@@ -4,7 +4,7 @@ One module per group of commands; importing them registers the commands on
 `cli`. Heavy libraries are imported inside the commands, so `--help` is fast.
 """
 
-from indexer.cli import catalog, documents, evaluation, serving  # noqa: F401
+from indexer.cli import catalog, documents, evaluation, language, serving  # noqa: F401
 from indexer.cli.app import cli, main
 
 __all__ = ["cli", "main"]

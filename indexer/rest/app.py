@@ -1,40 +1,28 @@
-"""The REST API, versioned under /v1, and the web demo at /, as a Flask app.
-
-    from indexer.rest import create_app
-    app = create_app("projects.cfg", api_key="secret")
-
-`indexer serve` runs it under waitress. Endpoints, parameters and errors are
-described by the OpenAPI document at /v1/openapi.json (indexer/openapi.py).
-Here: the app, problem+json errors, headers, the web page, CORS and serving;
-the endpoints are in indexer/rest_api.py, request parsing in
-indexer/rest_input.py, access control and model (re)loading in
-indexer/rest_models.py.
-"""
+"""The Flask app: problem+json errors, headers, the API key, the web page
+and CORS; the endpoints are in indexer/rest/api.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
 from flask import Flask, Response, current_app, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from indexer.errors import ConfigError, IndexerError, NotFoundError, UsageError
-from indexer.openapi import PROBLEM, openapi_document
+from indexer.errors import ConfigError, IndexerError, NotFoundError
 from indexer.project import Projects
-from indexer.rest_api import v1
-from indexer.rest_models import ServedProjects
+from indexer.rest.api import v1
+from indexer.rest.openapi import PROBLEM, openapi_document
+from indexer.rest.served import ServedProjects
 
 ENV_API_KEY = "INDEXER_API_KEY"
 ENV_CORS_ORIGINS = "INDEXER_CORS_ORIGINS"
 DEFAULT_MAX_CONTENT_LENGTH = 5 * 1024 * 1024
 DEFAULT_MAX_BATCH = 32
-WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
 WEB_FILES = ("index.html", "app.js", "style.css", "favicon.svg")
 # the page loads only its own files and calls only this server
 CSP = (
@@ -50,6 +38,7 @@ PROBLEM_TYPES = {
     "DependencyError": "missing-dependency",
     "Unauthorized": "unauthorized",
     "Forbidden": "forbidden",
+    "Unavailable": "unavailable",
 }
 
 log = logging.getLogger("indexer.rest")
@@ -93,7 +82,7 @@ def create_app(
     app.register_error_handler(IndexerError, _indexer_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
-    app.before_request(_check_length)
+    app.before_request(_check_request)
     app.after_request(_add_headers)
     if web_dir is not None:
         _add_web(app, Path(web_dir))
@@ -129,8 +118,16 @@ def problem(
 
 
 def _indexer_error(exc: IndexerError) -> Response:
-    # a misconfigured project is the operator's problem, not the caller's
-    status = 500 if isinstance(exc, ConfigError) else exc.status
+    if isinstance(exc, ConfigError):
+        # the operator's problem, not the caller's; the details stay in the log
+        log.error("Configuration error on %s: %s", request.path, exc.message)
+        return problem(
+            503,
+            "Service unavailable",
+            "The server is misconfigured (the server log says how)",
+            "unavailable",
+        )
+    status = exc.status
     kind = next(
         (
             PROBLEM_TYPES[c.__name__]
@@ -165,8 +162,10 @@ def _unexpected_error(exc: Exception) -> Response:
     )
 
 
-def _check_length() -> None:
+def _check_request() -> None:
     g.started = time.perf_counter()
+    # a wrong key is refused on every path, also where none is needed
+    current_app.extensions["indexer"].authorised(request.headers.get("X-API-Key"))
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if request.content_length is not None and request.content_length > limit:
         raise RequestEntityTooLarge()
@@ -209,153 +208,3 @@ def _add_cors(app: Flask, origins: str | list[str]) -> None:
         methods=["GET", "POST"],
         max_age=600,
     )
-
-
-# -- serving ------------------------------------------------------------------
-
-
-def make_server(
-    app: Flask,
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    threads: int = 4,
-    **options,
-):
-    """A waitress server for `app` (port 0: any free port; see .effective_port);
-    `options` are further waitress settings."""
-    from waitress import create_server
-
-    limit = app.config["MAX_CONTENT_LENGTH"]
-    # bodies somewhat over the limit reach the app, which answers with a
-    # problem+json 413; far larger ones waitress refuses by itself
-    options.setdefault("max_request_body_size", max(4 * limit, 64 * 1024 * 1024))
-    return create_server(
-        app, host=host, port=port, threads=threads, ident="indexer", **options
-    )
-
-
-def run(
-    projects: Projects,
-    host: str = "127.0.0.1",
-    port: int = 5000,
-    threads: int = 4,
-    workers: int = 1,
-    dev: bool = False,
-    preload: bool = True,
-    **settings,
-) -> None:
-    """Serve until interrupted: waitress (in `workers` processes), or Flask's
-    development server."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if settings.get("check_interval") == 0:
-        settings["check_interval"] = None
-    public = sum(c.access == "public" for c in projects.config.projects.values())
-    if workers > 1 and not dev:
-        _run_workers(projects, host, port, threads, workers, public, preload, settings)
-        return
-    app = create_app(projects=projects, preload=preload, **settings)
-    if dev:
-        _announce(f"http://{host}:{port}/", public, "Flask's development server")
-        app.run(host=host, port=port, threaded=True)
-        return
-    server = make_server(app, host=host, port=port, threads=threads)
-    url = f"http://{server.effective_host}:{server.effective_port}/"
-    _announce(url, public, f"waitress, {threads} threads")
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
-
-
-def _announce(url: str, public: int, how: str) -> None:
-    print(f"Serving {public} public projects on {url} ({how})", file=sys.stderr)
-    sys.stderr.flush()
-
-
-def _run_workers(
-    projects: Projects,
-    host: str,
-    port: int,
-    threads: int,
-    workers: int,
-    public: int,
-    preload: bool,
-    settings: dict,
-) -> None:
-    """Fork `workers` processes that accept on one socket, each with its own
-    models (Python runs one thread at a time: more cores need processes).
-
-    The workers start one after another, so the first one alone writes what
-    loading may write (a vocabulary, an index) and the others read it; nothing
-    heavy is loaded before the fork, which thread pools do not survive.
-    """
-    import signal
-    import socket
-
-    if not hasattr(os, "fork"):
-        raise UsageError("--workers needs fork(): use one worker with --threads")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048)
-    url_host = f"[{host}]" if family == socket.AF_INET6 else host
-    url = f"http://{url_host}:{sock.getsockname()[1]}/"
-    children: list[int] = []
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        for _ in range(workers):
-            ready, tell = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(ready)
-                _worker(projects, sock, threads, preload, settings, tell)
-            os.close(tell)
-            children.append(pid)
-            with os.fdopen(ready, "rb") as pipe:
-                if pipe.read(1) != b"1":
-                    raise IndexerError(f"A worker could not start (see above): {url}")
-        sock.close()
-        _announce(url, public, f"waitress, {workers} processes x {threads} threads")
-        pid, status = os.wait()  # one worker ending ends the server
-        log.error("Worker %d ended (status %d): stopping the others", pid, status)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for child in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGTERM)
-        for child in children:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(child, 0)
-
-
-def _worker(projects, sock, threads: int, preload: bool, settings, tell: int):
-    """A forked worker: load, tell the parent, serve; never returns."""
-    import signal
-    import traceback
-
-    from waitress import create_server
-
-    code = 1
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        app = create_app(projects=projects, preload=preload, **settings)
-        limit = app.config["MAX_CONTENT_LENGTH"]
-        server = create_server(
-            app,
-            sockets=[sock],
-            threads=threads,
-            ident="indexer",
-            max_request_body_size=max(4 * limit, 64 * 1024 * 1024),
-        )
-        os.write(tell, b"1")
-        os.close(tell)
-        server.run()
-        code = 0
-    except BaseException:  # noqa: BLE001 - a worker must never return
-        traceback.print_exc()
-    finally:
-        os._exit(code)
