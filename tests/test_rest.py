@@ -601,6 +601,79 @@ def test_suggest_batch_needs_json(client):
     problem(response, 415)
 
 
+# -- learn and detect-language ------------------------------------------------------
+
+LEARN_DOCS = [{"text": PHYSICS, "subjects": [{"uri": PHYSICS_URI}]}]
+
+
+def learn(client, project: str, **kwargs):
+    return client.post(f"/v1/projects/{project}/learn", **kwargs)
+
+
+def test_learn_needs_the_project_to_allow_it_or_the_key(client):
+    body = problem(learn(client, "tfidf-en", json=LEARN_DOCS), 403)
+    assert "not configured to allow learning via API" in body["detail"]
+    key = {"X-API-Key": API_KEY}
+    untrained = problem(learn(client, "tfidf-en", json=LEARN_DOCS, headers=key), 409)
+    assert "indexer train tfidf-en" in untrained["detail"]
+    problem(learn(client, "private-en", json=LEARN_DOCS), 404)
+    assert problem(learn(client, "nope", json=[]), 404)["detail"] == (
+        "Project 'nope' not found"
+    )
+
+
+def test_learn_with_a_backend_that_cannot_learn_is_503(client, projects, caplog):
+    projects.get("xmc-en").train([DATA / "tiny.tsv"])
+    response = learn(client, "xmc-en", json=LEARN_DOCS, headers={"X-API-Key": API_KEY})
+    body = problem(response, 503)
+    assert body["detail"] == (
+        "Backend 'xmc' of project 'xmc-en' does not learn online; retrain it with "
+        "`indexer train xmc-en CORPUS`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        ({"json": {"text": "x"}}, 400, "The body must be an array"),
+        ({"json": [{"subjects": []}]}, 400, "The field '[0].text' is missing"),
+        ({"json": [{"text": "x", "subjects": [{}]}]}, 400, "'[0].subjects[0].uri'"),
+        ({"json": [{"text": "x", "subject": []}]}, 400, "Unknown field '[0].subject'"),
+        ({"data": {"text": "x"}}, 415, "Send application/json"),
+        ({"json": [], "query_string": {"limit": "1"}}, 400, "query parameter 'limit'"),
+    ],
+)
+def test_learn_bad_requests(client, kwargs, status, fragment):
+    response = learn(client, "tfidf-en", headers={"X-API-Key": API_KEY}, **kwargs)
+    assert fragment in problem(response, status)["detail"]
+
+
+def test_detect_language(client):
+    response = client.post(
+        "/v1/detect-language",
+        json={"text": "Tämä teksti on kirjoitettu suomeksi", "languages": ["en", "fi"]},
+    )
+    results = response.get_json()["results"]
+    assert [r["language"] for r in results] == ["fi", "en"]
+    assert results[0]["score"] > 0.9 and sum(r["score"] for r in results) == (
+        pytest.approx(1.0, abs=1e-3)
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({"text": "x", "languages": []}, "'languages': List should have at least 1"),
+        ({"text": "x"}, "The field 'languages' is missing"),
+        ({"text": "x", "languages": ["en", "qq"]}, "Unsupported candidate languages"),
+        ({"text": "x", "languages": [""]}, "'languages[0]': String should match"),
+    ],
+)
+def test_detect_language_bad_requests(client, payload, fragment):
+    response = client.post("/v1/detect-language", json=payload)
+    assert fragment in problem(response, 400)["detail"]
+
+
 # -- reload ---------------------------------------------------------------------
 
 
