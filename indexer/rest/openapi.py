@@ -16,7 +16,8 @@ PROBLEM = "application/problem+json"
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 STATUS_TEXT = {
     400: "The request is malformed: a missing or invalid field, a body that is "
-    "not UTF-8 or not JSON.",
+    "not UTF-8 or not JSON, a label language the vocabulary lacks, a candidate "
+    "language the detector does not know.",
     401: "A wrong X-API-Key, or none where one is needed.",
     403: "The operation is not allowed here.",
     404: "No such project or vocabulary (private projects without the key look "

@@ -44,6 +44,9 @@ def _valid_unicode(value: str) -> str:
 
 Text = Annotated[str, AfterValidator(_valid_unicode)]
 Word = Annotated[str, Field(pattern=r"^\S+$"), AfterValidator(_valid_unicode)]
+# a BCP 47 tag's shape; which languages a vocabulary has is checked on use
+LanguageTag = Annotated[str, Field(pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$")]
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]  # ISO 639
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT), BeforeValidator(_not_bool)]
 Score = Annotated[
     float, Field(ge=0, le=1, allow_inf_nan=False), BeforeValidator(_not_bool)
@@ -70,7 +73,7 @@ class Options(Request):
 
     limit: Limit = Field(None, description="Most subjects per document.")
     threshold: Score = Field(None, description="Lowest score returned.")
-    language: Word = Field(None, description="Language of the labels.")
+    language: LanguageTag = Field(None, description="Language of the labels.")
     explain: bool = Field(
         False, description="Add why each subject was suggested, where the backend can."
     )
@@ -124,7 +127,7 @@ class LearnRequest(RootModel[list[LearnDocument]]):
 
 class DetectRequest(Request):
     text: Text
-    languages: list[Word] = Field(
+    languages: list[LanguageCode] = Field(
         min_length=1, description="Candidate languages (ISO 639-1: en, fi, sv)."
     )
 
@@ -134,7 +137,7 @@ class ConceptQuery(Request):
 
     uri: Word = None
     label: Annotated[str, Field(pattern=r"\S"), AfterValidator(_valid_unicode)] = None
-    language: Word = Field(None, description="Language of the labels.")
+    language: LanguageTag = Field(None, description="Language of the labels.")
     limit: Limit = Field(DEFAULT_CONCEPTS, description="Most concepts a search gives.")
 
 
