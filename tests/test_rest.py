@@ -898,6 +898,47 @@ def test_concept_bad_requests(client, query, status, fragment):
     assert fragment in body["detail"]
 
 
+# -- the API key, ensembles and the log -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/health", "/v1/openapi.json", "/v1/", "/", "/v1/projects"]
+)
+def test_a_wrong_key_is_refused_on_every_path(client, path):
+    problem(client.get(path, headers={"X-API-Key": "wrong"}), 401)
+    assert client.client.get(path, headers={"X-API-Key": API_KEY}).status_code == 200
+
+
+def test_an_ensemble_is_no_more_visible_than_its_sources(workspace, caplog):
+    from indexer.rest import create_app
+
+    config = workspace / "projects.cfg"
+    text = config.read_text().replace(
+        "[lexical-en]\n", "[lexical-en]\naccess = private\n"
+    )
+    config.write_text(text)
+    client = CheckedClient(create_app(config, api_key=API_KEY))
+    ids = [p["project_id"] for p in client.get("/v1/projects").get_json()["projects"]]
+    assert "ensemble-en" not in ids and "calibrated-en" not in ids
+    problem(suggest(client, "ensemble-en", json={"text": PHYSICS}), 404)
+    keyed = client.get("/v1/projects/ensemble-en", headers={"X-API-Key": API_KEY})
+    assert keyed.get_json()["access"] == "private"
+    assert "Project 'ensemble-en' is served as private" in caplog.text
+
+
+def test_waitress_queue_warnings_are_rate_limited(caplog):
+    import logging
+
+    from indexer.rest.server import quiet_queue_warnings
+
+    quiet_queue_warnings(interval=3600)
+    queue_log = logging.getLogger("waitress.queue")
+    with caplog.at_level(logging.WARNING, logger="waitress.queue"):
+        for depth in range(500):
+            queue_log.warning("Task queue depth is %d", depth)
+    assert len(caplog.records) <= 1
+
+
 # -- CORS and the web page --------------------------------------------------------
 
 
