@@ -21,12 +21,14 @@ from indexer.language import detect_languages
 from indexer.project import Project
 from indexer.rendering import jsonable, render_suggestions
 from indexer.rest import schemas as s
-from indexer.rest.input import JSON, read_request
+from indexer.rest.input import ANY_BODY, JSON, read_request
+from indexer.rest.openapi import documented
 from indexer.rest.served import ServedProjects, Unavailable
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 log = logging.getLogger("indexer.rest")
 GENERIC_ERROR = "misconfigured on the server (the server log says how)"
+SUGGEST_ERRORS = (400, 401, 404, 409, 413, 415, 500, 503)
 
 
 def _served() -> ServedProjects:
@@ -45,12 +47,16 @@ def _project(project_id: str) -> Project:
 
 
 @v1.get("/")
+@documented(s.ApiInfo)
 def api_info():
+    """The API and its version"""
     return {"title": "indexer REST API", "version": __version__}
 
 
 @v1.get("/health")
+@documented(s.Health)
 def health():
+    """Whether the server is up"""
     served = _served()
     return {
         "status": "ok",
@@ -61,7 +67,9 @@ def health():
 
 
 @v1.get("/openapi.json")
+@documented()
 def openapi():
+    """This document"""
     return current_app.config["INDEXER_OPENAPI"]
 
 
@@ -105,7 +113,9 @@ def project_info(project: Project, authorised: bool = False) -> dict:
 
 
 @v1.get("/projects")
+@documented(s.ProjectList)
 def list_projects():
+    """The public projects (all of them with the API key)"""
     served, authorised = _served(), _authorised()
     return {
         "projects": [
@@ -116,7 +126,9 @@ def list_projects():
 
 
 @v1.get("/projects/<project_id>")
+@documented(s.ProjectDetail, (401, 404, 500))
 def get_project(project_id: str):
+    """One project, with its parameters and model"""
     project = _project(project_id)
     info = project_info(project, _authorised())
     params = model = None
@@ -156,7 +168,15 @@ def _suggest(project: Project, texts: list[str], options: s.Options):
 
 
 @v1.post("/projects/<project_id>/suggest")
+@documented(s.SuggestResponse, SUGGEST_ERRORS, s.SuggestRequest, ANY_BODY, s.Options)
 def suggest(project_id: str):
+    """Suggest subjects for one document
+
+    The text comes as a form (as Annif's clients send it; in multipart, `text`
+    may be an uploaded file), as JSON, or as the whole text/plain body. Options
+    may also come in the query string; both are checked, and the body wins.
+    Bodies over {max_content_length} bytes get 413.
+    """
     project = _project(project_id)
     body = read_request(request, s.SuggestRequest)
     language, results = _suggest(project, [body.text], body)
@@ -164,7 +184,13 @@ def suggest(project_id: str):
 
 
 @v1.post("/projects/<project_id>/suggest-batch")
+@documented(s.BatchResponse, SUGGEST_ERRORS, s.BatchRequest, query=s.Options)
 def suggest_batch(project_id: str):
+    """Suggest subjects for several documents
+
+    At most {max_batch} documents and {max_content_length} bytes; results come
+    in the order of the documents.
+    """
     project = _project(project_id)
     body = read_request(request, s.BatchRequest, (JSON,))
     max_batch = current_app.config["INDEXER_MAX_BATCH"]
@@ -184,7 +210,15 @@ def suggest_batch(project_id: str):
 
 
 @v1.post("/projects/<project_id>/learn")
+@documented(
+    None, (400, 401, 403, 404, 409, 413, 415, 500, 503), s.LearnRequest, success=204
+)
 def learn(project_id: str):
+    """Learn from indexed documents
+
+    Needs `allow_learn = true` in the project, or the API key. Subjects not in
+    the vocabulary are ignored (and logged), as Annif does.
+    """
     from indexer.corpus import Corpus, RawDocument
 
     served, authorised = _served(), _authorised()
@@ -209,7 +243,13 @@ def learn(project_id: str):
 
 
 @v1.post("/projects/<project_id>/reload")
+@documented(s.Reload, (401, 403, 404, 409, 500, 503), key="required")
 def reload_project(project_id: str):
+    """Load the project's saved model again
+
+    Requests running meanwhile finish on the previous model; a retrained model
+    is also noticed within seconds without this.
+    """
     served = _served()
     served.require_key(request.headers.get("X-API-Key"))
     project = served.lookup(project_id, True)
@@ -223,7 +263,9 @@ def reload_project(project_id: str):
 
 
 @v1.post("/detect-language")
+@documented(s.DetectResponse, (400, 401, 413, 415, 500), s.DetectRequest, key="none")
 def detect_language():
+    """Which of the candidate languages a text is in"""
     body = read_request(request, s.DetectRequest, (JSON,))
     ranked = detect_languages(body.text, body.languages)
     return {"results": [{"language": lang, "score": p} for lang, p in ranked]}
@@ -257,7 +299,9 @@ def _visible_vocab(vocab_id: str) -> str:
 
 
 @v1.get("/vocabs")
+@documented(s.VocabList)
 def list_vocabs():
+    """The vocabularies"""
     served, authorised = _served(), _authorised()
     ids = [
         v for v in served.projects.vocab_ids() if served.vocab_visible(v, authorised)
@@ -266,12 +310,20 @@ def list_vocabs():
 
 
 @v1.get("/vocabs/<vocab_id>")
+@documented(s.Vocab, (401, 404, 500))
 def get_vocab(vocab_id: str):
+    """One vocabulary"""
     return _vocab_info(_visible_vocab(vocab_id))
 
 
 @v1.get("/vocabs/<vocab_id>/concepts")
+@documented(s.ConceptList, (400, 401, 404, 500, 503), query=s.ConceptQuery)
 def find_concepts(vocab_id: str):
+    """Look up a concept by URI, or search labels
+
+    Give exactly one of `uri` and `label`. A label search matches prefLabels
+    and altLabels containing the text, exact matches first.
+    """
     _visible_vocab(vocab_id)
     query = read_request(request, s.ConceptQuery)
     if (query.uri is None) == (query.label is None):

@@ -73,12 +73,12 @@ def create_app(
         MAX_CONTENT_LENGTH=max_content_length,
         MAX_FORM_MEMORY_SIZE=max_content_length,
         INDEXER_MAX_BATCH=max_batch,
-        INDEXER_OPENAPI=openapi_document(max_batch, max_content_length),
     )
     app.extensions["indexer"] = served
     app.json.sort_keys = False
     app.json.ensure_ascii = False
     app.register_blueprint(v1)
+    app.config["INDEXER_OPENAPI"] = openapi_document(app, max_batch, max_content_length)
     app.register_error_handler(IndexerError, _indexer_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -18,10 +18,15 @@ from indexer.rest.schemas import Options
 
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
-BODY_TYPES = (JSON, "application/x-www-form-urlencoded", "multipart/form-data")
+ANY_BODY = (
+    JSON,
+    "application/x-www-form-urlencoded",
+    "multipart/form-data",
+    "text/plain",
+)
 
 
-def read_request(request: Request, model: type[M], media=(*BODY_TYPES, "text/plain")):
+def read_request(request: Request, model: type[M], media=ANY_BODY):
     """The request as a `model`. Options may come in the query string or the
     body; both are checked, and the body wins where both give one."""
     query = _unique(_pairs(request.query_string, "The query string"), "query string")

@@ -4,6 +4,8 @@ of indexer/rest/schemas.py and the table of operations below; served at
 
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -13,7 +15,6 @@ from indexer import __version__
 from indexer.rest import schemas as s
 
 PROBLEM = "application/problem+json"
-FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 STATUS_TEXT = {
     400: "The request is malformed: a missing or invalid field, a body that is "
     "not UTF-8 or not JSON, a label language the vocabulary lacks, a candidate "
@@ -30,148 +31,57 @@ STATUS_TEXT = {
     503: "The project is misconfigured on the server, a dependency is missing, "
     "or (learn) its backend does not learn online.",
 }
-SUGGEST_ERRORS = (400, 401, 404, 409, 413, 415, 500, 503)
 
 
 @dataclass
-class Op:
-    """One operation: its path, models and the statuses it may answer."""
+class Doc:
+    """What the document says of a view besides its route and docstring."""
 
-    method: str
-    path: str
-    id: str
-    summary: str
-    tag: str
     response: type[BaseModel] | None
-    errors: tuple[int, ...] = (401, 500)
-    body: tuple[type[BaseModel], tuple[str, ...]] | None = None
-    query: type[BaseModel] | None = None
-    description: str = ""
-    success: int = 200
-    key: str = "optional"  # optional | required | none
+    errors: tuple[int, ...]
+    body: type[BaseModel] | None
+    media: tuple[str, ...]
+    query: type[BaseModel] | None
+    success: int
+    key: str
 
 
-OPERATIONS = [
-    Op("get", "/v1/", "apiInfo", "The API and its version", "service", s.ApiInfo),
-    Op("get", "/v1/health", "health", "Whether the server is up", "service", s.Health),
-    Op("get", "/v1/openapi.json", "openapi", "This document", "service", None),
-    Op(
-        "get",
-        "/v1/projects",
-        "listProjects",
-        "The public projects (all with the API key)",
-        "projects",
-        s.ProjectList,
-    ),
-    Op(
-        "get",
-        "/v1/projects/{project_id}",
-        "getProject",
-        "One project, its parameters and model",
-        "projects",
-        s.ProjectDetail,
-        (401, 404, 500),
-    ),
-    Op(
-        "post",
-        "/v1/projects/{project_id}/suggest",
-        "suggest",
-        "Suggest subjects for one document",
-        "projects",
-        s.SuggestResponse,
-        SUGGEST_ERRORS,
-        (s.SuggestRequest, ("application/json", *FORMS, "text/plain")),
-        s.Options,
-        "The text comes as a form (as Annif's clients send it; in multipart, "
-        "`text` may be an uploaded file), as JSON, or as the whole text/plain "
-        "body. Options may also come in the query string; the body wins.",
-    ),
-    Op(
-        "post",
-        "/v1/projects/{project_id}/suggest-batch",
-        "suggestBatch",
-        "Suggest subjects for several documents",
-        "projects",
-        s.BatchResponse,
-        SUGGEST_ERRORS,
-        (s.BatchRequest, ("application/json",)),
-        s.Options,
-    ),
-    Op(
-        "post",
-        "/v1/projects/{project_id}/learn",
-        "learn",
-        "Learn from indexed documents",
-        "projects",
-        None,
-        (400, 401, 403, 404, 409, 413, 415, 500, 503),
-        (s.LearnRequest, ("application/json",)),
-        None,
-        "Needs `allow_learn = true` in the project or the API key. Subjects "
-        "not in the vocabulary are ignored (and logged), as Annif does.",
-        204,
-    ),
-    Op(
-        "post",
-        "/v1/projects/{project_id}/reload",
-        "reloadProject",
-        "Load the project's saved model again",
-        "projects",
-        s.Reload,
-        (401, 403, 404, 409, 500, 503),
-        description="Requests running meanwhile "
-        "finish on the previous model; a retrained model is also noticed within "
-        "seconds without this.",
-        key="required",
-    ),
-    Op(
-        "post",
-        "/v1/detect-language",
-        "detectLanguage",
-        "Which of the candidate languages a text is in",
-        "service",
-        s.DetectResponse,
-        (400, 401, 413, 415, 500),
-        (s.DetectRequest, ("application/json",)),
-        key="none",
-    ),
-    Op("get", "/v1/vocabs", "listVocabs", "The vocabularies", "vocabs", s.VocabList),
-    Op(
-        "get",
-        "/v1/vocabs/{vocab_id}",
-        "getVocab",
-        "One vocabulary",
-        "vocabs",
-        s.Vocab,
-        (401, 404, 500),
-    ),
-    Op(
-        "get",
-        "/v1/vocabs/{vocab_id}/concepts",
-        "findConcepts",
-        "Look up a concept by URI, or search labels",
-        "vocabs",
-        s.ConceptList,
-        (400, 401, 404, 500, 503),
-        query=s.ConceptQuery,
-        description="Give exactly one of `uri` and `label`. "
-        "A label search matches prefLabels and altLabels containing the text, "
-        "exact matches first.",
-    ),
-]
+def documented(
+    response: type[BaseModel] | None = None,
+    errors: tuple[int, ...] = (401, 500),
+    body: type[BaseModel] | None = None,
+    media: tuple[str, ...] = ("application/json",),
+    query: type[BaseModel] | None = None,
+    success: int = 200,
+    key: str = "optional",  # optional | required | none
+):
+    """Marks a view for the document: its models and the statuses it answers;
+    the path and method come from its route, the summary and description
+    from its docstring (`{max_batch}` and `{max_content_length}` filled in)."""
+
+    def mark(view):
+        view.openapi = Doc(response, errors, body, media, query, success, key)
+        return view
+
+    return mark
 
 
-def openapi_document(max_batch: int, max_content_length: int) -> dict:
-    """The OpenAPI document of a server with these limits."""
-    schemas = _schemas()
+def openapi_document(app, max_batch: int, max_content_length: int) -> dict:
+    """The OpenAPI document of `app`'s documented views, with these limits."""
+    views = [
+        (rule, method, app.view_functions[rule.endpoint])
+        for rule in app.url_map.iter_rules()
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+        if hasattr(app.view_functions[rule.endpoint], "openapi")
+    ]
+    schemas = _schemas([view.openapi for _, _, view in views])
     schemas["BatchRequest"]["properties"]["documents"]["maxItems"] = max_batch
-    limits = f" At most {max_batch} documents and {max_content_length} bytes."
+    limits = {"max_batch": max_batch, "max_content_length": max_content_length}
     paths: dict[str, dict] = {}
-    for op in OPERATIONS:
-        operation = _operation(op)
-        if op.id == "suggestBatch":
-            operation["description"] = limits.strip()
-        paths.setdefault(op.path, {})[op.method] = operation
+    for rule, method, view in views:
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        operation = _operation(view, path, limits)
+        paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {
@@ -202,9 +112,9 @@ def openapi_document(max_batch: int, max_content_length: int) -> dict:
     }
 
 
-def _schemas() -> dict:
-    models = [(op.body[0], "validation") for op in OPERATIONS if op.body]
-    models += [(op.response, "serialization") for op in OPERATIONS if op.response]
+def _schemas(docs: list[Doc]) -> dict:
+    models = [(d.body, "validation") for d in docs if d.body]
+    models += [(d.response, "serialization") for d in docs if d.response]
     models.append((s.Problem, "serialization"))
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     return _without_null_defaults(top["$defs"])
@@ -223,45 +133,40 @@ def _without_null_defaults(schema):
     return schema
 
 
-def _operation(op: Op) -> dict:
+def _operation(view, path: str, limits: dict) -> dict:
+    doc: Doc = view.openapi
+    summary, _, description = inspect.getdoc(view).partition("\n")
     params = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in ("project_id", "vocab_id")
-        if "{" + name + "}" in op.path
+        for name in re.findall(r"\{(\w+)\}", path)
     ]
-    if op.query:
-        schema = _without_null_defaults(op.query.model_json_schema())
+    if doc.query:
+        schema = _without_null_defaults(doc.query.model_json_schema())
         params += [
             {"name": name, "in": "query", "schema": prop}
             for name, prop in schema["properties"].items()
         ]
-    success = (
-        _content("application/json", _ref(op.response.__name__), op.summary)
-        if op.response
-        else _content("application/json", {"type": "object"}, op.summary)
-        if op.success == 200
-        else {"description": op.summary}
-    )
+    schema = _ref(doc.response.__name__) if doc.response else {"type": "object"}
+    success = _content("application/json", schema, summary)
+    if doc.success == 204:
+        success = {"description": summary}
     operation = {
-        "operationId": op.id,
-        "summary": op.summary,
-        "tags": [op.tag],
+        "operationId": view.__name__,
+        "summary": summary,
+        "description": " ".join(description.split()).format(**limits),
         "parameters": params,
         "responses": {
-            str(op.success): success,
-            **{str(c): {"$ref": f"#/components/responses/{c}"} for c in op.errors},
+            str(doc.success): success,
+            **{str(c): {"$ref": f"#/components/responses/{c}"} for c in doc.errors},
         },
         "security": {
             "optional": [{}, {"apiKey": []}],
             "required": [{"apiKey": []}],
             "none": [{}],
-        }[op.key],
+        }[doc.key],
     }
-    if op.description:
-        operation["description"] = op.description
-    if op.body:
-        model, media = op.body
-        content = {m: {"schema": _ref(model.__name__)} for m in media}
+    if doc.body:
+        content = {m: {"schema": _ref(doc.body.__name__)} for m in doc.media}
         if "text/plain" in content:
             content["text/plain"] = {"schema": {"type": "string"}}
         operation["requestBody"] = {"required": True, "content": content}
