@@ -636,7 +636,7 @@ def test_learn_with_a_backend_that_cannot_learn_is_503(client, projects, caplog)
     ("kwargs", "status", "fragment"),
     [
         ({"json": {"text": "x"}}, 400, "The body must be an array"),
-        ({"json": [{"subjects": []}]}, 400, "The field '[0].text' is missing"),
+        ({"json": [{"text": 5}]}, 400, "The field '[0].text': Input should be"),
         ({"json": [{"text": "x", "subjects": [{}]}]}, 400, "'[0].subjects[0].uri'"),
         ({"json": [{"text": "x", "subject": []}]}, 400, "Unknown field '[0].subject'"),
         ({"data": {"text": "x"}}, 415, "Send application/json"),

@@ -229,6 +229,7 @@ def learn(project_id: str):
     raw = [
         RawDocument(d.text, uris=[x.uri for x in d.subjects], metadata=d.metadata or {})
         for d in documents
+        if d.text is not None
     ]
     corpus = Corpus.from_documents(raw, project.vocab, project.language)
     with served.learning(project):

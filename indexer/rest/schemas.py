@@ -114,9 +114,10 @@ class SubjectRef(Request):
 
 
 class LearnDocument(Request):
-    """A document with the subjects a librarian gave it."""
+    """A document with the subjects a librarian gave it (one without a text
+    is skipped, as Annif does)."""
 
-    text: Text
+    text: Text | None = None
     subjects: list[SubjectRef] = []
     metadata: dict[str, str] | None = None
 
