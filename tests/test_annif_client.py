@@ -184,3 +184,17 @@ def test_detect_language_with_no_candidates_is_400(client):
         client.detect_language("Some text", ["xx"])
     status, detail = _problem(excinfo)
     assert status == 400 and "Unsupported candidate languages: xx" in detail
+
+
+def test_learning_nothing(client, workspace_with_learner):
+    """An empty list is no update: 204 where the backend learns, else 503."""
+    from indexer.project import Projects
+
+    projects = Projects.from_path(workspace_with_learner / "projects.cfg")
+    if projects.get("learner-en").backend.learns_online:
+        assert client.learn("learner-en", []).status_code == 204
+        return
+    with pytest.raises(requests.HTTPError) as excinfo:
+        client.learn("learner-en", [])
+    status, detail = _problem(excinfo)
+    assert status == 503 and "does not learn online" in detail

@@ -231,6 +231,8 @@ def learn(project_id: str):
         for d in documents
         if d.text is not None
     ]
+    if not raw and project.backend.learns_online:
+        return "", 204  # nothing to learn: Annif answers so too
     corpus = Corpus.from_documents(raw, project.vocab, project.language)
     with served.learning(project):
         try:
