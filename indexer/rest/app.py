@@ -34,7 +34,6 @@ PROBLEM_TYPES = {
     "NotTrainedError": "not-trained",
     "InputError": "invalid-input",
     "UsageError": "bad-request",
-    "ConfigError": "configuration",
     "DependencyError": "missing-dependency",
     "Unauthorized": "unauthorized",
     "Forbidden": "forbidden",

@@ -102,9 +102,10 @@ class ServedProjects:
         visible source's: else a public ensemble would serve a private source."""
         configs = self.projects.config.projects
         access = {pid: config.access for pid, config in configs.items()}
+        ensembles = self._ensemble_sources()
         for _ in configs:  # ensembles of ensembles: until nothing changes
             changed = False
-            for project_id, sources in self._ensemble_sources().items():
+            for project_id, sources in ensembles.items():
                 levels = [access[project_id], *(access[s] for s in sources)]
                 level = max(levels, key=ACCESS_LEVELS.index)
                 if level != access[project_id]:
