@@ -18,6 +18,7 @@ from schemathesis.checks import (  # noqa: E402
     content_type_conformance,
     negative_data_rejection,
     not_a_server_error,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -30,6 +31,7 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
     negative_data_rejection,
+    positive_data_acceptance,
 ]
 
 
@@ -78,6 +80,10 @@ def _languages_the_vocabulary_has(case) -> None:
     shape), so that they reach the suggestion code rather than a 400."""
     if case.meta is None or case.meta.generation.mode.name != "POSITIVE":
         return
+    if isinstance(case.query, dict) and "uri" in case.query:
+        case.query.pop("label", None)  # one of the two, as the operation says
+    elif isinstance(case.query, dict) and case.path.endswith("/concepts"):
+        case.query.setdefault("label", "science")
     for fields in (case.query, case.body):
         if isinstance(fields, dict):
             if "language" in fields:
