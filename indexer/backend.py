@@ -19,6 +19,7 @@ import numpy as np
 
 from indexer.errors import InputError, NotSupportedError, NotTrainedError
 from indexer.params import NoParams, parse_params
+from indexer.rendering import jsonable
 from indexer.storage import (
     atomic_directory,
     load_arrays,
@@ -140,7 +141,7 @@ class Backend:
         return {
             "backend": self.name,
             "format": self.model_format,
-            "params": _jsonable(dataclasses.asdict(self.params)),
+            "params": jsonable(dataclasses.asdict(self.params), full_paths=True),
             "vocab": self.project.vocab.vocab_id,
             "vocab_size": len(self.project.vocab),
             "language": self.project.language,
@@ -148,7 +149,7 @@ class Backend:
             "documents": int(corpus.stats.documents),
             "subjects_seen": int((counts > 0).sum()),
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "info": _jsonable(info),
+            "info": jsonable(info, full_paths=True),
         }
 
     def _train(self, corpus: Corpus, directory: Path, jobs: int) -> dict | None:
@@ -227,17 +228,3 @@ class Backend:
     def explain(self, text: str, subjects: Sequence[int]) -> dict[int, dict]:
         """Why each of `subjects` was suggested for `text` (optional)."""
         return {}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value

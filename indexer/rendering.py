@@ -11,17 +11,18 @@ import numpy as np
 SCORE_DIGITS = 4
 
 
-def jsonable(value: Any) -> Any:
-    """`value` with numpy scalars, tuples and paths turned into JSON types
-    (a path shows only its name: full server paths stay private)."""
+def jsonable(value: Any, full_paths: bool = False) -> Any:
+    """`value` with numpy scalars, tuples and paths turned into JSON types; a
+    path shows only its name unless `full_paths` (what a server answers must
+    not reveal its files; a saved manifest should)."""
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, full_paths) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, full_paths) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Path):
-        return value.name
+        return str(value) if full_paths else value.name
     return value
 
 
