@@ -363,6 +363,18 @@ def test_suggest_body_wins_over_the_query(client):
     assert len(response.get_json()["results"]) == 2
 
 
+def test_an_invalid_query_value_is_refused_even_where_the_body_wins(client):
+    response = client.post(
+        "/v1/projects/lexical-en/suggest?limit=ten", json={"text": PHYSICS, "limit": 2}
+    )
+    assert "'limit'" in problem(response, 400)["detail"]
+    batch = client.post(
+        "/v1/projects/lexical-en/suggest-batch?explain=maybe",
+        json={"documents": [], "explain": True},
+    )
+    assert "'explain'" in problem(batch, 400)["detail"]
+
+
 def test_suggest_trained_tfidf_and_ensemble(client, trained):
     text = "Stars, planets and telescopes"
     tfidf = suggest(client, "tfidf-en", json={"text": text}).get_json()
