@@ -172,7 +172,7 @@ def load(
                 response = connection.getresponse()
                 data = response.read()
                 elapsed = time.perf_counter() - began
-                if response.status != 200 or "suggestions" not in json.loads(data):
+                if response.status != 200 or "results" not in json.loads(data):
                     errors[k] += 1
                     continue
             except (OSError, http.client.HTTPException, ValueError):

@@ -27,6 +27,7 @@ from indexer.errors import (
     NotTrainedError,
 )
 from indexer.params import NoParams, parse_params
+from indexer.rendering import jsonable
 from indexer.storage import (
     atomic_directory,
     load_arrays,
@@ -177,7 +178,7 @@ class Backend:
             "documents": documents,
             "corpus_digest": corpus.digest(),
             "learned_at": now,
-            "info": _jsonable(info),
+            "info": jsonable(info),
         }
         return {
             **manifest,
@@ -223,7 +224,7 @@ class Backend:
         return {
             "backend": self.name,
             "format": self.model_format,
-            "params": _jsonable(dataclasses.asdict(self.params)),
+            "params": jsonable(dataclasses.asdict(self.params), full_paths=True),
             "vocab": self.project.vocab.vocab_id,
             "vocab_size": len(self.project.vocab),
             "language": self.project.language,
@@ -231,7 +232,7 @@ class Backend:
             "documents": int(corpus.stats.documents),
             "subjects_seen": int((counts > 0).sum()),
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "info": _jsonable(info),
+            "info": jsonable(info, full_paths=True),
         }
 
     def _train(self, corpus: Corpus, directory: Path, jobs: int) -> dict | None:
@@ -318,17 +319,3 @@ def _padded(counts: np.ndarray, more: np.ndarray) -> np.ndarray:
     out[: len(counts)] += counts
     out[: len(more)] += more
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value

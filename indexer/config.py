@@ -21,7 +21,16 @@ from indexer.errors import ConfigError, UsageError
 
 ENV_PROJECTS = "INDEXER_PROJECTS"
 ENV_DATA_DIR = "INDEXER_DATA_DIR"
-PROJECT_KEYS = ("name", "language", "vocab", "backend", "limit", "threshold", "access")
+PROJECT_KEYS = (
+    "name",
+    "language",
+    "vocab",
+    "backend",
+    "limit",
+    "threshold",
+    "access",
+    "allow_learn",
+)
 ACCESS_LEVELS = ("public", "hidden", "private")
 
 
@@ -46,6 +55,7 @@ class ProjectConfig:
     limit: int = 10
     threshold: float = 0.0
     access: str = "public"
+    allow_learn: bool = False  # REST `learn` without the API key (Annif's key)
     params: dict[str, str] = field(default_factory=dict)
 
 
@@ -151,6 +161,9 @@ def _project(project_id: str, values: dict[str, str]) -> ProjectConfig:
         ) from None
     if limit < 1 or not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"{where}: limit must be >= 1 and threshold between 0 and 1")
+    allow_learn = values.get("allow_learn", "false").strip().lower()
+    if allow_learn not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+        raise ConfigError(f"{where}: allow_learn must be true or false")
     return ProjectConfig(
         id=project_id,
         name=values.get("name", project_id),
@@ -160,5 +173,6 @@ def _project(project_id: str, values: dict[str, str]) -> ProjectConfig:
         limit=limit,
         threshold=threshold,
         access=access,
+        allow_learn=allow_learn in ("true", "yes", "1", "on"),
         params={k: v for k, v in values.items() if k not in PROJECT_KEYS},
     )

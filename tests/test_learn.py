@@ -227,7 +227,7 @@ def test_fusion_refits_on_all_held_out_scores(projects, workspace, halves):
 
 
 def test_server_reloads_the_learned_model(workspace, halves):
-    from indexer.rest_models import ServedProjects
+    from indexer.rest.served import ServedProjects
 
     served = ServedProjects(
         Projects.from_path(workspace / "projects.cfg"), check_interval=0

@@ -96,9 +96,12 @@ def check_response(spec: dict, method: str, path: str, response) -> None:
     if "$ref" in documented:
         pointer = documented["$ref"][1:]
         documented = spec["components"]["responses"][pointer.rsplit("/", 1)[1]]
-    assert response.mimetype in documented["content"], (
+    assert "content" not in documented or response.mimetype in documented["content"], (
         f"{method} {template} {status} sent {response.mimetype}"
     )
+    if "content" not in documented:  # 204: no body
+        assert not response.get_data(), f"{method} {template} {status} has a body"
+        return
     pointer += f"/content/{_escape(response.mimetype)}/schema"
     _schema_validator(spec, pointer).validate(json.loads(response.get_data()))
 
@@ -221,19 +224,21 @@ def test_preload_loads_every_ready_model(make_client):
 
 def test_list_projects_shows_only_public_ones(client):
     projects = client.get("/v1/projects").get_json()["projects"]
-    ids = [p["id"] for p in projects]
+    ids = [p["project_id"] for p in projects]
     assert "lexical-en" in ids and "tfidf-en" in ids
     assert "hidden-en" not in ids and "private-en" not in ids
-    lexical = next(p for p in projects if p["id"] == "lexical-en")
+    lexical = next(p for p in projects if p["project_id"] == "lexical-en")
     assert lexical["status"] == "ready" and lexical["explain"] is True
-    assert lexical["kind"] == "lexical"
-    tfidf = next(p for p in projects if p["id"] == "tfidf-en")
+    assert lexical["kind"] == lexical["backend"]["backend_id"] == "lexical"
+    assert lexical["vocab"]["vocab_id"] == "tiny" and lexical["vocab"]["size"] == 8
+    tfidf = next(p for p in projects if p["project_id"] == "tfidf-en")
     assert tfidf["status"] == "not_trained" and tfidf["explain"] is False
+    assert tfidf["is_trained"] is False and tfidf["modification_time"] is None
 
 
 def test_list_projects_with_the_key_shows_all(client):
     response = client.get("/v1/projects", headers={"X-API-Key": API_KEY})
-    ids = [p["id"] for p in response.get_json()["projects"]]
+    ids = [p["project_id"] for p in response.get_json()["projects"]]
     assert {"hidden-en", "private-en", "lexical-en"} <= set(ids)
 
 
@@ -242,24 +247,27 @@ def test_a_wrong_key_is_refused(client):
     assert "wrong" in problem(response, 401)["detail"]
 
 
-def test_a_misconfigured_project_is_listed_with_its_error(client):
+def test_a_misconfigured_project_is_listed_unavailable_without_details(client):
     projects = client.get("/v1/projects").get_json()["projects"]
-    broken = next(p for p in projects if p["id"] == "broken-en")
-    assert broken["status"] == "error" and "candidates" in broken["error"]
+    broken = next(p for p in projects if p["project_id"] == "broken-en")
+    assert broken["status"] == "unavailable" and "candidat" not in broken["error"]
+    assert broken["error"] == "misconfigured on the server (the server log says how)"
+    keyed = client.get("/v1/projects/broken-en", headers={"X-API-Key": API_KEY})
+    assert "Did you mean 'candidates'?" in keyed.get_json()["error"]
 
 
 def test_get_project(client, trained):
     detail = client.get("/v1/projects/tfidf-en").get_json()
     assert detail["status"] == "ready" and detail["params"]["ngram"] == 1
-    assert detail["model"]["documents"] == 10 and detail["trained_at"]
+    assert detail["model"]["documents"] == 10 and detail["modification_time"]
+    assert detail["is_trained"] is True
     lexical = client.get("/v1/projects/lexical-en").get_json()
     assert lexical["model"] is None and "candidates" in lexical["params"]
 
 
 def test_unknown_project_is_404_listing_only_visible_ids(client):
     body = problem(client.get("/v1/projects/nope"), 404)
-    assert "No project 'nope'" in body["detail"] and "lexical-en" in body["detail"]
-    assert "private-en" not in body["detail"] and "hidden-en" not in body["detail"]
+    assert body["detail"] == "Project 'nope' not found"  # Annif's wording
     assert body["type"].endswith("not-found")
 
 
@@ -293,14 +301,14 @@ def test_suggest_json(client):
     response = suggest(client, json={"text": PHYSICS})
     assert response.status_code == 200
     body = response.get_json()
-    assert body["project"] == "lexical-en" and body["language"] == "en"
-    uris = [s["uri"] for s in body["suggestions"]]
+    assert body["project_id"] == "lexical-en" and body["language"] == "en"
+    uris = [s["uri"] for s in body["results"]]
     assert uris[0] == PHYSICS_URI
-    assert body["suggestions"][0]["label"] == "physics"
-    assert body["suggestions"][0]["notation"] == "1.1"
-    scores = [s["score"] for s in body["suggestions"]]
+    assert body["results"][0]["label"] == "physics"
+    assert body["results"][0]["notation"] == "1.1"
+    scores = [s["score"] for s in body["results"]]
     assert scores == sorted(scores, reverse=True)
-    assert "explanation" not in body["suggestions"][0]
+    assert "explanation" not in body["results"][0]
 
 
 def test_suggest_limit_threshold_language_explain(client):
@@ -308,25 +316,25 @@ def test_suggest_limit_threshold_language_explain(client):
         client,
         json={"text": PHYSICS, "limit": 1, "language": "fi", "explain": True},
     ).get_json()
-    assert len(body["suggestions"]) == 1 and body["language"] == "fi"
-    top = body["suggestions"][0]
+    assert len(body["results"]) == 1 and body["language"] == "fi"
+    top = body["results"][0]
     assert top["label"] == "fysiikka"
     assert top["explanation"]["source"] == "label match"
     assert top["explanation"]["exact"] is True
     high = suggest(client, json={"text": PHYSICS, "threshold": 0.99}).get_json()
-    assert high["suggestions"] == []
+    assert high["results"] == []
 
 
 def test_suggest_empty_text_gives_no_suggestions(client):
     body = suggest(client, json={"text": "   "}).get_json()
-    assert body["suggestions"] == []
+    assert body["results"] == []
 
 
 def test_suggest_form(client):
     response = suggest(client, data={"text": PHYSICS, "limit": "2", "explain": "true"})
     body = response.get_json()
-    assert response.status_code == 200 and len(body["suggestions"]) == 2
-    assert body["suggestions"][0]["explanation"]
+    assert response.status_code == 200 and len(body["results"]) == 2
+    assert body["results"][0]["explanation"]
 
 
 def test_suggest_multipart_upload(client):
@@ -335,7 +343,7 @@ def test_suggest_multipart_upload(client):
         client, data={"text": upload, "limit": "1"}, content_type="multipart/form-data"
     )
     assert response.status_code == 200
-    assert response.get_json()["suggestions"][0]["uri"] == PHYSICS_URI
+    assert response.get_json()["results"][0]["uri"] == PHYSICS_URI
 
 
 def test_suggest_plain_text_with_options_in_the_query(client):
@@ -345,22 +353,34 @@ def test_suggest_plain_text_with_options_in_the_query(client):
         content_type="text/plain; charset=utf-8",
     )
     body = response.get_json()
-    assert [s["label"] for s in body["suggestions"]] == ["fysiikka"]
+    assert [s["label"] for s in body["results"]] == ["fysiikka"]
 
 
 def test_suggest_body_wins_over_the_query(client):
     response = client.post(
         "/v1/projects/lexical-en/suggest?limit=1", json={"text": PHYSICS, "limit": 2}
     )
-    assert len(response.get_json()["suggestions"]) == 2
+    assert len(response.get_json()["results"]) == 2
+
+
+def test_an_invalid_query_value_is_refused_even_where_the_body_wins(client):
+    response = client.post(
+        "/v1/projects/lexical-en/suggest?limit=ten", json={"text": PHYSICS, "limit": 2}
+    )
+    assert "'limit'" in problem(response, 400)["detail"]
+    batch = client.post(
+        "/v1/projects/lexical-en/suggest-batch?explain=maybe",
+        json={"documents": [], "explain": True},
+    )
+    assert "'explain'" in problem(batch, 400)["detail"]
 
 
 def test_suggest_trained_tfidf_and_ensemble(client, trained):
     text = "Stars, planets and telescopes"
     tfidf = suggest(client, "tfidf-en", json={"text": text}).get_json()
-    assert tfidf["suggestions"][0]["uri"] == "http://example.org/t/astronomy"
+    assert tfidf["results"][0]["uri"] == "http://example.org/t/astronomy"
     ensemble = suggest(client, "ensemble-en", json={"text": text}).get_json()
-    assert ensemble["suggestions"][0]["uri"] == "http://example.org/t/astronomy"
+    assert ensemble["results"][0]["uri"] == "http://example.org/t/astronomy"
 
 
 def test_suggest_matches_the_python_api(client, projects):
@@ -368,26 +388,33 @@ def test_suggest_matches_the_python_api(client, projects):
     batch = projects.get("lexical-en").suggest([PHYSICS], limit=3)
     vocab = projects.get("lexical-en").vocab
     expected = [(vocab.uris[s.subject], round(s.score, 4)) for s in batch.row(0)]
-    assert [(s["uri"], s["score"]) for s in body["suggestions"]] == expected
+    assert [(s["uri"], s["score"]) for s in body["results"]] == expected
 
 
 @pytest.mark.parametrize(
     ("kwargs", "status", "fragment"),
     [
-        ({"json": {}}, 400, "Give the document text in the field 'text'"),
-        ({"json": {"text": 5}}, 400, "'text' must be a string"),
-        ({"json": {"text": "x", "limit": -1}}, 400, "limit must be from 1"),
-        ({"json": {"text": "x", "limit": 0}}, 400, "limit must be from 1"),
-        ({"json": {"text": "x", "limit": 2.5}}, 400, "limit must be an integer"),
-        ({"json": {"text": "x", "limit": True}}, 400, "limit must be an integer"),
-        ({"data": {"text": "x", "limit": "-1"}}, 400, "limit must be from 1"),
-        ({"data": {"text": "x", "limit": "ten"}}, 400, "limit must be an integer"),
-        ({"json": {"text": "x", "threshold": 1.5}}, 400, "threshold must be"),
-        ({"json": {"text": "x", "threshold": "NaN"}}, 400, "threshold must be"),
-        ({"json": {"text": "x", "explain": "maybe"}}, 400, "explain must be true"),
-        ({"json": {"text": "x", "language": "de"}}, 400, "no labels in 'de'"),
+        ({"json": {}}, 400, "The field 'text' is missing"),
+        ({"json": {"text": 5}}, 400, "'text': Input should be a valid string"),
+        ({"json": {"text": "x", "limit": -1}}, 400, "greater than or equal to 1"),
+        ({"json": {"text": "x", "limit": 0}}, 400, "greater than or equal to 1"),
+        ({"json": {"text": "x", "limit": 1001}}, 400, "less than or equal to 1000"),
+        ({"json": {"text": "x", "limit": 2.5}}, 400, "'limit': Input should be a"),
+        ({"json": {"text": "x", "limit": True}}, 400, "a boolean is not a number"),
+        ({"data": {"text": "x", "limit": "-1"}}, 400, "greater than or equal to 1"),
+        ({"data": {"text": "x", "limit": "ten"}}, 400, "'limit': Input should be"),
+        ({"json": {"text": "x", "threshold": 1.5}}, 400, "'threshold': Input"),
+        ({"json": {"text": "x", "threshold": "NaN"}}, 400, "finite number"),
+        ({"json": {"text": "x", "explain": "maybe"}}, 400, "valid boolean"),
+        ({"json": {"text": "x", "language": "de"}}, 400, "not supported by vocab"),
+        ({"json": {"text": "x", "language": ""}}, 400, "'language': String should"),
+        (
+            {"data": b'{"text": "x", "text": "y"}', "content_type": "application/json"},
+            400,
+            "'text' is given twice in the JSON body",
+        ),
         ({"json": {"text": "x", "limt": 3}}, 400, "Did you mean 'limit'?"),
-        ({"json": ["text"]}, 400, "must be an object"),
+        ({"json": ["text"]}, 400, "The body must be an object"),
         (
             {"data": b'{"text": "x"', "content_type": "application/json"},
             400,
@@ -425,7 +452,7 @@ def test_suggest_matches_the_python_api(client, projects):
                 "content_type": "application/x-www-form-urlencoded",
             },
             400,
-            "given twice",
+            "'text' is given twice in the form",
         ),
         (
             {"data": b'{"text": "\\ud800"}', "content_type": "application/json"},
@@ -482,9 +509,33 @@ def test_unknown_project_is_404_before_the_body_is_read(client):
     problem(response, 404)
 
 
-def test_misconfigured_project_is_a_server_error(client):
-    body = problem(suggest(client, "broken-en", json={"text": PHYSICS}), 500)
-    assert "unknown parameter 'candidats'" in body["detail"]
+def test_misconfigured_project_is_503_without_details(client, caplog):
+    body = problem(suggest(client, "broken-en", json={"text": PHYSICS}), 503)
+    assert body["detail"] == (
+        "Project 'broken-en' is unavailable: it is misconfigured on the server "
+        "(the server log says how)"
+    )
+    assert "unknown parameter 'candidats'" in caplog.text
+
+
+def test_missing_vocabulary_file_is_503_and_listed_unavailable(
+    workspace, make_client, caplog
+):
+    config = workspace / "projects.cfg"
+    config.write_text(
+        config.read_text()
+        + "\n[vocab:gone]\nsource = /no/such/dir/gone.ttl\n"
+        + "\n[gone-en]\nlanguage = en\nvocab = gone\nbackend = lexical\n"
+    )
+    client = make_client()
+    body = problem(suggest(client, "gone-en", json={"text": PHYSICS}), 503)
+    assert "/no/such" not in body["detail"]
+    listed = client.get("/v1/projects").get_json()["projects"]
+    gone = next(p for p in listed if p["project_id"] == "gone-en")
+    assert gone["status"] == "unavailable" and "/no/such" not in gone["error"]
+    concepts = client.get("/v1/vocabs/gone/concepts?label=x")
+    assert "/no/such" not in problem(concepts, 503)["detail"]
+    assert "/no/such/dir/gone.ttl" in caplog.text
 
 
 def test_body_over_the_limit_is_413(make_client):
@@ -511,41 +562,42 @@ def test_method_not_allowed_and_unknown_route(client):
 
 def test_suggest_batch(client):
     documents = [
-        {"id": "a", "text": PHYSICS},
+        {"document_id": "a", "text": PHYSICS},
         {"text": ""},
-        {"id": 7, "text": "Orchestras and music"},
+        {"document_id": "7", "text": "Orchestras and music", "metadata": {"x": "y"}},
     ]
     response = client.post(
-        "/v1/projects/lexical-en/suggest-batch",
-        json={"documents": documents, "limit": 2, "explain": True},
+        "/v1/projects/lexical-en/suggest-batch?limit=2",
+        json={"documents": documents, "explain": True},
     )
     body = response.get_json()
     assert response.status_code == 200
-    assert [r["id"] for r in body["results"]] == ["a", None, 7]
-    assert body["results"][0]["suggestions"][0]["uri"] == PHYSICS_URI
-    assert body["results"][1]["suggestions"] == []
-    assert body["results"][2]["suggestions"][0]["label"] == "music"
-    assert all(len(r["suggestions"]) <= 2 for r in body["results"])
+    assert [r["document_id"] for r in body] == ["a", None, "7"]
+    assert body[0]["results"][0]["uri"] == PHYSICS_URI
+    assert body[0]["results"][0]["explanation"]
+    assert body[1]["results"] == []
+    assert body[2]["results"][0]["label"] == "music"
+    assert len(body[0]["results"]) == 2 and len(body[2]["results"]) <= 2
 
 
 def test_suggest_batch_empty(client):
     response = client.post(
         "/v1/projects/lexical-en/suggest-batch", json={"documents": []}
     )
-    assert response.get_json()["results"] == []
+    assert response.get_json() == []
 
 
 @pytest.mark.parametrize(
     ("payload", "fragment"),
     [
-        ({}, "Give the documents as a list"),
-        ({"documents": "text"}, "Give the documents as a list"),
+        ({}, "The field 'documents' is missing"),
+        ({"documents": "text"}, "'documents': Input should be a valid list"),
         ({"documents": [{"text": "x"}] * 4}, "At most 3 documents"),
-        ({"documents": ["plain"]}, "must be an object"),
-        ({"documents": [{"txt": "x"}]}, "unknown field 'txt'"),
-        ({"documents": [{"id": 1}]}, "Document 0: Give the document text"),
-        ({"documents": [{"text": "x", "id": [1]}]}, "string or an integer"),
-        ({"documents": [], "limit": -1}, "limit must be from 1"),
+        ({"documents": ["plain"]}, "'documents[0]': Input should be a valid dict"),
+        ({"documents": [{"text": "x", "txt": "x"}]}, "field 'documents[0].txt'"),
+        ({"documents": [{"document_id": "1"}]}, "'documents[0].text' is missing"),
+        ({"documents": [{"text": "x", "document_id": [1]}]}, "valid string"),
+        ({"documents": [], "limit": -1}, "greater than or equal to 1"),
     ],
 )
 def test_suggest_batch_bad_requests(make_client, payload, fragment):
@@ -561,6 +613,79 @@ def test_suggest_batch_needs_json(client):
     problem(response, 415)
 
 
+# -- learn and detect-language ------------------------------------------------------
+
+LEARN_DOCS = [{"text": PHYSICS, "subjects": [{"uri": PHYSICS_URI}]}]
+
+
+def learn(client, project: str, **kwargs):
+    return client.post(f"/v1/projects/{project}/learn", **kwargs)
+
+
+def test_learn_needs_the_project_to_allow_it_or_the_key(client):
+    body = problem(learn(client, "tfidf-en", json=LEARN_DOCS), 403)
+    assert "not configured to allow learning via API" in body["detail"]
+    key = {"X-API-Key": API_KEY}
+    untrained = problem(learn(client, "tfidf-en", json=LEARN_DOCS, headers=key), 409)
+    assert "indexer train tfidf-en" in untrained["detail"]
+    problem(learn(client, "private-en", json=LEARN_DOCS), 404)
+    assert problem(learn(client, "nope", json=[]), 404)["detail"] == (
+        "Project 'nope' not found"
+    )
+
+
+def test_learn_with_a_backend_that_cannot_learn_is_503(client, projects, caplog):
+    projects.get("xmc-en").train([DATA / "tiny.tsv"])
+    response = learn(client, "xmc-en", json=LEARN_DOCS, headers={"X-API-Key": API_KEY})
+    body = problem(response, 503)
+    assert body["detail"] == (
+        "Backend 'xmc' of project 'xmc-en' does not learn online; retrain it with "
+        "`indexer train xmc-en CORPUS`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        ({"json": {"text": "x"}}, 400, "The body must be an array"),
+        ({"json": [{"text": 5}]}, 400, "The field '[0].text': Input should be"),
+        ({"json": [{"text": "x", "subjects": [{}]}]}, 400, "'[0].subjects[0].uri'"),
+        ({"json": [{"text": "x", "subject": []}]}, 400, "Unknown field '[0].subject'"),
+        ({"data": {"text": "x"}}, 415, "Send application/json"),
+        ({"json": [], "query_string": {"limit": "1"}}, 400, "query parameter 'limit'"),
+    ],
+)
+def test_learn_bad_requests(client, kwargs, status, fragment):
+    response = learn(client, "tfidf-en", headers={"X-API-Key": API_KEY}, **kwargs)
+    assert fragment in problem(response, status)["detail"]
+
+
+def test_detect_language(client):
+    response = client.post(
+        "/v1/detect-language",
+        json={"text": "Tämä teksti on kirjoitettu suomeksi", "languages": ["en", "fi"]},
+    )
+    results = response.get_json()["results"]
+    assert [r["language"] for r in results] == ["fi", "en"]
+    assert results[0]["score"] > 0.9 and sum(r["score"] for r in results) == (
+        pytest.approx(1.0, abs=1e-3)
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({"text": "x", "languages": []}, "'languages': List should have at least 1"),
+        ({"text": "x"}, "The field 'languages' is missing"),
+        ({"text": "x", "languages": ["en", "qq"]}, "Unsupported candidate languages"),
+        ({"text": "x", "languages": [""]}, "'languages[0]': String should match"),
+    ],
+)
+def test_detect_language_bad_requests(client, payload, fragment):
+    response = client.post("/v1/detect-language", json=payload)
+    assert fragment in problem(response, 400)["detail"]
+
+
 # -- reload ---------------------------------------------------------------------
 
 
@@ -570,9 +695,9 @@ def test_reload_needs_the_key(client, make_client):
     problem(client.post(url, headers={"X-API-Key": "wrong"}), 401)
     response = client.post(url, headers={"X-API-Key": API_KEY})
     assert response.get_json() == {
-        "project": "lexical-en",
+        "project_id": "lexical-en",
         "status": "ready",
-        "trained_at": None,
+        "modification_time": None,
     }
     no_key = make_client(api_key="")
     assert "INDEXER_API_KEY" in problem(no_key.post(url), 403)["detail"]
@@ -594,16 +719,16 @@ def _retrain(config_path: Path, corpus: Path) -> None:
 def test_a_retrained_model_is_served_after_reload(make_client, trained, tmp_path):
     client = make_client(check_interval=None)  # no automatic checks
     text = {"text": "The history of music and orchestras"}
-    before = suggest(client, "tfidf-en", json=text).get_json()["suggestions"]
+    before = suggest(client, "tfidf-en", json=text).get_json()["results"]
     subset = tmp_path / "subset.tsv"
     subset.write_text("".join((DATA / "tiny.tsv").read_text().splitlines(True)[3:6]))
     _retrain(trained, subset)
-    assert suggest(client, "tfidf-en", json=text).get_json()["suggestions"] == before
+    assert suggest(client, "tfidf-en", json=text).get_json()["results"] == before
     response = client.post(
         "/v1/projects/tfidf-en/reload", headers={"X-API-Key": API_KEY}
     )
     assert response.get_json()["status"] == "ready"
-    after = suggest(client, "tfidf-en", json=text).get_json()["suggestions"]
+    after = suggest(client, "tfidf-en", json=text).get_json()["results"]
     assert after != before
 
 
@@ -619,7 +744,7 @@ def test_concurrent_suggestions_during_model_reloads(make_client, trained, tmp_p
     def answer(c) -> tuple:
         response = c.post("/v1/projects/tfidf-en/suggest", json=text)
         assert response.status_code == 200, response.get_data(as_text=True)
-        return tuple((s["uri"], s["score"]) for s in response.get_json()["suggestions"])
+        return tuple((s["uri"], s["score"]) for s in response.get_json()["results"])
 
     answer_a = answer(client)
     _retrain(trained, corpus_b)
@@ -670,7 +795,7 @@ def test_concurrent_requests_agree_with_sequential_ones(client, trained):
         for project in projects:
             for text in texts:
                 r = c.post(f"/v1/projects/{project}/suggest", json={"text": text})
-                out[project, text] = r.get_json()["suggestions"]
+                out[project, text] = r.get_json()["results"]
         return out
 
     expected = answers(client.app.test_client())
@@ -728,9 +853,9 @@ def test_stemming_is_safe_in_threads():
 
 def test_list_vocabs(client):
     vocabs = client.get("/v1/vocabs").get_json()["vocabs"]
-    assert [v["id"] for v in vocabs] == ["tiny"]  # secret-vocab is private-only
+    assert [v["vocab_id"] for v in vocabs] == ["tiny"]  # secret-vocab: private
     with_key = client.get("/v1/vocabs", headers={"X-API-Key": API_KEY}).get_json()
-    assert {v["id"] for v in with_key["vocabs"]} == {"tiny", "secret-vocab"}
+    assert {v["vocab_id"] for v in with_key["vocabs"]} == {"tiny", "secret-vocab"}
 
 
 def test_get_vocab(client):
@@ -772,15 +897,58 @@ def test_concept_label_search(client):
         ("", 400, "Give either uri"),
         (f"?uri={PHYSICS_URI}&label=x", 400, "Give either uri"),
         ("?uri=http://example.org/t/none", 404, "No concept"),
-        ("?label=x&language=sv", 400, "no labels in 'sv'"),
-        ("?label=x&limit=0", 400, "limit must be from 1"),
-        ("?label=", 400, "label must be a non-empty string"),
+        ("?label=x&language=sv", 400, 'Language "sv" not supported'),
+        ("?label=x&limit=0", 400, "greater than or equal to 1"),
+        ("?label=", 400, "'label': String should match"),
+        ("?label=x&language=", 400, "'language': String should match"),
+        ("?label=x&label=y", 400, "'label' is given twice in the query string"),
         ("?lable=x", 400, "Did you mean 'label'?"),
     ],
 )
 def test_concept_bad_requests(client, query, status, fragment):
     body = problem(client.get(f"/v1/vocabs/tiny/concepts{query}"), status)
     assert fragment in body["detail"]
+
+
+# -- the API key, ensembles and the log -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/health", "/v1/openapi.json", "/v1/", "/", "/v1/projects"]
+)
+def test_a_wrong_key_is_refused_on_every_path(client, path):
+    problem(client.get(path, headers={"X-API-Key": "wrong"}), 401)
+    assert client.client.get(path, headers={"X-API-Key": API_KEY}).status_code == 200
+
+
+def test_an_ensemble_is_no_more_visible_than_its_sources(workspace, caplog):
+    from indexer.rest import create_app
+
+    config = workspace / "projects.cfg"
+    text = config.read_text().replace(
+        "[lexical-en]\n", "[lexical-en]\naccess = private\n"
+    )
+    config.write_text(text)
+    client = CheckedClient(create_app(config, api_key=API_KEY))
+    ids = [p["project_id"] for p in client.get("/v1/projects").get_json()["projects"]]
+    assert "ensemble-en" not in ids and "calibrated-en" not in ids
+    problem(suggest(client, "ensemble-en", json={"text": PHYSICS}), 404)
+    keyed = client.get("/v1/projects/ensemble-en", headers={"X-API-Key": API_KEY})
+    assert keyed.get_json()["access"] == "private"
+    assert "Project 'ensemble-en' is served as private" in caplog.text
+
+
+def test_waitress_queue_warnings_are_rate_limited(caplog):
+    import logging
+
+    from indexer.rest.server import quiet_queue_warnings
+
+    quiet_queue_warnings(interval=3600)
+    queue_log = logging.getLogger("waitress.queue")
+    with caplog.at_level(logging.WARNING, logger="waitress.queue"):
+        for depth in range(500):
+            queue_log.warning("Task queue depth is %d", depth)
+    assert len(caplog.records) <= 1
 
 
 # -- CORS and the web page --------------------------------------------------------
@@ -867,7 +1035,7 @@ def test_real_server_over_http(config_path):
         url = f"{base}/v1/projects/lexical-en/suggest"
         payload = json.dumps({"text": PHYSICS, "limit": 3}).encode()
         status, _, body = http("POST", url, payload, "application/json")
-        assert status == 200 and body["suggestions"][0]["uri"] == PHYSICS_URI
+        assert status == 200 and body["results"][0]["uri"] == PHYSICS_URI
         status, kind, body = http("POST", url, b"\xff\xfe", "text/plain")
         assert (status, kind) == (400, "application/problem+json")
         status, kind, _ = http("POST", url, b"a" * (50 * 1024 * 1024), "text/plain")
@@ -924,7 +1092,7 @@ def test_serve_with_worker_processes(config_path):
                 payload,
                 "application/json",
             )
-            assert status == 200 and body["suggestions"][0]["uri"] == PHYSICS_URI
+            assert status == 200 and body["results"][0]["uri"] == PHYSICS_URI
     finally:
         server.terminate()
         server.wait(30)

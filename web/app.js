@@ -112,17 +112,16 @@ function updateProjectMeta() {
   const meta = $("project-meta");
   meta.replaceChildren();
   if (!project) return;
+  const backend = project.backend.backend_id;
   const parts = [
-    project.id,
-    project.kind && project.kind !== project.backend
-      ? `${project.backend} (${project.kind})`
-      : project.backend,
+    project.project_id,
+    project.kind && project.kind !== backend ? `${backend} (${project.kind})` : backend,
     `language ${project.language}`,
-    `vocabulary ${project.vocab}`,
+    `vocabulary ${project.vocab ? project.vocab.vocab_id : "?"}`,
   ];
   meta.append(el("span", null, parts.join(" · ") + " "));
   if (project.status !== "ready") {
-    const text = project.status === "not_trained" ? "not trained" : "error";
+    const text = project.status === "not_trained" ? "not trained" : "unavailable";
     const pill = el("span", "pill warn", text);
     if (project.error) pill.title = project.error;
     meta.append(pill);
@@ -164,11 +163,11 @@ async function loadProjects() {
   const select = $("project");
   try {
     const { projects } = await api("projects");
-    state.projects = new Map(projects.map((p) => [p.id, p]));
+    state.projects = new Map(projects.map((p) => [p.project_id, p]));
     select.replaceChildren(
       ...projects.map((p) => {
         const option = el("option", null, p.name);
-        option.value = p.id;
+        option.value = p.project_id;
         return option;
       }),
     );
@@ -210,7 +209,7 @@ function safeLink(uri) {
 function renderResults(data, millis) {
   const list = $("results");
   list.replaceChildren();
-  const items = data.suggestions;
+  const items = data.results;
   $("summary").textContent =
     `${items.length} subject${items.length === 1 ? "" : "s"} · ` +
     `${Math.round(millis)} ms · labels in ${data.language}`;
@@ -296,7 +295,7 @@ async function submit(event) {
   setBusy(true);
   const started = performance.now();
   try {
-    const data = await api(`projects/${encodeURIComponent(project.id)}/suggest`, {
+    const data = await api(`projects/${encodeURIComponent(project.project_id)}/suggest`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),

@@ -9,6 +9,7 @@ from indexer.cli import (  # noqa: F401
     documents,
     evaluation,
     importing,
+    language,
     learning,
     serving,
 )

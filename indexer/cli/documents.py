@@ -75,31 +75,19 @@ def suggest(
 
     Output: `<uri>TAB label TAB score` per line, or --format json.
     """
+    from indexer.rendering import render_suggestions
+
     project = ctx.project(project_id)
     inputs = _read_inputs(files)
-    batch = project.suggest(
-        [text for _, text in inputs], limit=limit, threshold=threshold
+    texts = [text for _, text in inputs]
+    batch = project.suggest(texts, limit=limit, threshold=threshold)
+    rendered = render_suggestions(
+        project, texts, batch, language or project.language, explain
     )
-    lang = language or project.language
-    vocab = project.vocab
-    results = []
-    for (name, text), suggestions in zip(inputs, batch, strict=True):
-        why = (
-            project.backend.explain(text, [s.subject for s in suggestions])
-            if explain
-            else {}
-        )
-        items = [
-            {
-                "uri": vocab.uris[s.subject],
-                "label": vocab.label(s.subject, lang),
-                "notation": vocab.notations[s.subject] or None,
-                "score": round(s.score, 4),
-                **({"explanation": why.get(s.subject)} if explain else {}),
-            }
-            for s in suggestions
-        ]
-        results.append({"document": name, "suggestions": items})
+    results = [
+        {"document": name, "suggestions": items}
+        for (name, _), items in zip(inputs, rendered, strict=True)
+    ]
     if fmt == "json":
         click.echo(
             json.dumps(

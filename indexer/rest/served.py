@@ -19,7 +19,13 @@ import time
 from dataclasses import dataclass, field
 
 from indexer.backend import ENSEMBLE
-from indexer.errors import IndexerError, NotFoundError
+from indexer.config import ACCESS_LEVELS
+from indexer.errors import (
+    DependencyError,
+    IndexerError,
+    NotFoundError,
+    NotTrainedError,
+)
 from indexer.project import Project, Projects
 
 log = logging.getLogger("indexer.rest")
@@ -39,6 +45,14 @@ class Forbidden(IndexerError):
     title = "Forbidden"
 
 
+class Unavailable(IndexerError):
+    """A project misconfigured on the server: the caller cannot fix it, and the
+    details (file paths) go to the server log only."""
+
+    status = 503
+    title = "Service unavailable"
+
+
 _UNLOADED = object()
 
 
@@ -47,6 +61,7 @@ class _Model:
     """What the served backend of one project was loaded from."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
+    learning: threading.Lock = field(default_factory=threading.Lock)
     version: object = _UNLOADED
     checked: float = float("-inf")
     ready: bool = False
@@ -80,6 +95,41 @@ class ServedProjects:
         self.check_interval = check_interval
         self._models: dict[str, _Model] = {}
         self._lock = threading.Lock()
+        self.access = self._effective_access()
+
+    def _effective_access(self) -> dict[str, str]:
+        """Each project's access level, an ensemble's lowered to its least
+        visible source's: else a public ensemble would serve a private source."""
+        configs = self.projects.config.projects
+        access = {pid: config.access for pid, config in configs.items()}
+        ensembles = self._ensemble_sources()
+        for _ in configs:  # ensembles of ensembles: until nothing changes
+            changed = False
+            for project_id, sources in ensembles.items():
+                levels = [access[project_id], *(access[s] for s in sources)]
+                level = max(levels, key=ACCESS_LEVELS.index)
+                if level != access[project_id]:
+                    log.warning(
+                        "Project '%s' is served as %s, like its least visible "
+                        "source (configured: %s)",
+                        project_id,
+                        level,
+                        configs[project_id].access,
+                    )
+                    access[project_id], changed = level, True
+            if not changed:
+                break
+        return access
+
+    def _ensemble_sources(self) -> dict[str, list[str]]:
+        out = {}
+        for project in self.projects:
+            try:
+                if project.kind == ENSEMBLE:
+                    out[project.id] = [p.id for p, _ in project.backend.sources()]
+            except IndexerError:
+                continue  # reported as unavailable when used
+        return out
 
     # -- access ------------------------------------------------------------
     def authorised(self, supplied: str | None) -> bool:
@@ -103,24 +153,55 @@ class ServedProjects:
         """Ids of the projects a caller sees in listings."""
         return [
             project_id
-            for project_id, config in self.projects.config.projects.items()
-            if authorised or config.access == "public"
+            for project_id, access in self.access.items()
+            if authorised or access == "public"
         ]
 
     def lookup(self, project_id: str, authorised: bool) -> Project:
         """The project (its model is not loaded here); private ones need the key."""
-        config = self.projects.config.projects.get(project_id)
-        if config is None or (config.access == "private" and not authorised):
-            known = ", ".join(self.listed(authorised)) or "(none)"
-            raise NotFoundError(f"No project '{project_id}'. Projects: {known}")
+        access = self.access.get(project_id)
+        if access is None or (access == "private" and not authorised):
+            raise NotFoundError(f"Project '{project_id}' not found")
         return self.projects.get(project_id)
+
+    def usable(self, project: Project) -> Project:
+        """The project with its model loaded (or reloaded) and its vocabulary;
+        a misconfiguration is logged and reported without its details."""
+        try:
+            self.refresh(project)
+            _ = project.vocab
+        except (NotTrainedError, DependencyError):
+            raise
+        except IndexerError as exc:
+            log.error("Project '%s' is unavailable: %s", project.id, exc.message)
+            raise Unavailable(
+                f"Project '{project.id}' is unavailable: it is misconfigured on the "
+                "server (the server log says how)"
+            ) from None
+        return project
+
+    def require_learning(self, project: Project, authorised: bool) -> None:
+        """Learning changes the model: allowed by the project or the API key."""
+        if not (project.config.allow_learn or authorised):
+            raise Forbidden(
+                f"Project '{project.id}' is not configured to allow learning via "
+                "API: set allow_learn = true, or send the API key"
+            )
+
+    def learning(self, project: Project) -> threading.Lock:
+        """Held while `project` learns: one update at a time per process."""
+        return self._model(project.id).learning
 
     def vocab_visible(self, vocab_id: str, authorised: bool) -> bool:
         """A vocabulary is hidden only when every project using it is private."""
         users = [
-            c for c in self.projects.config.projects.values() if c.vocab == vocab_id
+            pid
+            for pid, c in self.projects.config.projects.items()
+            if c.vocab == vocab_id
         ]
-        return authorised or not users or any(c.access != "private" for c in users)
+        return (
+            authorised or not users or any(self.access[u] != "private" for u in users)
+        )
 
     # -- models --------------------------------------------------------------
     @property
