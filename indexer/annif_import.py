@@ -62,14 +62,13 @@ COMMON_KEYS = ("name", "language", "vocab", "limit", "threshold", "access")
 #: keys of an Annif backend with no counterpart -> the closest equivalent here
 NO_COUNTERPART = {
     "mllm": {
-        "min_samples": "lexical scores matches with a logistic model "
-        "(its strength: `regularisation`)",
-        "min_samples_leaf": "lexical's logistic model has no trees "
-        "(its strength: `regularisation`)",
-        "max_leaf_nodes": "lexical's logistic model has no trees "
-        "(its strength: `regularisation`)",
-        "max_samples": "lexical's logistic model is fitted on all "
-        "candidates (its strength: `regularisation`)",
+        "min_samples": "lexical's trained scorer is gradient-boosted trees "
+        "(`scorer`), sized for the corpus",
+        "min_samples_leaf": "lexical's trees take at least 1% of the training "
+        "candidates per leaf, up to 200 (`scorer`)",
+        "max_leaf_nodes": "lexical's trees have 7 leaves each (`scorer`)",
+        "max_samples": "lexical's trees are boosted on all candidates, "
+        "not bagged (`scorer`)",
         "use_hidden_labels": "hiddenLabels are read as altLabels, so "
         "lexical always matches them",
     },
