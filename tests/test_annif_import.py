@@ -76,7 +76,7 @@ def test_what_has_no_counterpart_is_reported_with_the_closest_equivalent():
     projects = convert()
     mllm = " ".join(projects["mllm-en"].notes)
     assert "analyzer = voikko(fi)" in mllm and "Snowball" in mllm
-    assert "min_samples = 5" in mllm and "regularisation" in mllm
+    assert "min_samples = 5" in mllm and "scorer" in mllm
     assert "transform = limit(5000)" in mllm and "max_length" in mllm
     fasttext = " ".join(projects["fasttext-en"].notes)
     assert "closest equivalent, xmc" in fasttext and "dim = 100" in fasttext
