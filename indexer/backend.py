@@ -89,13 +89,15 @@ class Backend:
 
     # -- training --------------------------------------------------------
     def train(self, corpus: Corpus, jobs: int = 1) -> dict:
-        """Train on `corpus` and replace the saved model atomically."""
-        counts = self._count_subjects(corpus)
-        started = time.perf_counter()
-        with atomic_directory(self.model_dir) as directory:
-            info = self._train(corpus, directory, jobs) or {}
-            save_arrays(directory / "subjects.npz", {"counts": counts})
-            write_manifest(directory, self._manifest_for(corpus, counts, info))
+        """Train on `corpus` and replace the saved model atomically, holding
+        the project's lock throughout (BusyError when another holds it)."""
+        with self.project.lock.hold():
+            started = time.perf_counter()
+            counts = self._count_subjects(corpus)
+            with atomic_directory(self.model_dir, self.project.lock) as directory:
+                info = self._train(corpus, directory, jobs) or {}
+                save_arrays(directory / "subjects.npz", {"counts": counts})
+                write_manifest(directory, self._manifest_for(corpus, counts, info))
         with self._lock:
             self._loaded = False
         return {

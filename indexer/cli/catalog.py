@@ -91,9 +91,14 @@ def list_vocabs(ctx: Context) -> None:
 @click.argument("vocab_id")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--language", help="Label language of a TSV file without a header.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another process is training, clearing or loading it, wait for it.",
+)
 @pass_context
 def load_vocab(
-    ctx: Context, vocab_id: str, file: str | None, language: str | None
+    ctx: Context, vocab_id: str, file: str | None, language: str | None, wait: bool
 ) -> None:
     """Load a vocabulary from FILE (SKOS: .ttl .rdf .nt ...; or .tsv/.csv).
 
@@ -109,7 +114,7 @@ def load_vocab(
         language = language or source.language
     vocab = ctx.projects.vocab(vocab_id, autoload=False)
     click.echo(f"Parsing {file} ...", err=True)
-    info = vocab.load_file(Path(file), language)
+    info = vocab.load_file(Path(file), language, wait=wait)
     click.echo(
         f"Loaded vocabulary '{vocab_id}': {info['concepts']} concepts "
         f"({info['added']} new, {info['removed']} no longer in the source and kept as "
@@ -120,11 +125,16 @@ def load_vocab(
 
 @cli.command()
 @click.argument("project_id")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another process is training, clearing or loading it, wait for it.",
+)
 @pass_context
-def clear(ctx: Context, project_id: str) -> None:
+def clear(ctx: Context, project_id: str, wait: bool) -> None:
     """Delete PROJECT's trained model."""
     project = ctx.project(project_id)
-    removed = project.clear()
+    removed = project.clear(wait=wait)
     click.echo(
         f"Cleared '{project.id}'" if removed else f"Project '{project.id}' had no model"
     )
