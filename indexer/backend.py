@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from indexer.config import PROJECT_KEYS
 from indexer.errors import InputError, NotSupportedError, NotTrainedError
 from indexer.params import NoParams, parse_params
 from indexer.storage import (
@@ -54,7 +55,7 @@ class Backend:
         # No work here: listing projects must stay instant.
         self.project = project
         self.params = parse_params(
-            self.Params, dict(params or {}), f"Project '{project.id}'"
+            self.Params, dict(params or {}), f"Project '{project.id}'", PROJECT_KEYS
         )
         self._lock = threading.RLock()
         self._loaded = False

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
-from indexer.config import Config, ProjectConfig, load_config
+from indexer.config import Config, ProjectConfig, check_id, load_config
 from indexer.errors import ConfigError, NotFoundError, UsageError
 from indexer.locking import ResourceLock
 from indexer.registry import get_backend_class
@@ -65,6 +65,7 @@ class Projects:
 
     def vocab(self, vocab_id: str, autoload: bool = True) -> Vocabulary:
         """The vocabulary `vocab_id`; loaded from its configured source on first use."""
+        check_id(vocab_id, "Vocabulary")
         with self._lock:
             if vocab_id not in self._vocabs:
                 vocab = Vocabulary(
@@ -148,7 +149,25 @@ class Project:
                 "loaded: "
                 f"run `indexer load-vocab {self.config.vocab} FILE`"
             )
+        if self.__dict__.get("_language_checked") is not vocab:
+            self._check_language(vocab)
+            self.__dict__["_language_checked"] = vocab
         return vocab
+
+    def _check_language(self, vocab: Vocabulary) -> None:
+        """The project language must be one the analyzer stems or one the
+        vocabulary has labels in; anything else is a typo that would silently
+        match nothing."""
+        from indexer.analyzer import has_stemmer, stemmer_languages
+
+        if has_stemmer(self.language) or vocab.has_language(self.language):
+            return
+        raise ConfigError(
+            f"Project '{self.id}': language '{self.language}' has no stemmer and "
+            f"vocabulary '{vocab.vocab_id}' has no labels in it. Stemmed languages: "
+            f"{', '.join(stemmer_languages())}; label languages: "
+            f"{', '.join(vocab.languages)}"
+        )
 
     @property
     def model_dir(self) -> Path:

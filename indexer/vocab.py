@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import InputError, NotFoundError
+from indexer.errors import InputError, NotFoundError, UsageError
 from indexer.locking import ResourceLock
 from indexer.skos import UNTAGGED, ConceptRecord, read_vocabulary_file
 from indexer.storage import atomic_directory
@@ -101,6 +101,16 @@ class Vocabulary:
 
     def has_language(self, lang: str) -> bool:
         return lang in self.languages
+
+    def check_label_language(self, lang: str) -> str:
+        """`lang` when the vocabulary has labels in it, else a UsageError that
+        lists the languages it has."""
+        if lang not in self.languages:
+            raise UsageError(
+                f"Vocabulary '{self.vocab_id}' has no labels in '{lang}'. "
+                f"Languages: {', '.join(self.languages)}"
+            )
+        return lang
 
     # -- lookups ---------------------------------------------------------
     def id_of(self, uri: str) -> int | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from indexer.cli.app import Context, cli, pass_context, print_table
+from indexer.config import check_language_tag
 from indexer.errors import IndexerError, UsageError
 
 
@@ -112,6 +113,8 @@ def load_vocab(
             )
         file = source.source
         language = language or source.language
+    if language:
+        check_language_tag(language, "--language: ")
     vocab = ctx.projects.vocab(vocab_id, autoload=False)
     click.echo(f"Parsing {file} ...", err=True)
     info = vocab.load_file(Path(file), language, wait=wait)

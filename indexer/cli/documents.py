@@ -83,12 +83,12 @@ def suggest(
     Output: `<uri>TAB label TAB score` per line, or --format json.
     """
     project = ctx.project(project_id)
+    vocab = project.vocab
+    lang = vocab.check_label_language(language) if language else project.language
     inputs = _read_inputs(files)
     batch = project.suggest(
         [text for _, text in inputs], limit=limit, threshold=threshold
     )
-    lang = language or project.language
-    vocab = project.vocab
     results = []
     for (name, text), suggestions in zip(inputs, batch, strict=True):
         why = (
