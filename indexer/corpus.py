@@ -420,26 +420,38 @@ def _read_jsonl(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
             raise InputError(
                 f"{where}: no text field (one of {', '.join(TEXT_COLUMNS)})"
             )
-        uris = next((record[k] for k in URI_COLUMNS if k in record), [])
-        labels = next((record[k] for k in LABEL_COLUMNS if k in record), [])
+        uri_key = next((k for k in URI_COLUMNS if k in record), None)
+        label_key = next((k for k in LABEL_COLUMNS if k in record), None)
         known = {text_key, "id", "metadata", *URI_COLUMNS, *LABEL_COLUMNS}
-        metadata = dict(record.get("metadata") or {})
-        metadata.update({k: v for k, v in record.items() if k not in known})
+        metadata = record.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise InputError(f"{where}: 'metadata' must be a JSON object")
+        metadata = {**metadata, **{k: v for k, v in record.items() if k not in known}}
+        labels = _strings(record, label_key, where)
         yield RawDocument(
             str(record[text_key]),
-            uris=[_strip(u) for u in _as_list(uris)],
-            labels=_split_labels(labels)
-            if isinstance(labels, str)
-            else [str(x) for x in labels],
-            id=str(record.get("id", where)),
+            uris=[_strip(u) for u in _strings(record, uri_key, where, str.split)],
+            labels=_split_labels(labels[0])
+            if isinstance(record.get(label_key), str)
+            else labels,
+            id=str(record.get("id") or where),
             metadata=metadata,
         )
 
 
-def _as_list(value) -> list[str]:
+def _strings(record: dict, key: str | None, where: str, split=lambda s: [s]):
+    """The strings of `record[key]`: a list of strings, or one string (`split`)."""
+    value = record.get(key) if key else None
+    if value is None:
+        return []
     if isinstance(value, str):
-        return value.split()
-    return list(value or [])
+        return split(value)
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return value
+    raise InputError(
+        f"{where}: '{key}' must be a string or a list of strings, not "
+        f"{json.dumps(value)[:60]}"
+    )
 
 
 def decode_document(data: bytes, source: str = "the document") -> str:
