@@ -92,6 +92,7 @@ class Analyzer:
 
 
 def is_language_tag(language: str) -> bool:
+    """Whether `language` looks like a language tag (en, fi, pt-BR)."""
     return LANGUAGE_TAG.fullmatch(language) is not None
 
 
@@ -101,7 +102,8 @@ def has_stemmer(language: str) -> bool:
 
 
 def stemmer_languages() -> list[str]:
-    return sorted(SNOWBALL)
+    """The language codes whose documents are stemmed."""
+    return [code for code in sorted(SNOWBALL) if has_stemmer(code)]
 
 
 @cache

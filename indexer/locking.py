@@ -49,11 +49,6 @@ class ResourceLock:
             f"Vocabulary '{vocab_id}'",
         )
 
-    @property
-    def held(self) -> bool:
-        """Whether the calling thread holds this lock."""
-        return str(self.path) in _held_here()
-
     @contextmanager
     def hold(
         self, wait: bool = False, on_wait: Callable[[str], None] | None = None
@@ -62,15 +57,11 @@ class ResourceLock:
         or with `wait` is waited for (`on_wait`, default stderr, is told whom for)."""
         held = _held_here()
         key = str(self.path)
-        if key in held:
-            held[key][1] += 1
-            try:
-                yield
-            finally:
-                held[key][1] -= 1
+        if key in held:  # this thread holds it already: keep it
+            yield
             return
         fd = self._acquire(wait, on_wait)
-        held[key] = [fd, 1]
+        held[key] = fd
         try:
             yield
         finally:
@@ -119,7 +110,8 @@ def _print_to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _held_here() -> dict[str, list]:
+def _held_here() -> dict[str, int]:
+    """The locks the calling thread holds: path -> file descriptor."""
     return _HELD.__dict__.setdefault("locks", {})
 
 
