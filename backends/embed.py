@@ -20,6 +20,7 @@ from indexer.encoder import (
     resolve_encoder_name,
 )
 from indexer.errors import ConfigError
+from indexer.locking import ResourceLock
 from indexer.params import param
 from indexer.storage import atomic_directory, read_manifest, write_manifest
 from indexer.suggestion import SuggestionBatch
@@ -133,7 +134,13 @@ class EmbedBackend(Backend):
                 encoder, texts, project_cache(self.project), "passage", progress=True
             )
             index = VectorIndex.build(vectors, self.params.index)
-            with atomic_directory(directory) as tmp:
+            lock = ResourceLock(
+                self.project.projects.data_dir
+                / "locks"
+                / f"project-{self.project.id}-concept-index.lock",
+                f"The concept index of project '{self.project.id}'",
+            )
+            with atomic_directory(directory, lock, wait=True) as tmp:
                 index.save(tmp / "concepts.faiss")
                 np.save(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
                 write_manifest(

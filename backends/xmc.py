@@ -7,12 +7,17 @@ best single backend uses. Presets:
   against all documents (one-vs-rest). The most accurate layout while the
   training set is small (measured on yso-kirjastonhoitaja, 2.6k documents:
   F1@5 0.36 against 0.33 for Bonsai) and still fast up to ~10k subjects.
+  It is trained here with liblinear (scikit-learn), the same L2-loss SVM
+  omikuji solves, with a seeded coordinate order: retraining on the same data
+  gives the same scores. omikuji seeds its solvers from the operating
+  system, so the tree presets below differ slightly from run to run.
 - `bonsai`: shallow, wide, unbalanced trees (Khandagale et al. 2020).
 - `parabel`: deep balanced binary trees (Prabhu et al. 2018); for corpora of
   hundreds of thousands of documents.
 
 The model is omikuji's own directory (settings JSON and CBOR trees, no
-pickle); the TF-IDF terms are JSON/npy and the label map an npz.
+pickle), or for `flat` the weight matrix as npz; the TF-IDF terms are
+JSON/npy and the label map an npz.
 """
 
 from __future__ import annotations
@@ -55,6 +60,10 @@ PRESETS = {
 }
 TREE_PARAMS = ("cluster_balanced", "cluster_k", "max_depth", "collapse_every_n_layers")
 MODEL_DIR = "omikuji"
+WEIGHTS = "weights.npz"
+# liblinear settings omikuji uses (its defaults), kept for the flat layout
+LINEAR_EPS = 0.1
+LINEAR_MAX_ITER = 20
 
 
 @dataclass
@@ -89,6 +98,7 @@ class XmcParams:
     )
     beam_size: int = param(10, "tree nodes kept per level when suggesting", min=1)
     candidates: int = param(100, "subjects kept per document", min=1)
+    seed: int = param(0, "seed of the flat layout's solver (same seed, same model)")
 
 
 class XmcBackend(Backend):
@@ -117,7 +127,6 @@ class XmcBackend(Backend):
 
     # -- training --------------------------------------------------------
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
-        import omikuji
         from tqdm import tqdm
 
         texts, subjects = [], []
@@ -132,15 +141,83 @@ class XmcBackend(Backend):
             texts, min_df=self.params.min_df, max_features=self.params.max_features
         )
         labels = np.unique(np.concatenate([np.asarray(s) for s in subjects]))
+        if self.params.preset == "flat" and not self._tree_overrides():
+            examples = self._train_flat(x, subjects, labels, directory, jobs)
+            engine = {"solver": "liblinear", "seed": self.params.seed}
+        else:
+            engine = self._train_trees(x, subjects, labels, directory, jobs)
+            examples = engine.pop("examples")
+        features.save(directory)
+        save_arrays(directory / "labels.npz", {"labels": labels.astype(np.int64)})
+        return {
+            "terms": len(features.terms),
+            "subjects": len(labels),
+            "examples": examples,
+            "omikuji" if "solver" not in engine else "linear": engine,
+        }
+
+    def _tree_overrides(self) -> bool:
+        """Whether tree settings were given (then omikuji builds the layout)."""
+        return any(
+            getattr(self.params, key) is not None for key in (*TREE_PARAMS, "n_trees")
+        )
+
+    def _train_flat(self, x, subjects, labels, directory: Path, jobs: int) -> int:
+        """One seeded L2-loss linear SVM per subject (omikuji's flat model)."""
+        x = x.tocsr()
+        has_terms = np.diff(x.indptr) > 0
+        if not has_terms.any():
+            raise InputError(_NO_TERMS.format(min_df=self.params.min_df))
+        x = x[has_terms]
+        subjects = [s for s, keep in zip(subjects, has_terms, strict=True) if keep]
+        print(
+            f"Training one linear classifier for each of {len(labels)} subjects on "
+            f"{x.shape[0]} documents",
+            file=sys.stderr,
+        )
+        position = {int(v): i for i, v in enumerate(labels)}
+        targets = np.zeros((x.shape[0], len(labels)), dtype=bool)
+        for row, doc_subjects in enumerate(subjects):
+            targets[row, [position[s] for s in doc_subjects]] = True
+        p = self.params
+
+        def fit(column: int):
+            weights = fit_linear(
+                x, targets[:, column], p.linear_c, p.weight_threshold, p.seed
+            )
+            kept = np.flatnonzero(weights)
+            return kept, weights[kept].astype(np.float32)
+
+        if jobs > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(jobs) as pool:  # liblinear releases the GIL
+                columns = list(pool.map(fit, range(len(labels))))
+        else:
+            columns = [fit(column) for column in range(len(labels))]
+        import scipy.sparse as sp
+
+        indptr = np.concatenate([[0], np.cumsum([len(k) for k, _ in columns])])
+        weights = sp.csc_matrix(
+            (
+                np.concatenate([v for _, v in columns]),
+                np.concatenate([k for k, _ in columns]),
+                indptr,
+            ),
+            shape=(x.shape[1], len(labels)),
+        )
+        save_arrays(directory / WEIGHTS, {"weights": weights})
+        return int(x.shape[0])
+
+    def _train_trees(self, x, subjects, labels, directory: Path, jobs: int) -> dict:
+        import omikuji
+
         hyper = self.hyper_params(len(labels))
         with tempfile.TemporaryDirectory(prefix="indexer-xmc-") as tmp:
             data = Path(tmp) / "train.txt"
             examples = write_libsvm(data, x, subjects, labels)
             if examples == 0:
-                raise InputError(
-                    "No training document has a term that occurs in at least "
-                    f"min_df = {self.params.min_df} documents"
-                )
+                raise InputError(_NO_TERMS.format(min_df=self.params.min_df))
             hp = omikuji.Model.default_hyper_param()
             for key, value in hyper.items():
                 setattr(hp, key, value)
@@ -154,21 +231,18 @@ class XmcBackend(Backend):
                     str(data), hp, n_threads=max(jobs, 1)
                 )
                 model.save(str(directory / MODEL_DIR))
-        features.save(directory)
-        save_arrays(directory / "labels.npz", {"labels": labels.astype(np.int64)})
-        return {
-            "terms": len(features.terms),
-            "subjects": len(labels),
-            "examples": examples,
-            "omikuji": hyper,
-        }
+        return {**hyper, "examples": examples}
 
     # -- suggesting ------------------------------------------------------
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
-        import omikuji
-
         self._features = TfidfFeatures.load(directory)
         self._labels = load_arrays(directory / "labels.npz")["labels"]
+        self._weights = self._model = None
+        if (directory / WEIGHTS).is_file():
+            self._weights = load_arrays(directory / WEIGHTS)["weights"]
+            return
+        import omikuji
+
         with quiet_native_output():
             self._model = omikuji.Model.load(str(directory / MODEL_DIR))
 
@@ -176,6 +250,8 @@ class XmcBackend(Backend):
         x = self._features.transform(texts)
         x.sort_indices()
         top_k = min(self.params.candidates, len(self._labels))
+        if self._weights is not None:  # omikuji keeps beam_size of a flat leaf
+            return self._suggest_flat(x, min(top_k, self.params.beam_size))
         rows = []
         for i in range(x.shape[0]):
             start, end = x.indptr[i], x.indptr[i + 1]
@@ -199,6 +275,51 @@ class XmcBackend(Backend):
                 )
             )
         return SuggestionBatch.from_rows(rows, len(self.project.vocab))
+
+    def _suggest_flat(self, x, top_k: int) -> SuggestionBatch:
+        """omikuji's flat scores: exp(-max(0, 1 - w.x)^2) of every classifier."""
+        margins = np.asarray((x @ self._weights).todense(), dtype=np.float32)
+        scores = np.exp(-np.square(np.maximum(0.0, 1.0 - margins)))
+        scores[np.diff(x.indptr) == 0] = 0.0  # no known term: nothing to go on
+        dense = np.zeros((x.shape[0], len(self.project.vocab)), dtype=np.float32)
+        dense[:, self._labels] = scores
+        batch = SuggestionBatch.from_dense(dense, top_k)
+        batch.matrix.eliminate_zeros()
+        return batch
+
+
+_NO_TERMS = (
+    "No training document has a term that occurs in at least min_df = {min_df} "
+    "documents"
+)
+
+
+def fit_linear(x, y: np.ndarray, c: float, threshold: float, seed: int) -> np.ndarray:
+    """Weights of an L2-regularised L2-loss linear SVM without bias (liblinear's
+    dual solver, omikuji's settings), pruned below `threshold`; the coordinate
+    order is seeded, so the same data always gives the same weights."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    model = LinearSVC(
+        C=c,
+        loss="squared_hinge",
+        dual=True,
+        tol=LINEAR_EPS,
+        max_iter=LINEAR_MAX_ITER,
+        fit_intercept=False,
+        random_state=seed,
+    )
+    if y.all() or not y.any():  # one class only: nothing to separate
+        return np.zeros(x.shape[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # omikuji's budget
+        model.fit(x, y)
+    weights = model.coef_.ravel()
+    weights[np.abs(weights) <= threshold] = 0.0
+    return weights
 
 
 def write_libsvm(path: Path, x, subjects: list[list[int]], labels: np.ndarray) -> int:

@@ -44,6 +44,8 @@ SNOWBALL = {
 # trimming final vowels after stemming makes both sides meet.
 TRIM_FINAL_VOWELS = {"fi", "et"}
 FINAL_VOWELS = "aeiouyäöõü"
+#: what a `language` setting may look like: en, fi, pt-BR, zh-Hant
+LANGUAGE_TAG = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 TOKEN = re.compile(r"\w+(?:[-']\w+)*", re.UNICODE)
 # Snowball stemmers keep per-word state: the pure-Python ones return wrong stems
 # or crash when two threads of a server stem at once, so each thread has its own
@@ -87,6 +89,21 @@ class Analyzer:
 
     def __call__(self, text: str) -> list[str]:
         return self.tokens(text)
+
+
+def is_language_tag(language: str) -> bool:
+    """Whether `language` looks like a language tag (en, fi, pt-BR)."""
+    return LANGUAGE_TAG.fullmatch(language) is not None
+
+
+def has_stemmer(language: str) -> bool:
+    """Whether documents in `language` are stemmed (a Snowball stemmer exists)."""
+    return _stemmer(language) is not None
+
+
+def stemmer_languages() -> list[str]:
+    """The language codes whose documents are stemmed."""
+    return [code for code in sorted(SNOWBALL) if has_stemmer(code)]
 
 
 @cache

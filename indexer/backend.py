@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from indexer.config import PROJECT_KEYS
 from indexer.errors import (
     ConfigError,
     InputError,
@@ -63,7 +64,7 @@ class Backend:
         # No work here: listing projects must stay instant.
         self.project = project
         self.params = parse_params(
-            self.Params, dict(params or {}), f"Project '{project.id}'"
+            self.Params, dict(params or {}), f"Project '{project.id}'", PROJECT_KEYS
         )
         self._lock = threading.RLock()
         self._loaded = False
@@ -112,13 +113,15 @@ class Backend:
 
     # -- training --------------------------------------------------------
     def train(self, corpus: Corpus, jobs: int = 1) -> dict:
-        """Train on `corpus` and replace the saved model atomically."""
-        counts = self._count_subjects(corpus)
-        started = time.perf_counter()
-        with atomic_directory(self.model_dir) as directory:
-            info = self._train(corpus, directory, jobs) or {}
-            save_arrays(directory / "subjects.npz", {"counts": counts})
-            write_manifest(directory, self._manifest_for(corpus, counts, info))
+        """Train on `corpus` and replace the saved model atomically, holding
+        the project's lock throughout (BusyError when another holds it)."""
+        with self.project.lock.hold():
+            started = time.perf_counter()
+            counts = self._count_subjects(corpus)
+            with atomic_directory(self.model_dir, self.project.lock) as directory:
+                info = self._train(corpus, directory, jobs) or {}
+                save_arrays(directory / "subjects.npz", {"counts": counts})
+                write_manifest(directory, self._manifest_for(corpus, counts, info))
         with self._lock:
             self._loaded = False
         return {
@@ -137,6 +140,10 @@ class Backend:
                 f"learn online; retrain it with `indexer train {self.project.id} "
                 "CORPUS`"
             )
+        with self.project.lock.hold():
+            return self._learn_new_version(corpus)
+
+    def _learn_new_version(self, corpus: Corpus) -> dict:
         previous = self.model_dir.resolve()
         manifest = self._manifest_in(previous)
         if manifest is None:
@@ -147,7 +154,7 @@ class Backend:
         self._check_manifest(manifest)
         counts = self._count_subjects(corpus, "corpus to learn", require_subjects=True)
         started = time.perf_counter()
-        with atomic_directory(self.model_dir) as directory:
+        with atomic_directory(self.model_dir, self.project.lock) as directory:
             shutil.copytree(previous, directory, dirs_exist_ok=True)
             info = self._learn(corpus, previous, directory) or {}
             seen = _padded(load_arrays(previous / "subjects.npz")["counts"], counts)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexer.errors import ConfigError, UsageError
+from indexer.errors import ConfigError, InputError, UsageError
+from indexer.textfile import read_text
 
 ENV_PROJECTS = "INDEXER_PROJECTS"
 ENV_DATA_DIR = "INDEXER_DATA_DIR"
@@ -32,6 +34,27 @@ PROJECT_KEYS = (
     "allow_learn",
 )
 ACCESS_LEVELS = ("public", "hidden", "private")
+#: project and vocabulary ids: they name directories under the data directory
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+ID_RULE = "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def check_language_tag(language: str, where: str = "") -> str:
+    """`language` when it looks like a language tag, else a ConfigError."""
+    from indexer.analyzer import is_language_tag
+
+    if not is_language_tag(language):
+        raise ConfigError(
+            f"{where}language '{language}' is not a language tag (like en, fi, pt-BR)"
+        )
+    return language
+
+
+def check_id(value: str, what: str, where: str = "") -> str:
+    """`value` when it is a valid project or vocabulary id, else a ConfigError."""
+    if not ID_PATTERN.fullmatch(value):
+        raise ConfigError(f"{where}{what} id '{value}' is not valid: use {ID_RULE}")
+    return value
 
 
 @dataclass
@@ -70,20 +93,33 @@ class Config:
 
 
 def find_config_paths(explicit: str | os.PathLike | None = None) -> list[Path]:
-    """Config files from --projects, $INDEXER_PROJECTS, the current directory,
-    or the projects.cfg next to the installed package (editable installs)."""
-    candidates = [explicit, os.environ.get(ENV_PROJECTS)]
-    for candidate in candidates:
+    """Config files from --projects, $INDEXER_PROJECTS or the current directory;
+    finding none is an error that says where it looked."""
+    for candidate, origin in (
+        (explicit, ""),
+        (os.environ.get(ENV_PROJECTS), ENV_PROJECTS),
+    ):
         if candidate:
             path = Path(candidate)
+            named = f"{origin} = " if origin else ""
             if not path.exists():
-                raise UsageError(f"Project configuration '{path}' does not exist")
-            return _expand(path)
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        paths = _expand(base)
-        if paths:
+                raise UsageError(
+                    f"Project configuration '{named}{path}' does not exist"
+                )
+            paths = _expand(path)
+            if not paths:
+                raise UsageError(
+                    f"Directory '{named}{path}' has no projects.cfg and no "
+                    "projects.d/*.cfg"
+                )
             return paths
-    return []
+    paths = _expand(Path.cwd())
+    if not paths:
+        raise UsageError(
+            f"No project configuration found: no projects.cfg or projects.d/*.cfg "
+            f"in {Path.cwd()}. Give one with --projects PATH or {ENV_PROJECTS}"
+        )
+    return paths
 
 
 def _expand(path: Path) -> list[Path]:
@@ -109,8 +145,9 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
     parser.optionxform = str  # keep key case for error messages
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as f:
-                parser.read_file(f, source=str(path))
+            parser.read_string(read_text(path, "Configuration"), source=str(path))
+        except InputError as exc:  # not UTF-8
+            raise ConfigError(exc.message) from None
         except configparser.Error as exc:
             raise ConfigError(
                 f"Cannot read {path}: {' '.join(str(exc).split())}"
@@ -128,14 +165,17 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
         if section == "indexer":
             continue
         if section.startswith("vocab:"):
-            vocab_id = section.partition(":")[2].strip()
+            vocab_id = check_id(
+                section.partition(":")[2].strip(), "Vocabulary", f"[{section}]: "
+            )
             source = values.get("source")
             vocabs[vocab_id] = VocabConfig(
                 vocab_id,
                 (base / source)
                 if source and not Path(source).is_absolute()
                 else (Path(source) if source else None),
-                values.get("language"),
+                values.get("language")
+                and check_language_tag(values["language"].strip(), f"[{section}]: "),
             )
         else:
             projects[section] = _project(section, values)
@@ -143,10 +183,13 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
 
 
 def _project(project_id: str, values: dict[str, str]) -> ProjectConfig:
+    check_id(project_id, "Project", f"[{project_id}]: ")
     where = f"Project '{project_id}'"
     for key in ("language", "vocab", "backend"):
         if not values.get(key):
             raise ConfigError(f"{where}: the required setting '{key}' is missing")
+    check_id(values["vocab"].strip(), "Vocabulary", f"{where}: ")
+    check_language_tag(values["language"].strip(), f"{where}: ")
     access = values.get("access", "public").strip()
     if access not in ACCESS_LEVELS:
         raise ConfigError(

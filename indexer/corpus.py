@@ -8,14 +8,19 @@ Formats, chosen by path:
 - `.jsonl`: `{"text", "subjects"|"uris"|"labels", "id", ...}` or the
   LLM-platform records `{"prompt", "completion": {"Label": 1, ...}}`
 Any file may be gzip-compressed (`.gz`). Nothing is read before iteration.
+
+Decoding is strict UTF-8. A record that is not UTF-8 text (a TSV or JSONL line,
+a file of a full-text directory) is rejected: counted, skipped and reported
+with its byte offset in the corpus warnings. A file that cannot be text at all
+is an InputError naming it and the byte offset: one that looks binary (a NUL
+byte in its first 8 KiB), a CSV file with any bad byte (its records may span
+lines, so none can be skipped safely), or a file none of whose records is text.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
-import io
 import json
 import re
 import sys
@@ -25,6 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexer.errors import InputError
+from indexer.textfile import (
+    SNIFF_BYTES,
+    BadBytes,
+    decode_bytes,
+    decode_text,
+    lines,
+    read_bytes,
+    refuse_binary,
+    strict_lines,
+)
 
 csv.field_size_limit(sys.maxsize)
 
@@ -63,9 +78,22 @@ class CorpusStats:
     without_subjects: int = 0
     subject_refs: int = 0
     unknown: Counter = field(default_factory=Counter)
+    rejected: int = 0
+    rejected_examples: list[str] = field(default_factory=list)
+
+    def reject(self, where: str, reason: str) -> None:
+        """Count a record that could not be read (it is skipped)."""
+        self.rejected += 1
+        if len(self.rejected_examples) < 3:
+            self.rejected_examples.append(f"{where} ({reason})")
 
     def warnings(self) -> list[str]:
         out = []
+        if self.rejected:
+            out.append(
+                f"{self.rejected} records are not UTF-8 text and were skipped, "
+                f"e.g. {'; '.join(self.rejected_examples)}"
+            )
         if self.unknown:
             examples = ", ".join(s for s, _ in self.unknown.most_common(5))
             total = sum(self.unknown.values())
@@ -109,7 +137,7 @@ class Corpus:
         if self._documents is not None:
             yield from self._documents
         for path in self.paths:
-            yield from read_documents(path)
+            yield from read_documents(path, self.stats)
 
     def __iter__(self) -> Iterator[Document]:
         self.stats = CorpusStats()
@@ -202,11 +230,15 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
 # -- readers ---------------------------------------------------------------
 
 
-def read_documents(path: Path) -> Iterator[RawDocument]:
-    """Stream the documents of one corpus path, whatever its format."""
+def read_documents(
+    path: Path, stats: CorpusStats | None = None
+) -> Iterator[RawDocument]:
+    """Stream the documents of one corpus path, whatever its format; rejected
+    records are counted in `stats`."""
     path = Path(path)
+    stats = stats if stats is not None else CorpusStats()
     if path.is_dir():
-        yield from _read_fulltext_dir(path)
+        yield from _read_fulltext_dir(path, stats)
         return
     suffixes = [s.lower() for s in path.suffixes]
     kind = (
@@ -226,13 +258,8 @@ def read_documents(path: Path) -> Iterator[RawDocument]:
             f"Cannot tell the corpus format of '{path.name}': use a directory of "
             ".txt files or a .tsv, .csv or .jsonl file (optionally .gz)"
         )
-    yield from readers[kind](path)
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+    refuse_binary(path)
+    yield from readers[kind](path, stats)
 
 
 def _strip(uri: str) -> str:
@@ -240,35 +267,75 @@ def _strip(uri: str) -> str:
     return uri[1:-1] if uri.startswith("<") and uri.endswith(">") else uri
 
 
-def _read_tsv(path: Path) -> Iterator[RawDocument]:
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            text, _, subjects = line.partition("\t")
-            uris = [_strip(u) for u in subjects.split()]
-            yield RawDocument(text, uris=uris, id=f"{path.name}:{lineno}")
+def _text_lines(path: Path, stats: CorpusStats) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line that is UTF-8 text; the others are
+    rejected records. A file without one readable line is an InputError."""
+    readable = rejected = 0
+    first_bad = ""
+    for lineno, offset, raw in lines(path):
+        try:
+            text = decode_bytes(raw, offset, first=lineno == 1)
+        except BadBytes as bad:
+            rejected += 1
+            first_bad = first_bad or bad.describe(lineno)
+            stats.reject(f"{path.name}:{lineno}", bad.describe())
+            continue
+        readable += 1
+        yield lineno, text.rstrip("\r\n")
+    if rejected and not readable:
+        raise InputError(f"'{path}' is not UTF-8 text: {first_bad}")
 
 
-def _read_fulltext_dir(path: Path) -> Iterator[RawDocument]:
+def _read_tsv(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
+    for lineno, line in _text_lines(path, stats):
+        if not line.strip():
+            continue
+        text, _, subjects = line.partition("\t")
+        uris = [_strip(u) for u in subjects.split()]
+        yield RawDocument(text, uris=uris, id=f"{path.name}:{lineno}")
+
+
+def _read_fulltext_dir(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
     texts = sorted(path.glob("*.txt"))
     if not texts:
         raise InputError(f"Directory '{path}' contains no .txt documents")
+    readable = 0
     for txt in texts:
-        doc = RawDocument(
-            txt.read_text(encoding="utf-8", errors="replace"), id=txt.stem
-        )
-        for ext in (".tsv", ".key"):
-            subject_file = txt.with_suffix(ext)
-            if subject_file.is_file():
-                _read_subject_file(subject_file, doc)
-                break
+        try:
+            doc = _read_fulltext(txt)
+        except BadBytes as bad:
+            stats.reject(f"{path.name}/{bad.source}", bad.describe())
+            continue
+        readable += 1
         yield doc
+    if not readable:
+        raise InputError(
+            f"No document in '{path}' is UTF-8 text: "
+            + "; ".join(stats.rejected_examples)
+        )
 
 
-def _read_subject_file(path: Path, doc: RawDocument) -> None:
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+def _read_fulltext(txt: Path) -> RawDocument:
+    """One document and its subject file; BadBytes naming the file when
+    either is not UTF-8 text."""
+    doc = RawDocument(_decode_file(txt), id=txt.stem)
+    for ext in (".tsv", ".key"):
+        subject_file = txt.with_suffix(ext)
+        if subject_file.is_file():
+            _parse_subject_file(_decode_file(subject_file), doc)
+            break
+    return doc
+
+
+def _decode_file(path: Path) -> str:
+    try:
+        return decode_bytes(read_bytes(path))
+    except BadBytes as bad:
+        raise BadBytes(bad.reason, bad.offset, path.name) from None
+
+
+def _parse_subject_file(text: str, doc: RawDocument) -> None:
+    for line in text.splitlines():
         first = line.split("\t", 1)[0].strip()
         if not first:
             continue
@@ -278,37 +345,36 @@ def _read_subject_file(path: Path, doc: RawDocument) -> None:
             doc.labels.append(first)
 
 
-def _read_csv(path: Path) -> Iterator[RawDocument]:
-    with _open_text(path) as f:
-        reader = csv.DictReader(f)
-        columns = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-        if "input" in columns and "expected_output" in columns:
-            for n, row in enumerate(reader, start=1):
-                expected = row[columns["expected_output"]]
-                yield RawDocument(
-                    row[columns["input"]] or "",
-                    labels=_completion_labels(expected, f"{path.name}:{n + 1}"),
-                    id=f"{path.name}:{n + 1}",
-                )
-            return
-        text_column = next((columns[c] for c in TEXT_COLUMNS if c in columns), None)
-        if text_column is None:
-            raise InputError(
-                f"'{path.name}' needs a text column: one of {', '.join(TEXT_COLUMNS)}"
-            )
-        uri_column = next((columns[c] for c in URI_COLUMNS if c in columns), None)
-        label_column = next((columns[c] for c in LABEL_COLUMNS if c in columns), None)
-        used = {text_column, uri_column, label_column, columns.get("id")}
+def _read_csv(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
+    reader = csv.DictReader(strict_lines(path))
+    columns = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+    if "input" in columns and "expected_output" in columns:
         for n, row in enumerate(reader, start=1):
+            expected = row[columns["expected_output"]]
             yield RawDocument(
-                row[text_column] or "",
-                uris=[_strip(u) for u in (row[uri_column] or "").split()]
-                if uri_column
-                else [],
-                labels=_split_labels(row[label_column] or "") if label_column else [],
-                id=row.get(columns.get("id", ""), None) or f"{path.name}:{n + 1}",
-                metadata={k: v for k, v in row.items() if k not in used and v},
+                row[columns["input"]] or "",
+                labels=_completion_labels(expected, f"{path.name}:{n + 1}"),
+                id=f"{path.name}:{n + 1}",
             )
+        return
+    text_column = next((columns[c] for c in TEXT_COLUMNS if c in columns), None)
+    if text_column is None:
+        raise InputError(
+            f"'{path.name}' needs a text column: one of {', '.join(TEXT_COLUMNS)}"
+        )
+    uri_column = next((columns[c] for c in URI_COLUMNS if c in columns), None)
+    label_column = next((columns[c] for c in LABEL_COLUMNS if c in columns), None)
+    used = {text_column, uri_column, label_column, columns.get("id")}
+    for n, row in enumerate(reader, start=1):
+        yield RawDocument(
+            row[text_column] or "",
+            uris=[_strip(u) for u in (row[uri_column] or "").split()]
+            if uri_column
+            else [],
+            labels=_split_labels(row[label_column] or "") if label_column else [],
+            id=row.get(columns.get("id", ""), None) or f"{path.name}:{n + 1}",
+            metadata={k: v for k, v in row.items() if k not in used and v},
+        )
 
 
 def _split_labels(value: str) -> list[str]:
@@ -331,65 +397,72 @@ def _completion_labels(completion, where: str) -> list[str]:
     raise InputError(f"{where}: completion must be an object of label: 0/1")
 
 
-def _read_jsonl(path: Path) -> Iterator[RawDocument]:
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{where}: each line must be a JSON object")
-            if "prompt" in record and "completion" in record:
-                yield RawDocument(
-                    str(record["prompt"]),
-                    labels=_completion_labels(record["completion"], where),
-                    id=str(record.get("id", where)),
-                )
-                continue
-            text_key = next((k for k in TEXT_COLUMNS if k in record), None)
-            if text_key is None:
-                raise InputError(
-                    f"{where}: no text field (one of {', '.join(TEXT_COLUMNS)})"
-                )
-            uris = next((record[k] for k in URI_COLUMNS if k in record), [])
-            labels = next((record[k] for k in LABEL_COLUMNS if k in record), [])
-            known = {text_key, "id", "metadata", *URI_COLUMNS, *LABEL_COLUMNS}
-            metadata = dict(record.get("metadata") or {})
-            metadata.update({k: v for k, v in record.items() if k not in known})
+def _read_jsonl(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
+    for lineno, line in _text_lines(path, stats):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{lineno}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{where}: each line must be a JSON object")
+        if "prompt" in record and "completion" in record:
             yield RawDocument(
-                str(record[text_key]),
-                uris=[_strip(u) for u in _as_list(uris)],
-                labels=_split_labels(labels)
-                if isinstance(labels, str)
-                else [str(x) for x in labels],
+                str(record["prompt"]),
+                labels=_completion_labels(record["completion"], where),
                 id=str(record.get("id", where)),
-                metadata=metadata,
             )
+            continue
+        text_key = next((k for k in TEXT_COLUMNS if k in record), None)
+        if text_key is None:
+            raise InputError(
+                f"{where}: no text field (one of {', '.join(TEXT_COLUMNS)})"
+            )
+        uri_key = next((k for k in URI_COLUMNS if k in record), None)
+        label_key = next((k for k in LABEL_COLUMNS if k in record), None)
+        known = {text_key, "id", "metadata", *URI_COLUMNS, *LABEL_COLUMNS}
+        metadata = record.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise InputError(f"{where}: 'metadata' must be a JSON object")
+        metadata = {**metadata, **{k: v for k, v in record.items() if k not in known}}
+        labels = _strings(record, label_key, where)
+        yield RawDocument(
+            str(record[text_key]),
+            uris=[_strip(u) for u in _strings(record, uri_key, where, str.split)],
+            labels=_split_labels(labels[0])
+            if isinstance(record.get(label_key), str)
+            else labels,
+            id=str(record.get("id") or where),
+            metadata=metadata,
+        )
 
 
-def _as_list(value) -> list[str]:
+def _strings(record: dict, key: str | None, where: str, split=lambda s: [s]):
+    """The strings of `record[key]`: a list of strings, or one string (`split`)."""
+    value = record.get(key) if key else None
+    if value is None:
+        return []
     if isinstance(value, str):
-        return value.split()
-    return list(value or [])
+        return split(value)
+    if isinstance(value, list) and all(isinstance(x, str) for x in value):
+        return value
+    raise InputError(
+        f"{where}: '{key}' must be a string or a list of strings, not "
+        f"{json.dumps(value)[:60]}"
+    )
 
 
 def decode_document(data: bytes, source: str = "the document") -> str:
     """UTF-8 text of a single document, or a clear error for empty/binary input."""
-    if b"\x00" in data[:8192]:
+    nul = data.find(b"\x00", 0, SNIFF_BYTES)
+    if nul >= 0:
         raise InputError(
-            f"{source} looks binary (it contains NUL bytes): give plain UTF-8 text"
+            f"{source} looks binary (a NUL byte at byte offset {nul}): give plain "
+            "UTF-8 text"
         )
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{source} is not UTF-8 text (invalid byte at position {exc.start}): "
-            "convert it first"
-        ) from None
+    text = decode_text(data, source)
     if not text.strip():
         raise InputError(f"{source} is empty: give some text to index")
     return text

@@ -64,3 +64,10 @@ class NotSupportedError(IndexerError):
 
     status = 400
     title = "Not supported"
+
+
+class BusyError(IndexerError):
+    """Another process is training, clearing or loading the same resource."""
+
+    status = 409
+    title = "Busy"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Sequence
 from dataclasses import field
 from typing import Any
 
@@ -44,18 +45,27 @@ def describe(params_cls: type) -> list[dict]:
     return out
 
 
-def parse_params(params_cls: type, raw: dict[str, Any], where: str) -> Any:
-    """Convert and validate `raw` (strings or values) into a `params_cls` instance."""
+def parse_params(
+    params_cls: type,
+    raw: dict[str, Any],
+    where: str,
+    settings: Sequence[str] = (),
+) -> Any:
+    """Convert and validate `raw` (strings or values) into a `params_cls` instance.
+    `settings` are the other keys valid beside the parameters (a project's core
+    settings): a misspelt one is suggested and listed too."""
     hints = typing.get_type_hints(params_cls)
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     values = {}
     for key, value in raw.items():
         if key not in fields:
             valid = ", ".join(sorted(fields)) or "(none)"
-            close = difflib.get_close_matches(key, fields, n=1)
+            close = difflib.get_close_matches(key, [*settings, *fields], n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
+            core = f"settings {', '.join(settings)}; " if settings else ""
             raise ConfigError(
-                f"{where}: unknown parameter '{key}'.{hint} Valid parameters: {valid}"
+                f"{where}: unknown parameter '{key}'.{hint} Valid keys: {core}"
+                f"parameters {valid}"
             )
         values[key] = _convert(value, hints[key], fields[key], where)
     return params_cls(**values)

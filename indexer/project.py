@@ -8,8 +8,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
-from indexer.config import Config, ProjectConfig, load_config
+from indexer.config import Config, ProjectConfig, check_id, load_config
 from indexer.errors import ConfigError, NotFoundError, UsageError
+from indexer.locking import ResourceLock
 from indexer.registry import get_backend_class
 from indexer.storage import remove_directory
 from indexer.suggestion import SuggestionBatch
@@ -64,23 +65,35 @@ class Projects:
 
     def vocab(self, vocab_id: str, autoload: bool = True) -> Vocabulary:
         """The vocabulary `vocab_id`; loaded from its configured source on first use."""
+        check_id(vocab_id, "Vocabulary")
         with self._lock:
             if vocab_id not in self._vocabs:
-                vocab = Vocabulary(vocab_id, self.data_dir / "vocabs" / vocab_id)
+                vocab = Vocabulary(
+                    vocab_id,
+                    self.data_dir / "vocabs" / vocab_id,
+                    ResourceLock.for_vocabulary(self.data_dir, vocab_id),
+                )
                 source = self.config.vocabs.get(vocab_id)
-                if (
-                    autoload
-                    and source
-                    and source.source
-                    and _stale(vocab, source.source)
-                ):
-                    print(
-                        f"Loading vocabulary '{vocab_id}' from {source.source}",
-                        file=sys.stderr,
-                    )
-                    vocab.load_file(source.source, source.language)
+                if autoload and source and source.source:
+                    _autoload(vocab, source.source, source.language)
                 self._vocabs[vocab_id] = vocab
             return self._vocabs[vocab_id]
+
+
+def _autoload(vocab: Vocabulary, source: Path, language: str | None) -> None:
+    """Load a configured vocabulary that is missing or older than its source; a
+    load running elsewhere is waited for, and then usually makes this one moot."""
+    if not _stale(vocab, source):
+        return
+    with vocab.lock.hold(wait=True):
+        vocab.refresh()
+        if _stale(vocab, source):
+            _tell(f"Loading vocabulary '{vocab.vocab_id}' from {source}")
+            vocab.load_file(source, language)
+
+
+def _tell(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _stale(vocab: Vocabulary, source: Path) -> bool:
@@ -136,11 +149,34 @@ class Project:
                 "loaded: "
                 f"run `indexer load-vocab {self.config.vocab} FILE`"
             )
+        if self.__dict__.get("_language_checked") is not vocab:
+            self._check_language(vocab)
+            self.__dict__["_language_checked"] = vocab
         return vocab
+
+    def _check_language(self, vocab: Vocabulary) -> None:
+        """The project language must be one the analyzer stems or one the
+        vocabulary has labels in; anything else is a typo that would silently
+        match nothing."""
+        from indexer.analyzer import has_stemmer, stemmer_languages
+
+        if has_stemmer(self.language) or vocab.has_language(self.language):
+            return
+        raise ConfigError(
+            f"Project '{self.id}': language '{self.language}' has no stemmer and "
+            f"vocabulary '{vocab.vocab_id}' has no labels in it. Stemmed languages: "
+            f"{', '.join(stemmer_languages())}; label languages: "
+            f"{', '.join(vocab.languages)}"
+        )
 
     @property
     def model_dir(self) -> Path:
         return self.projects.data_dir / "projects" / self.id / "model"
+
+    @property
+    def lock(self) -> ResourceLock:
+        """Held while the model is trained, updated or cleared (any process)."""
+        return ResourceLock.for_project(self.projects.data_dir, self.id)
 
     @property
     def is_trained(self) -> bool:
@@ -156,22 +192,28 @@ class Project:
 
         return Corpus(paths, self.vocab, self.language)
 
-    def train(self, paths: Sequence[str | Path], jobs: int = 1) -> dict:
-        """Train the backend on the corpus at `paths`."""
+    def train(
+        self, paths: Sequence[str | Path], jobs: int = 1, wait: bool = False
+    ) -> dict:
+        """Train the backend on the corpus at `paths`, holding the project's
+        lock (BusyError when another training holds it, unless `wait`)."""
         if not paths:
             raise UsageError("Give at least one training corpus")
         corpus = self.corpus(paths)
-        info = self.backend.train(corpus, jobs=jobs)
+        with self.lock.hold(wait=wait):
+            info = self.backend.train(corpus, jobs=jobs)
         info["warnings"] = corpus.stats.warnings()
         return info
 
-    def learn(self, corpus) -> dict:
-        """Update the trained model from `corpus` (paths or a `Corpus`)."""
+    def learn(self, corpus, wait: bool = False) -> dict:
+        """Update the trained model from `corpus` (paths or a `Corpus`), holding
+        the project's lock as `train` does."""
         from indexer.corpus import Corpus
 
         if not isinstance(corpus, Corpus):
             corpus = self.corpus(corpus)
-        info = self.backend.learn(corpus)
+        with self.lock.hold(wait=wait):
+            info = self.backend.learn(corpus)
         info["warnings"] = corpus.stats.warnings()
         return info
 
@@ -192,10 +234,12 @@ class Project:
         """Training frequency per subject (None when the project was never trained)."""
         return self.backend.seen_subjects()
 
-    def clear(self) -> bool:
-        """Remove the trained model; True if there was one."""
-        self.__dict__.pop("backend", None)
-        return remove_directory(self.model_dir)
+    def clear(self, wait: bool = False) -> bool:
+        """Remove the trained model; True if there was one. A training in
+        progress is never removed: BusyError, or with `wait` wait for it."""
+        with self.lock.hold(wait=wait):
+            self.__dict__.pop("backend", None)
+            return remove_directory(self.model_dir, self.lock)
 
     def check(self) -> None:
         """Raise a ConfigError when the project's settings are invalid."""

@@ -1,14 +1,19 @@
-"""Read vocabulary files (SKOS in any rdflib format, TSV/CSV) into records."""
+"""Read vocabulary files (SKOS in any rdflib format, TSV/CSV) into records.
+
+Files are untrusted: RDF is parsed offline and within a budget
+(`indexer.rdfsafe`), and text is decoded as strict UTF-8 (`indexer.textfile`).
+"""
 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexer.errors import InputError
+from indexer.rdfsafe import budget, check_size, parse_graph
+from indexer.textfile import decode_text, read_bytes
 
 UNTAGGED = "und"
 RDF_FORMATS = {
@@ -72,23 +77,29 @@ def _format_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
+def _read_text(path: Path) -> str:
+    """The file as strict UTF-8 text (InputError with the byte offset)."""
+    return decode_text(_read_bytes(path), f"Vocabulary file '{path}'")
+
+
 def _read_bytes(path: Path) -> bytes:
-    if path.suffix.lower() == ".gz":
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    return path.read_bytes()
+    """The file's bytes (decompressed), refused when over the size budget."""
+    limit, _ = budget()
+    if path.suffix.lower() != ".gz":
+        check_size(path, path.stat().st_size)
+    data = read_bytes(path, limit)  # a decompression bomb stops at the limit
+    check_size(path, len(data))
+    return data
 
 
 def _read_rdf(path: Path, rdf_format: str) -> list[ConceptRecord]:
-    import rdflib
     from rdflib.namespace import DCTERMS, OWL, RDF, SKOS
 
-    graph = rdflib.Graph()
-    try:
-        graph.parse(data=_read_bytes(path), format=rdf_format)
-    except Exception as exc:  # rdflib raises many parser-specific types
-        message = " ".join(str(exc).split())[:300]
-        raise InputError(f"Cannot parse '{path}' as {rdf_format}: {message}") from None
+    if rdf_format == "xml":  # XML declares its own encoding
+        data = _read_bytes(path)
+    else:
+        data = _read_text(path).encode("utf-8")
+    graph = parse_graph(data, rdf_format, path)
 
     uris = {str(s) for s in graph.subjects(RDF.type, SKOS.Concept)}
     if not uris:  # some vocabularies do not type their concepts
@@ -143,7 +154,7 @@ def _read_rdf(path: Path, rdf_format: str) -> list[ConceptRecord]:
 def _read_table(
     path: Path, delimiter: str, language: str | None
 ) -> list[ConceptRecord]:
-    text = _read_bytes(path).decode("utf-8-sig", errors="strict")
+    text = _read_text(path)
     rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:

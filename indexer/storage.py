@@ -3,6 +3,9 @@
 `path` is a symbolic link to a versioned sibling directory. New content is
 written into a fresh directory and the link is swapped with one `rename`, so a
 crash or kill -9 at any moment leaves either the old or the new version whole.
+Every writer holds the resource's lock (`indexer.locking`) while it writes, so
+the work directories left by killed writers are removed only while no one else
+can be writing one.
 """
 
 from __future__ import annotations
@@ -15,23 +18,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from indexer.locking import ResourceLock
+
 MANIFEST = "manifest.json"
 
 
 @contextmanager
-def atomic_directory(path: Path) -> Iterator[Path]:
-    """Yield an empty directory; on success it replaces `path` in one step."""
+def atomic_directory(
+    path: Path, lock: ResourceLock, wait: bool = False
+) -> Iterator[Path]:
+    """Yield an empty directory; on success it replaces `path` in one step.
+
+    `lock` is held throughout (re-entrant: callers that already hold it keep
+    it); a lock held by someone else raises BusyError, or is waited for."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(path)
-    version = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}"
-    version.mkdir()
-    try:
-        yield version
-    except BaseException:
-        shutil.rmtree(version, ignore_errors=True)
-        raise
-    _swap(path, version)
+    with lock.hold(wait=wait):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(path)
+        version = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}"
+        version.mkdir()
+        try:
+            yield version
+        except BaseException:
+            shutil.rmtree(version, ignore_errors=True)
+            raise
+        _swap(path, version)
 
 
 def _swap(path: Path, version: Path) -> None:
@@ -46,7 +57,8 @@ def _swap(path: Path, version: Path) -> None:
 
 
 def _remove_leftovers(path: Path) -> None:
-    """Drop directories of interrupted writes (never the one `path` points to)."""
+    """Drop directories of interrupted writes (never the one `path` points to);
+    only called under the lock, so none of them is being written."""
     current = path.resolve() if path.is_symlink() else None
     for sibling in path.parent.glob(f".{path.name}.*"):
         if current is not None and sibling.resolve() == current:
@@ -57,18 +69,20 @@ def _remove_leftovers(path: Path) -> None:
             shutil.rmtree(sibling, ignore_errors=True)
 
 
-def remove_directory(path: Path) -> bool:
-    """Delete `path` (link and target); True when something was there."""
+def remove_directory(path: Path, lock: ResourceLock, wait: bool = False) -> bool:
+    """Delete `path` (link and target) while holding `lock`; True when
+    something was there."""
     path = Path(path)
-    found = path.exists() or path.is_symlink()
-    if path.is_symlink():
-        target = path.resolve()
-        path.unlink()
-        shutil.rmtree(target, ignore_errors=True)
-    elif path.exists():
-        shutil.rmtree(path)
-    if path.parent.exists():
-        _remove_leftovers(path)
+    with lock.hold(wait=wait):
+        found = path.exists() or path.is_symlink()
+        if path.is_symlink():
+            target = path.resolve()
+            path.unlink()
+            shutil.rmtree(target, ignore_errors=True)
+        elif path.exists():
+            shutil.rmtree(path)
+        if path.parent.exists():
+            _remove_leftovers(path)
     return found
 
 

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 EXACT_LIMIT = 100_000  # below this many vectors, exact search is fast enough
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Build indexes single-threaded: faiss' parallel HNSW insertion and k-means
+    depend on thread timing, and the same vectors must give the same index."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 class VectorIndex:
@@ -20,9 +36,16 @@ class VectorIndex:
     def build(
         cls, vectors: np.ndarray, kind: str = "auto", hnsw_m: int = 32, nlist: int = 0
     ) -> VectorIndex:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with _one_thread():  # threads would insert in a varying order
+            return cls._build(vectors, kind, hnsw_m, nlist)
+
+    @classmethod
+    def _build(
+        cls, vectors: np.ndarray, kind: str, hnsw_m: int, nlist: int
+    ) -> VectorIndex:
         import faiss
 
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = vectors.shape
         if kind == "auto":
             kind = "flat" if n <= EXACT_LIMIT else "hnsw"

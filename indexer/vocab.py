@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import InputError, NotFoundError
+from indexer.errors import InputError, NotFoundError, UsageError
+from indexer.locking import ResourceLock
 from indexer.skos import UNTAGGED, ConceptRecord, read_vocabulary_file
 from indexer.storage import atomic_directory
 
@@ -41,9 +42,11 @@ class Vocabulary:
     trained on an older version remain valid.
     """
 
-    def __init__(self, vocab_id: str, path: Path):
+    def __init__(self, vocab_id: str, path: Path, lock: ResourceLock | None = None):
         self.vocab_id = vocab_id
         self.path = Path(path)
+        # data/vocabs/ID -> data/locks/vocab-ID.lock
+        self.lock = lock or ResourceLock.for_vocabulary(self.path.parents[1], vocab_id)
 
     # -- opening ---------------------------------------------------------
     @property
@@ -98,6 +101,16 @@ class Vocabulary:
 
     def has_language(self, lang: str) -> bool:
         return lang in self.languages
+
+    def check_label_language(self, lang: str) -> str:
+        """`lang` when the vocabulary has labels in it, else a UsageError that
+        lists the languages it has."""
+        if lang not in self.languages:
+            raise UsageError(
+                f'Language "{lang}" not supported by vocabulary '
+                f"'{self.vocab_id}'. Languages: {', '.join(self.languages)}"
+            )
+        return lang
 
     # -- lookups ---------------------------------------------------------
     def id_of(self, uri: str) -> int | None:
@@ -181,18 +194,29 @@ class Vocabulary:
         return (exact + partial)[:limit]
 
     # -- building --------------------------------------------------------
-    def load_file(self, source: Path, language: str | None = None) -> dict:
-        """Parse `source` and store it, keeping the ids of a previous version."""
-        started = time.perf_counter()
-        records = read_vocabulary_file(source, language)
-        old = self._old_records()
-        merged, added, removed = _merge_records(old, records)
-        with atomic_directory(self.path) as tmp:
-            _write_vocabulary(tmp, self.vocab_id, merged, source_stamp(Path(source)))
+    def refresh(self) -> None:
+        """Forget what was read from disk (another process may have reloaded)."""
         for key in ("info", "uris", "_ids", "_arrays", "deprecated", "notations"):
             self.__dict__.pop(key, None)
         self.__dict__.pop("_lang_cache", None)
         self.__dict__.pop("_pref_cache", None)
+
+    def load_file(
+        self, source: Path, language: str | None = None, wait: bool = False
+    ) -> dict:
+        """Parse `source` and store it, keeping the ids of a previous version.
+        Holds the vocabulary's lock (BusyError when another load holds it)."""
+        started = time.perf_counter()
+        with self.lock.hold(wait=wait):
+            self.refresh()
+            records = read_vocabulary_file(source, language)
+            old = self._old_records()
+            merged, added, removed = _merge_records(old, records)
+            with atomic_directory(self.path, self.lock) as tmp:
+                _write_vocabulary(
+                    tmp, self.vocab_id, merged, source_stamp(Path(source))
+                )
+            self.refresh()
         return {
             "concepts": len(merged),
             "added": added,

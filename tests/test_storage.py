@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from indexer.locking import ResourceLock
 from indexer.storage import (
     atomic_directory,
     load_arrays,
@@ -22,11 +23,15 @@ from indexer.storage import (
 from .conftest import DATA
 
 
+def _lock(tmp_path):
+    return ResourceLock(tmp_path.parent / f"{tmp_path.name}.lock", "The model")
+
+
 def test_atomic_directory_replaces_old_content(tmp_path):
     target = tmp_path / "model"
-    with atomic_directory(target) as d:
+    with atomic_directory(target, _lock(tmp_path)) as d:
         (d / "a.txt").write_text("one")
-    with atomic_directory(target) as d:
+    with atomic_directory(target, _lock(tmp_path)) as d:
         (d / "a.txt").write_text("two")
     assert (target / "a.txt").read_text() == "two"
     assert len(list(tmp_path.iterdir())) == 2  # the link and one version
@@ -34,13 +39,13 @@ def test_atomic_directory_replaces_old_content(tmp_path):
 
 def test_failed_write_keeps_the_old_version(tmp_path):
     target = tmp_path / "model"
-    with atomic_directory(target) as d:
+    with atomic_directory(target, _lock(tmp_path)) as d:
         (d / "a.txt").write_text("one")
-    with pytest.raises(RuntimeError), atomic_directory(target) as d:
+    with pytest.raises(RuntimeError), atomic_directory(target, _lock(tmp_path)) as d:
         (d / "a.txt").write_text("half")
         raise RuntimeError("interrupted")
     assert (target / "a.txt").read_text() == "one"
-    assert remove_directory(target) and not target.exists()
+    assert remove_directory(target, _lock(tmp_path)) and not target.exists()
     assert list(tmp_path.iterdir()) == []
 
 

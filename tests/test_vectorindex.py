@@ -34,3 +34,20 @@ def test_exact_search_matches_numpy(vectors):
 def test_k_larger_than_the_index(vectors):
     sims, ids = VectorIndex.build(vectors[:3], "flat").search(vectors[:1], 10)
     assert ids.shape == (1, 3)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_the_same_vectors_build_the_same_index(kind):
+    """faiss inserts into HNSW in thread-timing order when it adds with several
+    threads (its documented reproducibility caveat); building single-threaded
+    gives the same bytes every time."""
+    import faiss
+
+    rng = np.random.default_rng(1)
+    many = rng.normal(size=(5000, 32)).astype(np.float32)
+    many /= np.linalg.norm(many, axis=1, keepdims=True)
+    threads = faiss.omp_get_max_threads()
+    first = faiss.serialize_index(VectorIndex.build(many, kind).index)
+    second = faiss.serialize_index(VectorIndex.build(many, kind).index)
+    np.testing.assert_array_equal(first, second)
+    assert faiss.omp_get_max_threads() == threads  # searching stays parallel

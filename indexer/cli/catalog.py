@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from indexer.cli.app import Context, cli, pass_context, print_table
+from indexer.config import check_language_tag
 from indexer.errors import IndexerError, UsageError
 
 
@@ -96,9 +97,14 @@ def list_vocabs(ctx: Context) -> None:
 @click.argument("vocab_id")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 @click.option("--language", help="Label language of a TSV file without a header.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another process is training, clearing or loading it, wait for it.",
+)
 @pass_context
 def load_vocab(
-    ctx: Context, vocab_id: str, file: str | None, language: str | None
+    ctx: Context, vocab_id: str, file: str | None, language: str | None, wait: bool
 ) -> None:
     """Load a vocabulary from FILE (SKOS: .ttl .rdf .nt ...; or .tsv/.csv).
 
@@ -112,9 +118,11 @@ def load_vocab(
             )
         file = source.source
         language = language or source.language
+    if language:
+        check_language_tag(language, "--language: ")
     vocab = ctx.projects.vocab(vocab_id, autoload=False)
     click.echo(f"Parsing {file} ...", err=True)
-    info = vocab.load_file(Path(file), language)
+    info = vocab.load_file(Path(file), language, wait=wait)
     click.echo(
         f"Loaded vocabulary '{vocab_id}': {info['concepts']} concepts "
         f"({info['added']} new, {info['removed']} no longer in the source and kept as "
@@ -125,11 +133,16 @@ def load_vocab(
 
 @cli.command()
 @click.argument("project_id")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another process is training, clearing or loading it, wait for it.",
+)
 @pass_context
-def clear(ctx: Context, project_id: str) -> None:
+def clear(ctx: Context, project_id: str, wait: bool) -> None:
     """Delete PROJECT's trained model."""
     project = ctx.project(project_id)
-    removed = project.clear()
+    removed = project.clear(wait=wait)
     click.echo(
         f"Cleared '{project.id}'" if removed else f"Project '{project.id}' had no model"
     )

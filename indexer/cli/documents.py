@@ -23,11 +23,18 @@ from indexer.errors import UsageError
     type=click.IntRange(min=1),
     help="Parallel jobs.",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another process is training, clearing or loading it, wait for it.",
+)
 @pass_context
-def train(ctx: Context, project_id: str, paths: tuple[str, ...], jobs: int) -> None:
+def train(
+    ctx: Context, project_id: str, paths: tuple[str, ...], jobs: int, wait: bool
+) -> None:
     """Train PROJECT on the corpus at PATHS (TSV, CSV, JSONL or a directory)."""
     project = ctx.project(project_id)
-    info = project.train(list(paths), jobs=jobs)
+    info = project.train(list(paths), jobs=jobs, wait=wait)
     warn(info.get("warnings", []))
     click.echo(
         f"Trained '{project.id}' on {info['documents']} documents in "
@@ -78,12 +85,12 @@ def suggest(
     from indexer.rendering import render_suggestions
 
     project = ctx.project(project_id)
+    vocab = project.vocab
+    lang = vocab.check_label_language(language) if language else project.language
     inputs = _read_inputs(files)
     texts = [text for _, text in inputs]
     batch = project.suggest(texts, limit=limit, threshold=threshold)
-    rendered = render_suggestions(
-        project, texts, batch, language or project.language, explain
-    )
+    rendered = render_suggestions(project, texts, batch, lang, explain)
     results = [
         {"document": name, "suggestions": items}
         for (name, _), items in zip(inputs, rendered, strict=True)

@@ -147,14 +147,7 @@ def get_project(project_id: str):
 
 
 def _label_language(vocab, requested: str | None, default: str) -> str:
-    if requested is None:
-        return default
-    if requested not in vocab.languages:
-        raise UsageError(
-            f'Language "{requested}" not supported by vocabulary '
-            f"'{vocab.vocab_id}'. Languages: {', '.join(vocab.languages)}"
-        )
-    return requested
+    return default if requested is None else vocab.check_label_language(requested)
 
 
 def _suggest(project: Project, texts: list[str], options: s.Options):

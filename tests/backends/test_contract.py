@@ -87,3 +87,12 @@ def test_training_writes_a_manifest_without_pickle(project):
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".joblib"))]
     seen = project.seen_subjects()
     assert seen is not None and seen.sum() == 14
+
+
+def test_retraining_on_the_same_data_gives_identical_suggestions(project):
+    _train(project)
+    first = project.backend.suggest_batch(TEXTS).matrix.toarray()
+    _train(project)
+    project.__dict__.pop("backend")
+    second = project.backend.suggest_batch(TEXTS).matrix.toarray()
+    np.testing.assert_array_equal(first, second)
