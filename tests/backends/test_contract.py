@@ -71,7 +71,7 @@ def test_scores_are_in_unit_interval_and_limit_is_respected(project):
 def test_save_and_load_give_identical_suggestions(project):
     _train(project)
     before = project.backend.suggest_batch(TEXTS).matrix.toarray()
-    project.__dict__.pop("backend")  # a fresh backend reads the saved model
+    project.unload()  # a fresh backend reads the saved model
     after = project.backend.suggest_batch(TEXTS).matrix.toarray()
     np.testing.assert_array_equal(before, after)
 

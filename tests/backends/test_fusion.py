@@ -226,7 +226,7 @@ def test_changed_sources_need_retraining(projects):
     project = projects.get("calibrated-en")
     project.train([DATA / "tiny.tsv"])
     project.config.params["sources"] = "tfidf-en, lexical-en"
-    project.__dict__.pop("backend")
+    project.unload()
     with pytest.raises(NotTrainedError, match="configured with tfidf-en, lexical-en"):
         project.suggest(["stars"])
 
