@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from indexer.errors import (
+    BackendError,
     ConfigError,
     InputError,
     NotSupportedError,
@@ -35,7 +36,7 @@ from indexer.storage import (
     save_arrays,
     write_manifest,
 )
-from indexer.suggestion import SuggestionBatch
+from indexer.suggestion import InvalidScores, SuggestionBatch
 
 if TYPE_CHECKING:
     from indexer.corpus import Corpus
@@ -249,7 +250,7 @@ class Backend:
         self._ensure_loaded()
         import scipy.sparse as sp
 
-        batch = self._suggest_batch([texts[i] for i in keep])
+        batch = self._scored([texts[i] for i in keep])
         if batch.n_subjects < n_subjects:  # the vocabulary grew after training
             matrix = batch.matrix.copy()
             matrix.resize((len(keep), n_subjects))
@@ -262,6 +263,17 @@ class Backend:
             shape=(len(texts), len(keep)),
         )
         return SuggestionBatch(placement @ batch.matrix)
+
+    def _scored(self, texts: list[str]) -> SuggestionBatch:
+        """The hook's scores; NaN or out-of-range scores are refused with the
+        backend's name rather than hidden."""
+        try:
+            return self._suggest_batch(texts)
+        except InvalidScores as exc:
+            raise BackendError(
+                f"Backend '{self.name}' of project '{self.project.id}' returned "
+                f"invalid scores: {exc}"
+            ) from None
 
     def _ensure_loaded(self) -> None:
         with self._lock:

@@ -64,3 +64,10 @@ class NotSupportedError(IndexerError):
 
     status = 400
     title = "Not supported"
+
+
+class BackendError(IndexerError):
+    """A backend produced an invalid result: a bug in the backend, not the input."""
+
+    status = 500
+    title = "Backend error"

@@ -45,6 +45,7 @@ PROBLEM_TYPES = {
     "InputError": "invalid-input",
     "UsageError": "bad-request",
     "DependencyError": "missing-dependency",
+    "BackendError": "backend-error",
     "Unauthorized": "unauthorized",
     "Forbidden": "forbidden",
     "Unavailable": "unavailable",
