@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.backend import ENSEMBLE, Backend
-from indexer.errors import ConfigError, NotSupportedError
+from indexer.errors import ConfigError
 from indexer.params import param
 from indexer.suggestion import SuggestionBatch
 
@@ -63,6 +63,7 @@ class EnsembleBackend(Backend):
     name = "ensemble"
     kind = ENSEMBLE
     Params = EnsembleParams
+    trainable = False
     needs_training = False
 
     def sources(self) -> list[tuple[object, float]]:
@@ -124,18 +125,16 @@ class EnsembleBackend(Backend):
             return batch
         return batch.promote(self._seen == 0, self._slots, self.params.unseen_depth)
 
-    def train(self, corpus, jobs: int = 1) -> dict:
+    def _why_not_trainable(self) -> str:
         names = ", ".join(p.id for p, _ in self.sources())
-        raise ConfigError(
+        return (
             f"Project '{self.project.id}' is an ensemble with nothing to train: train "
             f"its sources ({names})"
         )
 
-    def learn(self, corpus) -> dict:
-        if self.learns_online:
-            return super().learn(corpus)
+    def _why_not_learning(self) -> str:
         names = ", ".join(p.id for p, _ in self.sources())
-        raise NotSupportedError(
+        return (
             f"Backend '{self.name}' of project '{self.project.id}' does not learn "
             f"online: it has no model of its own; let its sources learn ({names})"
         )

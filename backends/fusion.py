@@ -30,7 +30,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from backends.ensemble import EnsembleBackend, UnseenSlotsParams
-from indexer.backend import Backend
 from indexer.errors import InputError, NotTrainedError
 from indexer.features import subject_matrix
 from indexer.params import param
@@ -450,9 +449,9 @@ class CalibratedBackend(EnsembleBackend):
 
     name = "calibrated"
     Params = CalibratedParams
+    trainable = True  # unlike a plain ensemble, it learns its combination
     needs_training = True
     learns_online = True
-    train = Backend.train  # unlike a plain ensemble, this one is trained
 
     def _frequency(self, seen: np.ndarray | None) -> np.ndarray:
         return np.zeros(len(self.project.vocab)) if seen is None else seen.astype(float)

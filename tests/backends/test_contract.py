@@ -37,7 +37,7 @@ def _sources(project):
 
 
 def _train(project):
-    if project.kind == "ensemble" and not project.backend.needs_training:
+    if not project.backend.trainable:
         with pytest.raises(ConfigError, match="nothing to train"):
             project.train([DATA / "tiny.tsv"])
     else:
@@ -50,7 +50,7 @@ def test_constructs_with_defaults_and_declares_kind(project):
 
 
 def test_search_space_names_valid_settings(project):
-    space = getattr(project.backend, "search_space", {})
+    space = project.backend.search_space
     for name, values in space.items():
         for value in values:  # each one is accepted by the parameter checks
             project.backend_class(project, {**project.config.params, name: value})
@@ -81,7 +81,7 @@ def test_save_and_load_give_identical_suggestions(project):
 
 def test_training_writes_a_manifest_without_pickle(project):
     _train(project)
-    if project.kind == "ensemble" and not project.backend.needs_training:
+    if not project.backend.trainable:
         return
     manifest = project.backend.manifest
     assert manifest["backend"] == project.config.backend
