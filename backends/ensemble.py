@@ -144,13 +144,20 @@ class EnsembleBackend(Backend):
         self._seen = self.seen_subjects()
         self._slots = self.unseen_slots(self._seen)
 
-    def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
-        total = sum(w for _, w in self._sources) or 1.0
+    def fuse(
+        self, matrices: list, weights: list[float], exponent: float
+    ) -> SuggestionBatch:
+        """The ensemble's formula: the weighted mean of the sources' score
+        matrices, each raised to `exponent`, with the unseen slots kept
+        (`indexer hyperopt` tries weights and exponents through it)."""
+        total = sum(weights) or 1.0
         fused = None
-        for source, weight in self._sources:
-            m = source.backend.suggest_batch(texts).matrix
-            if self.params.exponent != 1.0:
-                m = m.power(self.params.exponent)
-            m = m * (weight / total)
-            fused = m if fused is None else fused + m
+        for m, weight in zip(matrices, weights, strict=True):
+            part = (m.power(exponent) if exponent != 1.0 else m) * (weight / total)
+            fused = part if fused is None else fused + part
         return self.keep_unseen_slots(SuggestionBatch(fused))
+
+    def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
+        matrices = [p.backend.suggest_batch(texts).matrix for p, _ in self._sources]
+        weights = [w for _, w in self._sources]
+        return self.fuse(matrices, weights, self.params.exponent)

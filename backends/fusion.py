@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from backends.ensemble import EnsembleBackend, UnseenSlotsParams
 from indexer.errors import InputError, NotTrainedError
 from indexer.features import subject_matrix
+from indexer.linear import sigmoid
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
@@ -92,7 +93,7 @@ class Calibrator:
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, np.float64)
         if self.kind == "platt":
-            return 1 / (1 + np.exp(-(self.x[0] * raw + self.y[0])))
+            return sigmoid(self.x[0] * raw + self.y[0])
         return np.interp(raw, self.x, self.y)
 
 
@@ -233,7 +234,7 @@ class FusionModel:
             self.interactions,
         )
         z = (x - self.mean) / self.scale @ self.coef + self.intercept
-        return 1 / (1 + np.exp(-z))
+        return sigmoid(z)
 
     @classmethod
     def fit(

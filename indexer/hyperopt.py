@@ -127,11 +127,7 @@ def _ensemble_trials(backend, texts, batch_size, trials, seed, score):
     def run(weights: np.ndarray, exponent: float) -> Trial:
         weights = np.asarray(weights, np.float64)
         weights = weights / (weights.sum() or 1.0)
-        fused = None
-        for m, w in zip(matrices, weights, strict=True):
-            part = (m.power(exponent) if exponent != 1.0 else m) * w
-            fused = part if fused is None else fused + part
-        value, metrics = score(backend.keep_unseen_slots(SuggestionBatch(fused)))
+        value, metrics = score(backend.fuse(matrices, list(weights), exponent))
         sources_value = ", ".join(
             f"{i}:{w:.4f}" for i, w in zip(ids, weights, strict=True)
         )
