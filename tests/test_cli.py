@@ -110,6 +110,10 @@ def test_suggest_files_and_index_directory(run_cli, workspace):
     )
     lines = (workspace / "out.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["a", "b"]
+    # the same rendering as `suggest`
+    shown = run_cli("suggest", "lexical-en", "--format", "json", str(docs / "b.txt"))
+    suggestions = json.loads(shown.stdout)["suggestions"]
+    assert suggestions and json.loads(lines[1])["suggestions"] == suggestions
 
 
 def test_explain(run_cli):
