@@ -5,7 +5,6 @@ encoder and compared by cosine similarity. Training only calibrates scores."""
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from indexer.encoder import (
     resolve_encoder_name,
 )
 from indexer.errors import ConfigError
+from indexer.linear import LinearScorer
 from indexer.locking import ResourceLock
 from indexer.params import param
 from indexer.storage import atomic_directory, read_manifest, write_manifest
@@ -158,9 +158,10 @@ class EmbedBackend(Backend):
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
         self._index, self._ids = self.concept_index()
-        self._weights = dict(DEFAULT_WEIGHTS)
+        self._scorer = LinearScorer(FEATURES, dict(DEFAULT_WEIGHTS))
         if directory is not None:
-            self._weights = json.loads((directory / "calibration.json").read_text())
+            self._scorer = LinearScorer.load(FEATURES, directory / "calibration.json")
+        self._weights = self._scorer.weights  # read by llm_rank
 
     # -- scoring ---------------------------------------------------------
     def embed_documents(self, texts: list[str]) -> np.ndarray:
@@ -203,10 +204,15 @@ class EmbedBackend(Backend):
         ]
         return np.stack(columns, axis=-1).astype(np.float32)
 
+    def calibrated(self, sims: np.ndarray) -> np.ndarray:
+        """The probability that each retrieved concept is a subject, from the
+        similarities of `retrieve` (the calibration learnt in training)."""
+        self._ensure_loaded()
+        return self._scorer(self.features(sims))
+
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
         sims, ids = self.retrieve(texts)
-        w = np.array([self._weights[f] for f in FEATURES], dtype=np.float32)
-        scores = 1 / (1 + np.exp(-(self.features(sims) @ w)))
+        scores = self.calibrated(sims)
         rows = [
             (ids[i][ids[i] >= 0], scores[i][ids[i] >= 0]) for i in range(len(texts))
         ]
@@ -214,8 +220,6 @@ class EmbedBackend(Backend):
 
     # -- training: calibration only ----------------------------------------
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
-        from sklearn.linear_model import LogisticRegression
-
         self._index, self._ids = self.concept_index()
         docs = [d for d in corpus if d.subjects][: self.params.calibration_docs]
         x_parts, y_parts = [], []
@@ -228,17 +232,14 @@ class EmbedBackend(Backend):
                 x_parts.append(row_x)
                 y_parts.append(np.array([c in gold for c in row_ids], dtype=np.float32))
         x, y = np.concatenate(x_parts), np.concatenate(y_parts)
-        weights = dict(DEFAULT_WEIGHTS)
-        if 0 < y.sum() < len(y):
-            model = LogisticRegression(fit_intercept=False, max_iter=1000).fit(x, y)
-            weights = dict(zip(FEATURES, map(float, model.coef_[0]), strict=True))
-        (directory / "calibration.json").write_text(json.dumps(weights, indent=2))
+        scorer = LinearScorer.fit(FEATURES, x, y, DEFAULT_WEIGHTS)
+        scorer.save(directory / "calibration.json")
         return {
             "calibration_documents": len(docs),
             "candidate_recall": float(
                 y.sum() / max(sum(len(d.subjects) for d in docs), 1)
             ),
-            "weights": weights,
+            "weights": scorer.weights,
         }
 
     def explain(self, text: str, subjects) -> dict[int, dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.backend import ENSEMBLE, Backend
-from indexer.errors import ConfigError, NotSupportedError
+from indexer.errors import ConfigError
 from indexer.params import param
 from indexer.suggestion import SuggestionBatch
 
@@ -63,6 +63,7 @@ class EnsembleBackend(Backend):
     name = "ensemble"
     kind = ENSEMBLE
     Params = EnsembleParams
+    trainable = False
     needs_training = False
 
     def sources(self) -> list[tuple[object, float]]:
@@ -124,18 +125,16 @@ class EnsembleBackend(Backend):
             return batch
         return batch.promote(self._seen == 0, self._slots, self.params.unseen_depth)
 
-    def train(self, corpus, jobs: int = 1) -> dict:
+    def _why_not_trainable(self) -> str:
         names = ", ".join(p.id for p, _ in self.sources())
-        raise ConfigError(
+        return (
             f"Project '{self.project.id}' is an ensemble with nothing to train: train "
             f"its sources ({names})"
         )
 
-    def learn(self, corpus) -> dict:
-        if self.learns_online:
-            return super().learn(corpus)
+    def _why_not_learning(self) -> str:
         names = ", ".join(p.id for p, _ in self.sources())
-        raise NotSupportedError(
+        return (
             f"Backend '{self.name}' of project '{self.project.id}' does not learn "
             f"online: it has no model of its own; let its sources learn ({names})"
         )
@@ -145,13 +144,20 @@ class EnsembleBackend(Backend):
         self._seen = self.seen_subjects()
         self._slots = self.unseen_slots(self._seen)
 
-    def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
-        total = sum(w for _, w in self._sources) or 1.0
+    def fuse(
+        self, matrices: list, weights: list[float], exponent: float
+    ) -> SuggestionBatch:
+        """The ensemble's formula: the weighted mean of the sources' score
+        matrices, each raised to `exponent`, with the unseen slots kept
+        (`indexer hyperopt` tries weights and exponents through it)."""
+        total = sum(weights) or 1.0
         fused = None
-        for source, weight in self._sources:
-            m = source.backend.suggest_batch(texts).matrix
-            if self.params.exponent != 1.0:
-                m = m.power(self.params.exponent)
-            m = m * (weight / total)
-            fused = m if fused is None else fused + m
+        for m, weight in zip(matrices, weights, strict=True):
+            part = (m.power(exponent) if exponent != 1.0 else m) * (weight / total)
+            fused = part if fused is None else fused + part
         return self.keep_unseen_slots(SuggestionBatch(fused))
+
+    def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
+        matrices = [p.backend.suggest_batch(texts).matrix for p, _ in self._sources]
+        weights = [w for _, w in self._sources]
+        return self.fuse(matrices, weights, self.params.exponent)

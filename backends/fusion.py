@@ -30,9 +30,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from backends.ensemble import EnsembleBackend, UnseenSlotsParams
-from indexer.backend import Backend
 from indexer.errors import InputError, NotTrainedError
 from indexer.features import subject_matrix
+from indexer.linear import sigmoid
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
@@ -93,7 +93,7 @@ class Calibrator:
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         raw = np.asarray(raw, np.float64)
         if self.kind == "platt":
-            return 1 / (1 + np.exp(-(self.x[0] * raw + self.y[0])))
+            return sigmoid(self.x[0] * raw + self.y[0])
         return np.interp(raw, self.x, self.y)
 
 
@@ -217,11 +217,7 @@ class FusionModel:
 
     def calibrate(self, raw: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """Calibrated score of each candidate per source (0 where not suggested)."""
-        out = np.zeros_like(raw)
-        for s, calibrator in enumerate(self.calibrators):
-            present = rank[:, s] > 0
-            out[present, s] = calibrator(raw[present, s])
-        return out
+        return _calibrated(self.calibrators, raw, rank)
 
     def predict(self, candidates: Candidates, frequency: np.ndarray) -> np.ndarray:
         """Fused probability that each candidate is a gold subject."""
@@ -234,7 +230,7 @@ class FusionModel:
             self.interactions,
         )
         z = (x - self.mean) / self.scale @ self.coef + self.intercept
-        return 1 / (1 + np.exp(-z))
+        return sigmoid(z)
 
     @classmethod
     def fit(
@@ -250,34 +246,10 @@ class FusionModel:
     ) -> FusionModel:
         """Cross-fitted calibration, then a logistic regression whose
         regularisation is chosen on folds of documents."""
-        n_sources = candidates.raw.shape[1]
-        present = candidates.rank > 0
-
-        def calibrators_on(rows: np.ndarray) -> list[Calibrator]:
-            return [
-                Calibrator.fit(
-                    calibration,
-                    candidates.raw[rows & present[:, s], s],
-                    gold[rows & present[:, s]],
-                )
-                for s in range(n_sources)
-            ]
-
         splits = _document_folds(candidates.docs, gold, folds)
-        calibrated = np.zeros_like(candidates.raw)
-        if splits:
-            for train_rows, test_rows in splits:
-                mask = np.zeros(len(gold), bool)
-                mask[train_rows] = True
-                partial = cls(calibrators_on(mask), [], 0, [], [], per_source, False)
-                calibrated[test_rows] = partial.calibrate(
-                    candidates.raw[test_rows], candidates.rank[test_rows]
-                )
-        final_calibrators = calibrators_on(np.ones(len(gold), bool))
-        if not splits:
-            calibrated = cls(
-                final_calibrators, [], 0, [], [], per_source, False
-            ).calibrate(candidates.raw, candidates.rank)
+        everything = np.ones(len(gold), bool)
+        calibrators = _fit_calibrators(calibration, candidates, gold, everything)
+        calibrated = _cross_fitted(calibration, candidates, gold, splits, calibrators)
         x = features(
             calibrated,
             candidates.rank,
@@ -285,22 +257,17 @@ class FusionModel:
             per_source,
             interactions,
         )
-        mean, scale = x.mean(axis=0), x.std(axis=0)
-        scale[scale < 1e-9] = 1.0
-        # BLAS threads only add overhead for these narrow matrices (10x slower)
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
-            coef, intercept, c = _fit_logistic((x - mean) / scale, gold, splits)
+        mean, scale = _standardisation(x)
+        coef, intercept, c = _fit_combination((x - mean) / scale, gold, splits)
         info = {
-            "features": feature_names(n_sources, interactions),
+            "features": feature_names(candidates.raw.shape[1], interactions),
             "C": c,
             "candidates": int(len(gold)),
             "positives": int(gold.sum()),
             "folds": len(splits),
         }
         return cls(
-            final_calibrators,
+            calibrators,
             coef,
             intercept,
             mean,
@@ -348,6 +315,70 @@ class FusionModel:
             meta["interactions"],
             meta["info"],
         )
+
+
+def _calibrated(
+    calibrators: list[Calibrator], raw: np.ndarray, rank: np.ndarray
+) -> np.ndarray:
+    out = np.zeros_like(raw)
+    for s, calibrator in enumerate(calibrators):
+        present = rank[:, s] > 0
+        out[present, s] = calibrator(raw[present, s])
+    return out
+
+
+def _fit_calibrators(
+    kind: str, candidates: Candidates, gold: np.ndarray, rows: np.ndarray
+) -> list[Calibrator]:
+    """One calibrator per source, fitted on the candidates where `rows` is true
+    and the source suggested the subject."""
+    present = candidates.rank > 0
+    return [
+        Calibrator.fit(
+            kind, candidates.raw[rows & present[:, s], s], gold[rows & present[:, s]]
+        )
+        for s in range(candidates.raw.shape[1])
+    ]
+
+
+def _cross_fitted(
+    kind: str,
+    candidates: Candidates,
+    gold: np.ndarray,
+    splits: list,
+    final: list[Calibrator],
+) -> np.ndarray:
+    """Calibrated scores where each fold is calibrated by calibrators fitted
+    without it, so the combination learns from scores as unseen documents get
+    them; `final` (fitted on everything) when there are no folds."""
+    if not splits:
+        return _calibrated(final, candidates.raw, candidates.rank)
+    calibrated = np.zeros_like(candidates.raw)
+    for train_rows, test_rows in splits:
+        mask = np.zeros(len(gold), bool)
+        mask[train_rows] = True
+        calibrated[test_rows] = _calibrated(
+            _fit_calibrators(kind, candidates, gold, mask),
+            candidates.raw[test_rows],
+            candidates.rank[test_rows],
+        )
+    return calibrated
+
+
+def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and scales (1 for a constant column)."""
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    return mean, scale
+
+
+def _fit_combination(x: np.ndarray, y: np.ndarray, splits: list):
+    """`_fit_logistic` on one BLAS thread: more only add overhead for these
+    narrow matrices (10x slower)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_logistic(x, y, splits)
 
 
 def _logit(p):
@@ -450,9 +481,9 @@ class CalibratedBackend(EnsembleBackend):
 
     name = "calibrated"
     Params = CalibratedParams
+    trainable = True  # unlike a plain ensemble, it learns its combination
     needs_training = True
     learns_online = True
-    train = Backend.train  # unlike a plain ensemble, this one is trained
 
     def _frequency(self, seen: np.ndarray | None) -> np.ndarray:
         return np.zeros(len(self.project.vocab)) if seen is None else seen.astype(float)

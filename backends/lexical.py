@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import math
 import re
 from collections import defaultdict
@@ -28,6 +27,7 @@ import scipy.sparse as sp
 from indexer.analyzer import get_analyzer
 from indexer.backend import LEXICAL, Backend
 from indexer.errors import NotTrainedError
+from indexer.linear import LinearScorer
 from indexer.parallel import parallel_map
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
@@ -231,7 +231,7 @@ class LexicalBackend(Backend):
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
         self._build_index()
-        self._weights = dict(DEFAULT_WEIGHTS)
+        self._scorer = LinearScorer(FEATURES, dict(DEFAULT_WEIGHTS))
         self._trees = None
         self._prior = self._match_precision = self._candidate_rate = None
         if directory is None:
@@ -240,10 +240,17 @@ class LexicalBackend(Backend):
             self._trees = TreeEnsemble.load(directory, "trees")
             self._tree_columns = self._trees.columns(FEATURES)
         else:
-            self._weights = json.loads((directory / "weights.json").read_text())
+            self._scorer = LinearScorer.load(FEATURES, directory / "weights.json")
         stats = load_arrays(directory / "match_stats.npz")
         if self.params.use_prior:
-            counts = stats["counts"] if "counts" in stats else self.seen_subjects()
+            # from this model version's own files, never through the link that
+            # a training may swap meanwhile; older models kept no counts of
+            # their own, so their training counts stand in
+            counts = (
+                stats["counts"]
+                if "counts" in stats
+                else load_arrays(directory / "subjects.npz")["counts"]
+            )
             self._prior = _log_scaled(counts, counts.max())
         self._match_precision = _smoothed_precision(
             stats["hits"], stats["matched"], float(stats["base_rate"])
@@ -369,9 +376,7 @@ class LexicalBackend(Backend):
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self._trees is not None:
             return self._trees.predict(x[:, self._tree_columns]).astype(np.float32)
-        # models trained before a feature existed give it no weight
-        w = np.array([self._weights.get(name, 0.0) for name in FEATURES], np.float32)
-        return 1 / (1 + np.exp(-(x @ w)))
+        return self._scorer(x)
 
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
         rows = []
@@ -389,7 +394,7 @@ class LexicalBackend(Backend):
         from tqdm import tqdm
 
         self._build_index()
-        self._weights = dict(DEFAULT_WEIGHTS)
+        self._scorer = LinearScorer(FEATURES, dict(DEFAULT_WEIGHTS))
         self._trees = None
         self._prior = self._match_precision = self._candidate_rate = None
         n = len(self.project.vocab)
@@ -417,9 +422,11 @@ class LexicalBackend(Backend):
             trees.save(directory, "trees")
             info["trees"] = len(trees.roots)
         else:
-            weights = self._fit_weights(x, y)
-            (directory / "weights.json").write_text(json.dumps(weights, indent=2))
-            info["weights"] = weights
+            scorer = LinearScorer.fit(
+                FEATURES, x, y, DEFAULT_WEIGHTS, self.params.regularisation
+            )
+            scorer.save(directory / "weights.json")
+            info["weights"] = scorer.weights
         self._save_match_stats(directory, stats)
         return info
 
@@ -494,18 +501,6 @@ class LexicalBackend(Backend):
         x = np.vstack([e[1] for e in examples])
         y = np.concatenate([own for _, _, own in examples])
         return x, y
-
-    def _fit_weights(self, x: np.ndarray, y: np.ndarray) -> dict:
-        """Logistic regression on the candidates' features."""
-        from sklearn.linear_model import LogisticRegression
-
-        if len(set(y.tolist())) < 2:
-            return dict(DEFAULT_WEIGHTS)
-        model = LogisticRegression(
-            C=self.params.regularisation, fit_intercept=False, max_iter=1000
-        )
-        model.fit(x, y)
-        return dict(zip(FEATURES, map(float, model.coef_[0]), strict=True))
 
     def explain(self, text: str, subjects) -> dict[int, dict]:
         """The label text that matched each subject, and where."""

@@ -125,7 +125,7 @@ def bench(name: str, workdir: Path, sources: list[str], trials: int, refit: bool
         "settings": result.best.settings,
     }
     projects.get("ensemble-tuned").config.params.update(result.best.settings)
-    projects.get("ensemble-tuned").__dict__.pop("backend", None)
+    projects.get("ensemble-tuned").unload()
     print(f"{name}: hyperopt {result.best.settings} in {t.seconds:.1f} s")
 
     with Timer() as t:
@@ -153,7 +153,7 @@ def bench(name: str, workdir: Path, sources: list[str], trials: int, refit: bool
     for project_id, overrides in variants:
         project = projects.get(project_id)
         project.config.params.update(overrides)
-        project.__dict__.pop("backend", None)  # load the final models
+        project.unload()  # load the final models
         metrics, seconds, documents = evaluate(project, paths["test"], seen)
         label = project_id + "".join(f" ({k}={v})" for k, v in overrides.items())
         rows.append(metric_row(name, label, metrics, seconds, documents))

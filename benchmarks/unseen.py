@@ -95,7 +95,7 @@ def bench(name: str, sources: list[str], zero_shot: list[str]) -> tuple[list, di
     rows = []
     for project_id in [*sources, "zero-shot", "calibrated"]:
         project = projects.get(project_id)
-        project.__dict__.pop("backend", None)  # load the final models
+        project.unload()  # load the final models
         metrics, seconds, documents = evaluate(project, paths["test"], seen)
         rows.append(
             metric_row(

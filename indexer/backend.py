@@ -4,8 +4,11 @@ A backend declares its `name`, `kind` and a `Params` dataclass, then implements
 `_train(corpus, directory, jobs)`, `_load(directory, manifest)` and
 `_suggest_batch(texts)`. A backend that can update a trained model from new
 documents sets `learns_online` and implements `_learn(corpus, previous,
-directory)`. The public `train`, `learn` and `suggest_batch` are the base
-class's: they validate state, save atomically and call the hooks.
+directory)`. A backend without a model of its own sets `trainable = False`;
+one with parameters read only when suggesting declares them, with the values to
+try, in `search_space` (for `indexer hyperopt`). The public `train`, `learn`
+and `suggest_batch` are the base class's: they validate state, save atomically
+and call the hooks.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 
 from indexer.config import PROJECT_KEYS
 from indexer.errors import (
+    BackendError,
     ConfigError,
     InputError,
     NotSupportedError,
@@ -36,7 +40,7 @@ from indexer.storage import (
     save_arrays,
     write_manifest,
 )
-from indexer.suggestion import SuggestionBatch
+from indexer.suggestion import InvalidScores, SuggestionBatch
 
 if TYPE_CHECKING:
     from indexer.corpus import Corpus
@@ -55,10 +59,15 @@ class Backend:
     kind: ClassVar[str] = ASSOCIATIVE
     Params: ClassVar[type] = NoParams
     model_format: ClassVar[int] = 1
+    #: has a model of its own that `train` fits (a plain ensemble has none)
+    trainable: ClassVar[bool] = True
     #: lexical backends can suggest before any training
     needs_training: ClassVar[bool] = True
     #: can update a trained model from new documents (`learn`) without retraining
     learns_online: ClassVar[bool] = False
+    #: parameters read only when suggesting, with the values `indexer hyperopt`
+    #: tries on the trained model (empty: nothing to tune that way)
+    search_space: ClassVar[dict[str, list]] = {}
 
     def __init__(self, project: Project, params: dict[str, Any] | None = None):
         # No work here: listing projects must stay instant.
@@ -115,6 +124,8 @@ class Backend:
     def train(self, corpus: Corpus, jobs: int = 1) -> dict:
         """Train on `corpus` and replace the saved model atomically, holding
         the project's lock throughout (BusyError when another holds it)."""
+        if not self.trainable:
+            raise ConfigError(self._why_not_trainable())
         with self.project.lock.hold():
             started = time.perf_counter()
             counts = self._count_subjects(corpus)
@@ -135,11 +146,7 @@ class Backend:
         learning) and replace the saved model atomically: the new version is
         written beside the current one, which stays in use until the swap."""
         if not self.learns_online:
-            raise NotSupportedError(
-                f"Backend '{self.name}' of project '{self.project.id}' does not "
-                f"learn online; retrain it with `indexer train {self.project.id} "
-                "CORPUS`"
-            )
+            raise NotSupportedError(self._why_not_learning())
         with self.project.lock.hold():
             return self._learn_new_version(corpus)
 
@@ -169,6 +176,18 @@ class Backend:
             "seconds": time.perf_counter() - started,
             **info,
         }
+
+    def _why_not_trainable(self) -> str:
+        """The error of `train` on a backend that is not `trainable` (hook)."""
+        return f"Project '{self.project.id}' has nothing to train"
+
+    def _why_not_learning(self) -> str:
+        """The error of `learn` on a backend that does not learn online (hook)."""
+        return (
+            f"Backend '{self.name}' of project '{self.project.id}' does not "
+            f"learn online; retrain it with `indexer train {self.project.id} "
+            "CORPUS`"
+        )
 
     def _learn(self, corpus: Corpus, previous: Path, directory: Path) -> dict | None:
         """Update the model read from `previous` with `corpus` and write the
@@ -256,7 +275,7 @@ class Backend:
         self._ensure_loaded()
         import scipy.sparse as sp
 
-        batch = self._suggest_batch([texts[i] for i in keep])
+        batch = self._scored([texts[i] for i in keep])
         if batch.n_subjects < n_subjects:  # the vocabulary grew after training
             matrix = batch.matrix.copy()
             matrix.resize((len(keep), n_subjects))
@@ -269,6 +288,17 @@ class Backend:
             shape=(len(texts), len(keep)),
         )
         return SuggestionBatch(placement @ batch.matrix)
+
+    def _scored(self, texts: list[str]) -> SuggestionBatch:
+        """The hook's scores; NaN or out-of-range scores are refused with the
+        backend's name rather than hidden."""
+        try:
+            return self._suggest_batch(texts)
+        except InvalidScores as exc:
+            raise BackendError(
+                f"Backend '{self.name}' of project '{self.project.id}' returned "
+                f"invalid scores: {exc}"
+            ) from None
 
     def _ensure_loaded(self) -> None:
         with self._lock:

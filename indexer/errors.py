@@ -71,3 +71,10 @@ class BusyError(IndexerError):
 
     status = 409
     title = "Busy"
+
+
+class BackendError(IndexerError):
+    """A backend produced an invalid result: a bug in the backend, not the input."""
+
+    status = 500
+    title = "Backend error"

@@ -4,7 +4,7 @@
   corpus once; a trial only re-weights the cached scores, so hundreds of
   trials take seconds. Half the trials are random (weights uniform, exponent
   log-uniform), the rest perturb the best so far.
-- Any backend that declares `search_space` (parameters read only when
+- Any backend whose `search_space` is not empty (parameters read only when
   suggesting, e.g. xmc's `beam_size`): the choices are tried on the trained
   model.
 
@@ -85,7 +85,7 @@ def hyperopt(
     backend = project.backend
     if backend.name == "ensemble":
         search = _ensemble_trials(backend, texts, batch_size, trials, seed, score)
-    elif getattr(backend, "search_space", None):
+    elif backend.search_space:
         search = _param_trials(project, texts, batch_size, trials, seed, score)
     else:
         raise UsageError(
@@ -127,11 +127,7 @@ def _ensemble_trials(backend, texts, batch_size, trials, seed, score):
     def run(weights: np.ndarray, exponent: float) -> Trial:
         weights = np.asarray(weights, np.float64)
         weights = weights / (weights.sum() or 1.0)
-        fused = None
-        for m, w in zip(matrices, weights, strict=True):
-            part = (m.power(exponent) if exponent != 1.0 else m) * w
-            fused = part if fused is None else fused + part
-        value, metrics = score(backend.keep_unseen_slots(SuggestionBatch(fused)))
+        value, metrics = score(backend.fuse(matrices, list(weights), exponent))
         sources_value = ", ".join(
             f"{i}:{w:.4f}" for i, w in zip(ids, weights, strict=True)
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 from indexer.config import Config, ProjectConfig, check_id, load_config
 from indexer.errors import ConfigError, NotFoundError, UsageError
 from indexer.locking import ResourceLock
-from indexer.registry import get_backend_class
+from indexer.registry import check_dependencies, get_backend_class
 from indexer.storage import remove_directory
 from indexer.suggestion import SuggestionBatch
 from indexer.vocab import Vocabulary, source_stamp
@@ -129,16 +129,25 @@ class Project:
 
     @cached_property
     def backend(self):
-        """The backend instance (parameters are validated here)."""
+        """The backend instance (parameters and dependencies are checked here)."""
+        return self._new_backend()
+
+    def _new_backend(self):
+        check_dependencies(self.config.backend)
         return self.backend_class(self, self.config.params)
 
     def reload(self) -> None:
         """Load the saved model into a fresh backend, then swap it in: suggestions
         running meanwhile finish on the old one and none sees a half-loaded model.
         On an error the previous backend stays."""
-        backend = self.backend_class(self, self.config.params)
+        backend = self._new_backend()
         backend._ensure_loaded()
         self.__dict__["backend"] = backend
+
+    def unload(self) -> None:
+        """Drop the loaded backend and its model; the next use loads them anew
+        (for example after the model files changed on disk)."""
+        self.__dict__.pop("backend", None)
 
     @property
     def vocab(self) -> Vocabulary:
@@ -238,7 +247,7 @@ class Project:
         """Remove the trained model; True if there was one. A training in
         progress is never removed: BusyError, or with `wait` wait for it."""
         with self.lock.hold(wait=wait):
-            self.__dict__.pop("backend", None)
+            self.unload()
             return remove_directory(self.model_dir, self.lock)
 
     def check(self) -> None:

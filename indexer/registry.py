@@ -21,6 +21,22 @@ BUILTIN = {
     "llm_head": "backends.llm_head:LlmHeadBackend",
 }
 ENTRY_POINT_GROUP = "indexer.backends"
+DISTRIBUTION = "subject-indexer"
+
+#: what each family of built-in backends needs beyond the core: the extra that
+#: installs it and the modules checked (backends import them only when used)
+EXTRAS = {
+    "dense": ("torch", "transformers", "faiss"),
+    "llm": ("torch", "transformers", "faiss", "peft", "gguf"),
+    "xmc": ("omikuji",),
+}
+BACKEND_EXTRAS = {
+    "knn": "dense",
+    "embed": "dense",
+    "llm_rank": "llm",
+    "llm_head": "llm",
+    "xmc": "xmc",
+}
 
 
 @cache
@@ -43,10 +59,7 @@ def get_backend_class(name: str) -> type:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            raise DependencyError(
-                f"Backend '{name}' needs the Python package '{exc.name}': "
-                f"pip install {exc.name}"
-            ) from None
+            raise _missing(name, [exc.name]) from None
         return getattr(module, class_name)
     entry_point = _entry_points().get(name)
     if entry_point is None:
@@ -55,3 +68,29 @@ def get_backend_class(name: str) -> type:
             f"{', '.join(backend_names())}"
         )
     return entry_point.load()
+
+
+def check_dependencies(name: str) -> None:
+    """Raise a DependencyError naming the extra to install when a built-in
+    backend's optional dependencies are missing (checked without importing)."""
+    from importlib.util import find_spec
+
+    extra = BACKEND_EXTRAS.get(name)
+    if extra is None:
+        return
+    missing = [module for module in EXTRAS[extra] if find_spec(module) is None]
+    if missing:
+        raise _missing(name, missing)
+
+
+def _missing(name: str, modules: list[str]) -> DependencyError:
+    extra = BACKEND_EXTRAS.get(name)
+    fix = (
+        f"pip install '{DISTRIBUTION}[{extra}]'"
+        if extra
+        else f"pip install {' '.join(modules)}"
+    )
+    return DependencyError(
+        f"Backend '{name}' needs the Python package(s) {', '.join(modules)}, "
+        f"which are not installed: {fix}"
+    )

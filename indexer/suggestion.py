@@ -8,6 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+#: how far float32 rounding may carry a valid score past [0, 1] (a cosine of
+#: unit vectors, a sum of weights); such scores are clipped, larger ones refused
+ROUNDING = 1e-4
+
+
+class InvalidScores(ValueError):
+    """Scores that are NaN or outside [0, 1]: a bug in whatever produced them."""
+
 
 @dataclass(frozen=True)
 class Suggestion:
@@ -22,7 +30,8 @@ class SuggestionBatch:
 
     def __init__(self, matrix: sp.spmatrix):
         matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        matrix.data = np.clip(np.nan_to_num(matrix.data, nan=0.0), 0.0, 1.0)
+        _check_scores(matrix.data)
+        matrix.data = np.clip(matrix.data, 0.0, 1.0)
         matrix.eliminate_zeros()
         matrix.sort_indices()
         self.matrix = matrix
@@ -131,6 +140,15 @@ class SuggestionBatch:
     @staticmethod
     def vstack(batches: Sequence[SuggestionBatch]) -> SuggestionBatch:
         return SuggestionBatch(sp.vstack([b.matrix for b in batches], format="csr"))
+
+
+def _check_scores(scores: np.ndarray) -> None:
+    bad = np.isnan(scores) | (scores < -ROUNDING) | (scores > 1 + ROUNDING)
+    if bad.any():
+        examples = ", ".join(str(s) for s in np.unique(scores[bad])[:3])
+        raise InvalidScores(
+            f"{int(bad.sum())} score(s) are NaN or outside [0, 1] (e.g. {examples})"
+        )
 
 
 def _top_k_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

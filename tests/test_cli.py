@@ -5,6 +5,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+from indexer.project import Projects
+
 from .conftest import DATA
 
 
@@ -58,7 +62,9 @@ def test_train_suggest_eval_optimize_clear(run_cli, workspace):
     assert result.exit_code == 0
     first = result.stdout.splitlines()[0].split("\t")
     assert first[0] == "<http://example.org/t/astronomy>" and first[1] == "astronomy"
-    assert 0 < float(first[2]) <= 1
+    projects = Projects.from_path(workspace / "projects.cfg")
+    batch = projects.get("tfidf-en").suggest(["Stars and galaxies through a telescope"])
+    assert float(first[2]) == pytest.approx(batch.row(0)[0].score, abs=1e-4)
     result = run_cli(
         "suggest",
         "tfidf-en",
@@ -104,6 +110,10 @@ def test_suggest_files_and_index_directory(run_cli, workspace):
     )
     lines = (workspace / "out.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["a", "b"]
+    # the same rendering as `suggest`
+    shown = run_cli("suggest", "lexical-en", "--format", "json", str(docs / "b.txt"))
+    suggestions = json.loads(shown.stdout)["suggestions"]
+    assert suggestions and json.loads(lines[1])["suggestions"] == suggestions
 
 
 def test_explain(run_cli):

@@ -111,6 +111,38 @@ def test_unknown_backend(tmp_path):
         _ = Projects.from_path(path).get("p").backend
 
 
+def test_missing_optional_dependency_names_the_extra(tmp_path, monkeypatch):
+    from indexer import registry
+    from indexer.errors import DependencyError
+    from indexer.project import Projects
+
+    monkeypatch.setitem(registry.EXTRAS, "xmc", ("omikuji", "not_installed_module"))
+    path = write(tmp_path, "[p]\nlanguage=en\nvocab=v\nbackend=xmc\n")
+    with pytest.raises(
+        DependencyError,
+        match=r"Backend 'xmc' needs the Python package\(s\) not_installed_module, "
+        r"which are not installed: pip install 'subject-indexer\[xmc\]'",
+    ):
+        _ = Projects.from_path(path).get("p").backend
+
+
+def test_every_backend_extra_is_declared_in_pyproject():
+    import tomllib
+    from pathlib import Path
+
+    from indexer import registry
+
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert set(registry.BACKEND_EXTRAS) <= set(registry.BUILTIN)
+    assert set(registry.EXTRAS) <= set(extras)
+    assert project["name"] == registry.DISTRIBUTION
+    core = " ".join(project["dependencies"])
+    for heavy in ("torch", "transformers", "faiss", "omikuji", "peft"):
+        assert heavy not in core
+
+
 def test_configured_vocabulary_reloads_when_its_file_changes(tmp_path):
     import os
 

@@ -44,7 +44,7 @@ def test_best_settings_reproduce_their_score_in_the_ensemble(trained):
     result = hyperopt(trained.get("ensemble-en"), CORPUS, trials=15, metric="f1@5")
     project = trained.get("ensemble-en")
     project.config.params.update(result.best.settings)
-    project.__dict__.pop("backend")
+    project.unload()
     docs = [d for d in project.corpus(CORPUS) if d.subjects]
     batch = project.backend.suggest_batch([d.text for d in docs])
     metrics = evaluate_arrays([d.subjects for d in docs], batch)

@@ -98,7 +98,7 @@ def test_kill_during_training_leaves_the_previous_model_usable(workspace, projec
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     time.sleep(0.1)
-    project.__dict__.pop("backend")
+    project.unload()
     assert read_manifest(project.model_dir)["documents"] == 10
     np.testing.assert_array_equal(
         project.suggest(["telescopes"]).matrix.toarray(), before

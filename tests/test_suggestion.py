@@ -1,13 +1,37 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from indexer.suggestion import SuggestionBatch
+from indexer.suggestion import InvalidScores, SuggestionBatch
 
 
-def test_scores_are_clipped_into_unit_interval():
-    batch = SuggestionBatch.from_rows([([0, 1, 2], [1.5, -0.2, np.nan])], 4)
+@pytest.mark.parametrize("bad", [np.nan, 1.5, -0.2])
+def test_nan_and_out_of_range_scores_are_refused(bad):
+    with pytest.raises(InvalidScores, match=r"1 score\(s\) are NaN or outside"):
+        SuggestionBatch.from_rows([([0, 1], [0.5, bad])], 4)
+
+
+def test_rounding_past_the_unit_interval_is_clipped():
+    batch = SuggestionBatch.from_rows([([0, 1], [1.00001, -0.00001])], 4)
     assert [(s.subject, s.score) for s in batch.row(0)] == [(0, 1.0)]
+
+
+def test_a_backend_with_invalid_scores_is_named(projects):
+    from backends.dummy import DummyBackend
+    from indexer.errors import BackendError
+
+    class BrokenBackend(DummyBackend):
+        def _suggest_batch(self, texts):
+            return SuggestionBatch.from_rows([([0], [np.nan])] * len(texts), 3)
+
+    backend = BrokenBackend(projects.get("dummy-en"))
+    with pytest.raises(
+        BackendError,
+        match="Backend 'dummy' of project 'dummy-en' returned invalid scores: 1 "
+        r"score\(s\) are NaN",
+    ):
+        backend.suggest_batch(["some text"])
 
 
 def test_filter_by_limit_and_threshold():

@@ -108,7 +108,7 @@ def suggest(
         if len(results) > 1:
             click.echo(f"# {result['document']}")
         for item in result["suggestions"]:
-            click.echo(f"<{item['uri']}>\t{item['label']}\t{item['score']:.4f}")
+            click.echo(_tsv_line(item))
             if explain and item.get("explanation"):
                 click.echo(f"#\t{json.dumps(item['explanation'], ensure_ascii=False)}")
 
@@ -147,53 +147,61 @@ def index(
     from tqdm import tqdm
 
     from indexer.corpus import batched
+    from indexer.rendering import render_suggestions
 
     project = ctx.project(project_id)
-    vocab, lang = project.vocab, project.language
     files = sorted(Path(directory).glob("*.txt"))
     if not files:
         raise UsageError(f"Directory '{directory}' contains no .txt files")
-    out = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115
-    written = skipped = 0
-    try:
-        for chunk in tqdm(
-            list(batched(files, batch_size)),
-            desc="Indexing",
-            unit=" batches",
-            disable=None,
-        ):
+    chunks = list(batched(files, batch_size))
+    with _IndexOutput(output, suffix, force) as sink:
+        for chunk in tqdm(chunks, desc="Indexing", unit=" batches", disable=None):
             texts = [f.read_text(encoding="utf-8", errors="replace") for f in chunk]
             batch = project.suggest(texts, limit=limit, threshold=threshold)
-            for path, suggestions in zip(chunk, batch, strict=True):
-                rows = [
-                    (vocab.uris[s.subject], vocab.label(s.subject, lang), s.score)
-                    for s in suggestions
-                ]
-                if out:
-                    record = {
-                        "id": path.stem,
-                        "suggestions": [
-                            {"uri": u, "label": lb, "score": round(sc, 4)}
-                            for u, lb, sc in rows
-                        ],
-                    }
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    written += 1
-                    continue
-                target = path.with_name(path.stem + suffix)
-                if target.exists() and not force:
-                    skipped += 1
-                    continue
-                target.write_text(
-                    "".join(f"<{u}>\t{lb}\t{sc:.4f}\n" for u, lb, sc in rows),
-                    encoding="utf-8",
-                )
-                written += 1
-    finally:
-        if out:
-            out.close()
-    click.echo(
-        f"Wrote suggestions for {written} documents"
-        + (f"; {skipped} existing files kept (use --force)" if skipped else ""),
-        err=True,
-    )
+            rendered = render_suggestions(project, texts, batch, project.language)
+            for path, items in zip(chunk, rendered, strict=True):
+                sink.write(path, items)
+    click.echo(sink.summary(), err=True)
+
+
+def _tsv_line(item: dict) -> str:
+    return f"<{item['uri']}>\t{item['label']}\t{item['score']:.4f}"
+
+
+class _IndexOutput:
+    """Where `index` writes: one JSONL file, or a TSV file beside each document
+    (an existing one is kept unless forced)."""
+
+    def __init__(self, output: str | None, suffix: str, force: bool):
+        self.output, self.suffix, self.force = output, suffix, force
+        self.written = self.skipped = 0
+        self._file = None
+
+    def __enter__(self) -> _IndexOutput:
+        if self.output:
+            self._file = open(self.output, "w", encoding="utf-8")  # noqa: SIM115
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file:
+            self._file.close()
+
+    def write(self, path: Path, items: list[dict]) -> None:
+        if self._file:
+            record = {"id": path.stem, "suggestions": items}
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            target = path.with_name(path.stem + self.suffix)
+            if target.exists() and not self.force:
+                self.skipped += 1
+                return
+            target.write_text(
+                "".join(_tsv_line(item) + "\n" for item in items), encoding="utf-8"
+            )
+        self.written += 1
+
+    def summary(self) -> str:
+        kept = f"; {self.skipped} existing files kept (use --force)"
+        return f"Wrote suggestions for {self.written} documents" + (
+            kept if self.skipped else ""
+        )

@@ -22,7 +22,17 @@ ENV_API_KEY = "INDEXER_API_KEY"
 ENV_CORS_ORIGINS = "INDEXER_CORS_ORIGINS"
 DEFAULT_MAX_CONTENT_LENGTH = 5 * 1024 * 1024
 DEFAULT_MAX_BATCH = 32
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+
+
+def _find_web_dir() -> Path:
+    """The web page's files: installed as package data in indexer/web (a wheel),
+    or web/ at the top of a source checkout (an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    installed, checkout = package / "web", package.parent / "web"
+    return installed if (installed / "index.html").is_file() else checkout
+
+
+WEB_DIR = _find_web_dir()
 WEB_FILES = ("index.html", "app.js", "style.css", "favicon.svg")
 # the page loads only its own files and calls only this server
 CSP = (
@@ -35,6 +45,7 @@ PROBLEM_TYPES = {
     "InputError": "invalid-input",
     "UsageError": "bad-request",
     "DependencyError": "missing-dependency",
+    "BackendError": "backend-error",
     "Unauthorized": "unauthorized",
     "Forbidden": "forbidden",
     "Unavailable": "unavailable",

@@ -68,12 +68,7 @@ def documented(
 
 def openapi_document(app, max_batch: int, max_content_length: int) -> dict:
     """The OpenAPI document of `app`'s documented views, with these limits."""
-    views = [
-        (rule, method, app.view_functions[rule.endpoint])
-        for rule in app.url_map.iter_rules()
-        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
-        if hasattr(app.view_functions[rule.endpoint], "openapi")
-    ]
+    views = _documented_views(app)
     schemas = _schemas([view.openapi for _, _, view in views])
     schemas["BatchRequest"]["properties"]["documents"]["maxItems"] = max_batch
     limits = {"max_batch": max_batch, "max_content_length": max_content_length}
@@ -84,13 +79,7 @@ def openapi_document(app, max_batch: int, max_content_length: int) -> dict:
         paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {
-            "title": "indexer REST API",
-            "version": __version__,
-            "description": "Automated subject indexing: suggest the concepts of a "
-            "SKOS vocabulary for a text. Compatible with Annif's REST API. Errors "
-            "are application/problem+json.",
-        },
+        "info": dict(INFO),
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
@@ -99,17 +88,35 @@ def openapi_document(app, max_batch: int, max_content_length: int) -> dict:
                 str(code): _content(PROBLEM, _ref("Problem"), text)
                 for code, text in STATUS_TEXT.items()
             },
-            "securitySchemes": {
-                "apiKey": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "X-API-Key",
-                    "description": "Opens private projects, learning and reloads; "
-                    "a wrong key is refused with 401 on every path.",
-                }
-            },
+            "securitySchemes": {"apiKey": dict(API_KEY_SCHEME)},
         },
     }
+
+
+def _documented_views(app) -> list[tuple]:
+    """(rule, method, view) of every view that carries an `openapi` description."""
+    return [
+        (rule, method, app.view_functions[rule.endpoint])
+        for rule in app.url_map.iter_rules()
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
+        if hasattr(app.view_functions[rule.endpoint], "openapi")
+    ]
+
+
+INFO = {
+    "title": "indexer REST API",
+    "version": __version__,
+    "description": "Automated subject indexing: suggest the concepts of a "
+    "SKOS vocabulary for a text. Compatible with Annif's REST API. Errors "
+    "are application/problem+json.",
+}
+API_KEY_SCHEME = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-API-Key",
+    "description": "Opens private projects, learning and reloads; "
+    "a wrong key is refused with 401 on every path.",
+}
 
 
 def _schemas(docs: list[Doc]) -> dict:

@@ -42,7 +42,7 @@ def test_concept_index_rebuilds_when_the_template_changes(projects):
     project.suggest(["music"])
     first = (project.model_dir.parent / "concept-index").resolve()
     project.config.params["template"] = "{label}"
-    project.__dict__.pop("backend")
+    project.unload()
     project.suggest(["music"])
     assert (project.model_dir.parent / "concept-index").resolve() != first
 

@@ -46,7 +46,7 @@ def test_unseen_slots_keep_a_subject_no_source_was_trained_on(projects, tmp_path
     def top(slots: int, depth: int) -> list[int]:
         project = projects.get("ensemble-en")
         project.config.params.update(unseen_slots=slots, unseen_depth=depth)
-        project.__dict__.pop("backend", None)
+        project.unload()
         return [s.subject for s in project.suggest(text).row(0)]
 
     ranked = top(0, 1)

@@ -204,7 +204,9 @@ def test_backend_trains_on_held_out_documents_and_saves_json_and_npz(projects):
     ]
     batch = project.suggest(["Telescopes, stars and galaxies"], limit=3)
     assert project.vocab.uris[batch.row(0)[0].subject].endswith("/astronomy")
-    assert all(0 < s.score <= 1 for s in batch.row(0))
+    project.unload()  # the saved JSON and npz give back the same scores
+    again = project.suggest(["Telescopes, stars and galaxies"], limit=3)
+    assert again.row(0) == batch.row(0)
 
 
 def test_seen_subjects_are_those_of_the_sources(projects):
@@ -226,7 +228,7 @@ def test_changed_sources_need_retraining(projects):
     project = projects.get("calibrated-en")
     project.train([DATA / "tiny.tsv"])
     project.config.params["sources"] = "tfidf-en, lexical-en"
-    project.__dict__.pop("backend")
+    project.unload()
     with pytest.raises(NotTrainedError, match="configured with tfidf-en, lexical-en"):
         project.suggest(["stars"])
 

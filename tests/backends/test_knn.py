@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 
 from indexer.errors import ConfigError, DependencyError
@@ -21,10 +22,18 @@ def test_neighbours_vote_for_their_subjects(projects):
     # a training text finds itself first, so its own subjects lead
     batch = project.suggest(["Genes and proteins in living cells"], limit=1)
     assert project.vocab.uris[batch.row(0)[0].subject] == "http://example.org/t/biology"
-    scores = project.backend.suggest_batch(
-        ["Genes and proteins in living cells"]
-    ).matrix
-    assert scores.max() <= 1.0 and scores.sum() == pytest.approx(1.0 * 1, rel=0.6)
+    # each subject scores the share of the neighbours' similarity that carries it
+    backend = project.backend
+    scores = backend.suggest_batch(["Genes and proteins in living cells"]).matrix
+    sims, rows = backend.neighbours(["Genes and proteins in living cells"])
+    found = rows[0] >= 0
+    weights = np.maximum(sims[0][found], 0) ** backend.params.exponent
+    lines = (DATA / "tiny.tsv").read_text().splitlines()
+    carries = np.array(["/biology>" in lines[row] for row in rows[0][found]])
+    biology = project.vocab.id_of("http://example.org/t/biology")
+    expected = weights[carries].sum() / weights.sum()
+    assert 0 < expected < 1
+    assert scores[0, biology] == pytest.approx(expected, rel=1e-5)
 
 
 def test_explain_lists_similar_documents(projects):

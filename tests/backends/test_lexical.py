@@ -193,13 +193,13 @@ def test_trained_trees_score_and_reload_identically(projects, tmp_path):
     corpus = tmp_path / "big.tsv"
     corpus.write_text("\n".join(lines * 20) + "\n")
     project.config.params["scorer"] = "trees"
-    project.__dict__.pop("backend", None)
+    project.unload()
     info = project.train([corpus])
     assert info["trees"] == 100
     assert (project.model_dir / "trees.npz").is_file()
     texts = ["Music history of Vienna", "Physics and astronomy at night"]
     before = project.suggest(texts).matrix.toarray()
-    project.__dict__.pop("backend", None)
+    project.unload()
     after = project.suggest(texts).matrix.toarray()
     np.testing.assert_array_equal(before, after)
     assert suggested(project, "History, with a note on music")[0] == "history"

@@ -78,7 +78,7 @@ def scores(project) -> np.ndarray:
 
 
 def reloaded(project) -> np.ndarray:
-    project.__dict__.pop("backend")  # a fresh backend reads the saved model
+    project.unload()  # a fresh backend reads the saved model
     return scores(project)
 
 

@@ -84,7 +84,7 @@ def test_calibration_is_saved_as_json_and_reloads(projects):
     assert {"slope", "intercept"} == set(calibration["platt"])
     assert calibration["llm"].startswith("local ")
     before = project.backend.suggest_batch([ASTRONOMY, SOLAR]).matrix.toarray()
-    project.__dict__.pop("backend")
+    project.unload()
     after = project.backend.suggest_batch([ASTRONOMY, SOLAR]).matrix.toarray()
     np.testing.assert_array_equal(before, after)
     # knn candidates and few-shot examples appear once trained

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from indexer.analyzer import get_analyzer
 from indexer.errors import InputError, NotTrainedError
 
 from ..conftest import DATA
@@ -47,4 +48,12 @@ def test_bigrams(workspace, projects):
     project = projects.get("tfidf-en")
     project.config.params["ngram"] = "2"
     info = project.train([DATA / "tiny.tsv"])
-    assert info["terms"] > 40
+    # every distinct stem and every distinct pair of neighbouring stems
+    analyzer = get_analyzer("en")
+    words, pairs = set(), set()
+    for line in (DATA / "tiny.tsv").read_text().splitlines():
+        tokens = analyzer.tokens(line.split("\t")[0])
+        words.update(tokens)
+        pairs.update(zip(tokens, tokens[1:], strict=False))
+    assert info["terms"] == len(words) + len(pairs)
+    assert len(pairs) > 0

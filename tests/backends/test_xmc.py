@@ -52,7 +52,7 @@ def test_presets_and_overrides_give_omikuji_hyper_parameters(projects):
     flat = project.backend.hyper_params(n_labels=7)
     assert flat["n_trees"] == 1 and flat["min_branch_size"] > 7  # one level
     project.config.params.update(preset="bonsai", cluster_k="50", linear_c="2")
-    project.__dict__.pop("backend")
+    project.unload()
     bonsai = project.backend.hyper_params(n_labels=7)
     assert bonsai["cluster_balanced"] is False and bonsai["max_depth"] == 3
     assert bonsai["cluster_k"] == 50 and bonsai["linear_c"] == 2.0
@@ -82,7 +82,7 @@ def test_model_is_json_and_cbor_not_pickle(projects):
 def test_omikuji_logging_stays_off_stdout(projects, capfd):
     project = projects.get("xmc-en")
     project.train([DATA / "tiny.tsv"])
-    project.__dict__.pop("backend")
+    project.unload()
     project.suggest(["stars and telescopes"])
     assert "INFO" not in capfd.readouterr().out
 
