@@ -54,26 +54,28 @@ class BertShape:
 
 
 class _Dense(nn.Module):
-    def __init__(self, n_in: int, n_out: int, eps: float | None = None):
+    def __init__(self, n_in: int, n_out: int, eps: float | None = None, device=None):
         super().__init__()
-        self.dense = nn.Linear(n_in, n_out)
+        self.dense = nn.Linear(n_in, n_out, device=device)
         if eps is not None:
-            self.LayerNorm = nn.LayerNorm(n_out, eps=eps)
+            self.LayerNorm = nn.LayerNorm(n_out, eps=eps, device=device)
 
 
 class _SelfAttention(nn.Module):
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, device=None):
         super().__init__()
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(hidden, hidden)
-        self.value = nn.Linear(hidden, hidden)
+        self.query = nn.Linear(hidden, hidden, device=device)
+        self.key = nn.Linear(hidden, hidden, device=device)
+        self.value = nn.Linear(hidden, hidden, device=device)
 
 
 class _Attention(nn.Module):
-    def __init__(self, shape: BertShape):
+    def __init__(self, shape: BertShape, device=None):
         super().__init__()
-        self.self = _SelfAttention(shape.hidden_size)
-        self.output = _Dense(shape.hidden_size, shape.hidden_size, shape.layer_norm_eps)
+        self.self = _SelfAttention(shape.hidden_size, device)
+        self.output = _Dense(
+            shape.hidden_size, shape.hidden_size, shape.layer_norm_eps, device
+        )
         self.heads = shape.num_attention_heads
 
     def forward(self, x, mask):
@@ -92,12 +94,14 @@ class _Attention(nn.Module):
 
 
 class _Layer(nn.Module):
-    def __init__(self, shape: BertShape):
+    def __init__(self, shape: BertShape, device=None):
         super().__init__()
-        self.attention = _Attention(shape)
-        self.intermediate = _Dense(shape.hidden_size, shape.intermediate_size)
+        self.attention = _Attention(shape, device)
+        self.intermediate = _Dense(
+            shape.hidden_size, shape.intermediate_size, device=device
+        )
         self.output = _Dense(
-            shape.intermediate_size, shape.hidden_size, shape.layer_norm_eps
+            shape.intermediate_size, shape.hidden_size, shape.layer_norm_eps, device
         )
 
     def forward(self, x, mask):
@@ -106,17 +110,20 @@ class _Layer(nn.Module):
         return self.output.LayerNorm(x + self.output.dense(middle))
 
 
+def _embedding(rows: int, width: int, device) -> nn.Embedding:
+    """An embedding table left uninitialised (its weights are always loaded):
+    random initialisation on the meta device would import torch's compiler."""
+    return nn.Embedding(rows, width, _weight=torch.empty(rows, width, device=device))
+
+
 class _Embeddings(nn.Module):
-    def __init__(self, shape: BertShape):
+    def __init__(self, shape: BertShape, device=None):
         super().__init__()
-        self.word_embeddings = nn.Embedding(shape.vocab_size, shape.hidden_size)
-        self.position_embeddings = nn.Embedding(
-            shape.max_position_embeddings, shape.hidden_size
-        )
-        self.token_type_embeddings = nn.Embedding(
-            shape.type_vocab_size, shape.hidden_size
-        )
-        self.LayerNorm = nn.LayerNorm(shape.hidden_size, eps=shape.layer_norm_eps)
+        h = shape.hidden_size
+        self.word_embeddings = _embedding(shape.vocab_size, h, device)
+        self.position_embeddings = _embedding(shape.max_position_embeddings, h, device)
+        self.token_type_embeddings = _embedding(shape.type_vocab_size, h, device)
+        self.LayerNorm = nn.LayerNorm(h, eps=shape.layer_norm_eps, device=device)
 
     def forward(self, ids):
         positions = torch.arange(ids.shape[1], device=ids.device)
@@ -129,21 +136,21 @@ class _Embeddings(nn.Module):
 
 
 class _Encoder(nn.Module):
-    def __init__(self, shape: BertShape):
+    def __init__(self, shape: BertShape, device=None):
         super().__init__()
         self.layer = nn.ModuleList(
-            _Layer(shape) for _ in range(shape.num_hidden_layers)
+            _Layer(shape, device) for _ in range(shape.num_hidden_layers)
         )
 
 
 class BertEncoder(nn.Module):
     """BERT without pooler: token ids and mask in, mean-pooled vectors out."""
 
-    def __init__(self, shape: BertShape):
+    def __init__(self, shape: BertShape, device=None):
         super().__init__()
         self.shape = shape
-        self.embeddings = _Embeddings(shape)
-        self.encoder = _Encoder(shape)
+        self.embeddings = _Embeddings(shape, device)
+        self.encoder = _Encoder(shape, device)
 
     def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.embeddings(ids)
@@ -187,8 +194,8 @@ def load_bert(directory: Path, weights: Path | None = None) -> BertEncoder:
     }
     if weights is not None:
         tensors.update(read_safetensors(weights))
-    with torch.device("meta"):
-        model = BertEncoder(shape)
+    # on the meta device: no memory, no initialisation (the weights follow)
+    model = BertEncoder(shape, device="meta")
     wanted = model.state_dict().keys()
     missing = [k for k in wanted if k not in tensors]
     if missing:
