@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout
 from common import ROOT, save_results  # noqa: E402
 
 EXAMPLE = ROOT / "vocabularies" / "examples" / "solar-power.txt"
@@ -123,7 +124,7 @@ def sample_texts() -> tuple[list[str], list[str]]:
 
     source = DATASETS / "yso-kirjastonhoitaja" / "train.tsv"
     if source.is_file():
-        lines = source.read_text(encoding="utf-8").splitlines()[:48]
+        lines = source.read_text(encoding="utf-8").splitlines()[:2000]
         words = " ".join(line.split("\t")[0] for line in lines).split()
     else:
         words = (ROOT / "README.md").read_text().split()
