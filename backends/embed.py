@@ -82,14 +82,16 @@ class EmbedBackend(Backend):
     needs_training = False
 
     # -- encoders and the concept index ----------------------------------
-    def _encoder(self, max_length: int):
+    def _encoder(self, max_length: int, documents: bool = False):
+        """The encoder of concepts, or with `documents` that of documents:
+        the fine-tuned one when the model has it."""
         p = self.params
         return load_encoder(
             resolve_encoder_name(p.model, self.project.language),
             max_length,
             p.batch_size,
             p.device,
-            weights=getattr(self, "_tuned", None),
+            weights=getattr(self, "_tuned", None) if documents else None,
         )
 
     @property
@@ -189,7 +191,10 @@ class EmbedBackend(Backend):
                 chunks.append(chunk)
                 owner.append(i)
         vectors = encode_cached(
-            self._encoder(self.params.max_length), chunks, None, "query"
+            self._encoder(self.params.max_length, documents=True),
+            chunks,
+            None,
+            "query",
         )
         pooled = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         np.add.at(pooled, np.asarray(owner), vectors)
@@ -261,8 +266,10 @@ class EmbedBackend(Backend):
         }
 
     def _fine_tune(self, corpus, directory: Path) -> dict:
-        """Fine-tune the encoder on (document, assigned concept) pairs; the
-        weights go into the model directory and serve from then on."""
+        """Fine-tune the document encoder on (document, assigned concept)
+        pairs against the concepts' fixed vectors; the weights go into the
+        model directory and embed documents from then on. The concept index
+        stays as it is."""
         from indexer.encoder import TorchBertEncoder
         from indexer.finetune import FineTuning, fine_tune
 
@@ -292,10 +299,19 @@ class EmbedBackend(Backend):
             batch_size=p.finetune_batch_size,
             learning_rate=p.finetune_rate,
             query_length=p.finetune_length,
-            passage_length=p.concept_max_length,
         )
+        concept_encoder = self._encoder(p.concept_max_length)
+        wanted = sorted({i for rows in positives for i in rows})
+        vectors = encode_cached(
+            concept_encoder,
+            [texts[i] for i in wanted],
+            project_cache(self.project),
+            "passage",
+        )
+        passages = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        passages[wanted] = vectors
         stats = fine_tune(
-            encoder, queries, positives, texts, settings, directory / TUNED
+            encoder, queries, positives, passages, settings, directory / TUNED
         )
         self._tuned = directory / TUNED
         return {"finetuning": stats}

@@ -1,11 +1,15 @@
-"""Contrastive fine-tuning of a torch BERT encoder on (query, passage) pairs
-with in-batch negatives (multiple-negatives ranking loss, as in
+"""Contrastive fine-tuning of a torch BERT query encoder on (query, passage)
+pairs with in-batch negatives (multiple-negatives ranking loss, as in
 sentence-transformers): each query must be nearer its own passage than every
 other passage of the batch.
 
-The word-embedding matrix stays frozen (it is most of the weights and the
-pairs touch few of its rows); the other tensors are saved as safetensors and
-loaded over the base model's weights."""
+Passages keep the vectors of the base encoder (an asymmetric dual encoder):
+they are computed once, only queries run backwards, and an index of
+passages built with the base encoder stays valid, so concepts without
+training documents are still found where the base encoder put them. The
+word-embedding matrix stays frozen (most of the weights; the pairs touch few
+of its rows); the other tensors are saved as safetensors and loaded over the
+base model's weights."""
 
 from __future__ import annotations
 
@@ -26,7 +30,6 @@ class FineTuning:
     batch_size: int = 16
     learning_rate: float = 3e-5
     query_length: int = 128
-    passage_length: int = 64
     scale: float = 20.0  # inverse temperature of the cosine similarities
     seed: int = 0
 
@@ -54,14 +57,14 @@ def fine_tune(
     encoder,
     queries: list[str],
     positives: list[list[int]],
-    passages: list[str],
+    passages: np.ndarray,
     settings: FineTuning,
     target: Path,
 ) -> dict:
-    """Train a copy of `encoder` (a TorchBertEncoder): each epoch pairs every
-    query with one of its `positives` (indices into `passages`) drawn at
-    random. The trained tensors go to `target` (safetensors); returns
-    training statistics."""
+    """Train a copy of `encoder` (a TorchBertEncoder) as query encoder: each
+    epoch pairs every query with one of its `positives` (rows of the
+    normalised `passages` vectors) drawn at random. The trained tensors go
+    to `target` (safetensors); returns training statistics."""
     import torch
     from safetensors.torch import save_file
 
@@ -76,7 +79,7 @@ def fine_tune(
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(trainable, lr=settings.learning_rate)
     q_ids = encoder.tokens(queries, "query", settings.query_length)
-    p_ids = encoder.tokens(passages, "passage", settings.passage_length)
+    fixed = torch.from_numpy(np.ascontiguousarray(passages)).to(encoder.device)
     labels_for = torch.arange(settings.batch_size, device=encoder.device)
     losses, started = [], time.perf_counter()
     for epoch in range(settings.epochs):
@@ -84,9 +87,8 @@ def fine_tune(
         drawn = [int(rng.choice(options)) for options in positives]
         for batch in batches_without_repeats(drawn, settings.batch_size, rng):
             q = network(*padded([q_ids[i] for i in batch], encoder.device))
-            p = network(*padded([p_ids[drawn[i]] for i in batch], encoder.device))
             q = torch.nn.functional.normalize(q, dim=-1)
-            p = torch.nn.functional.normalize(p, dim=-1)
+            p = fixed[[drawn[i] for i in batch]]
             scores = settings.scale * q @ p.T
             loss = torch.nn.functional.cross_entropy(scores, labels_for[: len(batch)])
             optimiser.zero_grad()

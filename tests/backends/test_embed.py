@@ -118,7 +118,8 @@ def test_fine_tuning_stores_weights_and_serves_with_them(dense_workspace):
     # a fresh process view: loads the fine-tuned weights from the model
     reloaded = Projects.from_path(cfg).get("embed-en").backend
     reloaded._ensure_loaded()
-    assert "finetuned" in reloaded._encoder(64).identity
+    assert "finetuned" in reloaded._encoder(64, documents=True).identity
+    assert "finetuned" not in reloaded._encoder(64).identity  # concepts stay
     after = reloaded.suggest_batch(["stars and galaxies"]).matrix.toarray()
     assert after.shape == before.shape and not np.allclose(after, before)
 
