@@ -124,8 +124,8 @@ def sample_texts() -> tuple[list[str], list[str]]:
 
     source = DATASETS / "yso-kirjastonhoitaja" / "train.tsv"
     if source.is_file():
-        lines = source.read_text(encoding="utf-8").splitlines()[:2000]
-        words = " ".join(line.split("\t")[0] for line in lines).split()
+        lines = source.read_text(encoding="utf-8").splitlines()
+        words = " ".join(line.split("\t")[0] for line in lines).split()[:20000]
     else:
         words = (ROOT / "README.md").read_text().split()
     docs = [" ".join(words[i * 300 : (i + 1) * 300]) for i in range(32)]
@@ -146,6 +146,9 @@ def main() -> None:
     if not args.skip_encoders:
         import torch
 
+        from indexer.parallel import set_torch_threads
+
+        set_torch_threads()  # as the encoders will run
         docs, titles = sample_texts()
         peak = matmul_peak()
         speeds = {"threads": torch.get_num_threads(), "matmul_peak": round(peak, 1)}
