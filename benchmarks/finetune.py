@@ -1,7 +1,7 @@
 """embed before and after contrastive fine-tuning of its encoder.
 
     python benchmarks/finetune.py [--dataset kirjastonhoitaja] [--epochs 2]
-        [--documents 1000] [--length 128]
+        [--documents 1000] [--length 128] [--calibration-docs 500]
 
 Trains `embed` (calibration only) and `embed` with `finetune = EPOCHS` on the
 first DOCUMENTS training documents (all when 0), documents truncated to
@@ -51,12 +51,16 @@ def main() -> None:
     parser.add_argument("--documents", type=int, default=1000)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--calibration-docs", type=int, default=500)
     args = parser.parse_args()
     workdir = RESULTS / "work" / f"finetune-{args.dataset}"
     workdir.mkdir(parents=True, exist_ok=True)
     paths = dataset_paths(args.dataset, workdir)
     language = paths["language"]
-    extra = {"model": "multilingual-e5-small"}
+    extra = {
+        "model": "multilingual-e5-small",
+        "calibration_docs": args.calibration_docs,
+    }
     if args.dataset.startswith("gnd"):
         extra["label_language"] = "de"
     tuned = {
