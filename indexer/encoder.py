@@ -131,9 +131,9 @@ class E5Tokens:
     def __init__(self, directory: Path, max_positions: int, special: dict):
         import json
 
-        from tokenizers import Tokenizer
+        from indexer.unigram import Unigram
 
-        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.pieces = Unigram.from_tokenizer_json(directory / "tokenizer.json")
         table = json.loads((directory / "normalization.json").read_text())
         self.table = {int(k): v for k, v in table.items()}
         self.bos, self.eos = special["bos"], special["eos"]
@@ -147,10 +147,10 @@ class E5Tokens:
 
     def __call__(self, texts: list[str], role: str, max_length: int) -> list[list[int]]:
         limit = min(max_length, self.max_positions) - 2
-        encodings = self.tokenizer.encode_batch(
-            [self.normalise(t, role) for t in texts], add_special_tokens=False
-        )
-        return [[self.bos, *e.ids[:limit], self.eos] for e in encodings]
+        return [
+            [self.bos, *self.pieces.encode(self.normalise(t, role))[:limit], self.eos]
+            for t in texts
+        ]
 
 
 class TorchBertEncoder:

