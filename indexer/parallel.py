@@ -3,9 +3,47 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 from collections.abc import Callable, Sequence
 
 _TASK: Callable | None = None  # inherited by forked workers, so it needs no pickling
+
+
+def available_cores() -> int:
+    """Cores this process may run on (affinity-aware)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def set_torch_threads() -> None:
+    """Torch threads for this process: OMP_NUM_THREADS when set (by the user
+    or a `-j` worker), else one per core this process may run on. Once per
+    process."""
+    global _threads_set
+    if _threads_set:
+        return
+    _threads_set = True
+    import torch
+
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(available_cores())
+
+
+_threads_set = False
+
+
+def _share_cores(jobs: int) -> None:
+    """In a worker: its share of the cores for torch and OpenMP, so that N
+    workers do not each start a thread per core (oversubscription)."""
+    threads = max(1, available_cores() // jobs)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    global _threads_set
+    _threads_set = True
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _run(item):
@@ -25,7 +63,9 @@ def parallel_map(
         return [func(x) for x in items]
     _TASK = func
     try:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        with multiprocessing.get_context("fork").Pool(
+            jobs, initializer=_share_cores, initargs=(jobs,)
+        ) as pool:
             return pool.map(_run, items, chunksize)
     finally:
         _TASK = None

@@ -99,3 +99,33 @@ def test_real_minilm_embed(workspace):
         ["Observing distant nebulae with a large telescope"], limit=1
     ).row(0)[0]
     assert project.vocab.uris[top.subject] == T + "astronomy"
+
+
+def test_fine_tuning_stores_weights_and_serves_with_them(dense_workspace):
+    cfg = dense_workspace / "projects.cfg"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "[embed-en]\n", "[embed-en]\nfinetune = 2\nfinetune_batch_size = 4\n", 1
+        )
+    )
+    project = Projects.from_path(cfg).get("embed-en")
+    before = project.backend.suggest_batch(["stars and galaxies"]).matrix.toarray()
+    info = project.train([DATA / "fulltext"])
+    tuning = info["finetuning"]
+    assert tuning["epochs"] == 2 and len(tuning["loss_per_epoch"]) == 2
+    weights = project.model_dir / "encoder.safetensors"
+    assert weights.is_file()
+    # a fresh process view: loads the fine-tuned weights from the model
+    reloaded = Projects.from_path(cfg).get("embed-en").backend
+    reloaded._ensure_loaded()
+    assert "finetuned" in reloaded._encoder(64, documents=True).identity
+    assert "finetuned" not in reloaded._encoder(64).identity  # concepts stay
+    after = reloaded.suggest_batch(["stars and galaxies"]).matrix.toarray()
+    assert after.shape == before.shape and not np.allclose(after, before)
+
+
+def test_fine_tuning_refuses_an_encoder_it_cannot_train(dense_workspace):
+    from indexer.encoder import load_encoder
+
+    with pytest.raises(ConfigError, match="cannot be fine-tuned"):
+        load_encoder("/no/such/bert", weights=dense_workspace / "x.safetensors")
