@@ -120,11 +120,59 @@ def suggest(
 
 @cli.command()
 @click.argument("project_id")
-@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write one JSONL file instead of a file per document.",
+    help="OUT.jsonl or OUT.parquet: rows id, rank, uri, label, score. Without it, "
+    "a file per document is written beside each document of one directory.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Worker processes on this machine, or a Ray cluster.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes (--engine local).",
+)
+@click.option("--address", help="Ray cluster to join (default: start one here).")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Ray actors, each loading the project once (--engine ray).",
+)
+@click.option(
+    "--gpus-per-worker",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="GPUs for each Ray actor (LLM backends).",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="On a record without valid UTF-8 text: stop, or write it to a rejects "
+    "file and go on.",
+)
+@click.option("--id-column", default="id", show_default=True, help="JSONL/Parquet.")
+@click.option("--text-column", default="text", show_default=True, help="JSONL/Parquet.")
+@click.option(
+    "--block-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Documents per output block (the unit of work and of resuming).",
 )
 @click.option(
     "--suffix",
@@ -132,73 +180,65 @@ def suggest(
     show_default=True,
     help="Suffix of per-document files.",
 )
-@click.option("--force", is_flag=True, help="Overwrite existing suggestion files.")
+@click.option(
+    "--force", is_flag=True, help="Overwrite the output (or per-document files)."
+)
 @click.option("--limit", type=click.IntRange(min=1))
 @click.option("--threshold", type=click.FloatRange(0, 1))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @pass_context
-def index(
-    ctx: Context,
-    project_id,
-    directory,
-    output,
-    suffix,
-    force,
-    limit,
-    threshold,
-    batch_size,
-) -> None:
-    """Suggest subjects for every .txt file in DIRECTORY."""
-    from tqdm import tqdm
+def index(ctx: Context, project_id, inputs, output, **settings) -> None:
+    """Suggest subjects for every document of INPUTS.
 
-    from indexer.corpus import batched
+    INPUTS: directories of .txt files, JSONL (id, text), Parquet or Annif TSV
+    files. A rerun of an interrupted run resumes it.
+    """
+    from indexer.batch.records import Options
+    from indexer.batch.runner import BatchJob, IndexingStopped, RayOptions, run
+    from indexer.batch.work import ProjectRef
 
     project = ctx.project(project_id)
-    vocab, lang = project.vocab, project.language
-    files = sorted(Path(directory).glob("*.txt"))
-    if not files:
-        raise UsageError(f"Directory '{directory}' contains no .txt files")
-    out = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115
-    written = skipped = 0
+    job = BatchJob(
+        project,
+        ProjectRef.of(project, ctx.projects_path),
+        [Path(p) for p in inputs],
+        Path(output) if output else None,
+        Options(
+            settings["limit"],
+            settings["threshold"],
+            None,
+            settings["batch_size"],
+            settings["id_column"],
+            settings["text_column"],
+        ),
+        block_size=settings["block_size"],
+        on_error=settings["on_error"],
+        force=settings["force"],
+        suffix=settings["suffix"],
+        engine=settings["engine"],
+        jobs=settings["jobs"],
+        ray=RayOptions(
+            settings["address"], settings["workers"], settings["gpus_per_worker"]
+        ),
+    )
     try:
-        for chunk in tqdm(
-            list(batched(files, batch_size)),
-            desc="Indexing",
-            unit=" batches",
-            disable=None,
-        ):
-            texts = [f.read_text(encoding="utf-8", errors="replace") for f in chunk]
-            batch = project.suggest(texts, limit=limit, threshold=threshold)
-            for path, suggestions in zip(chunk, batch, strict=True):
-                rows = [
-                    (vocab.uris[s.subject], vocab.label(s.subject, lang), s.score)
-                    for s in suggestions
-                ]
-                if out:
-                    record = {
-                        "id": path.stem,
-                        "suggestions": [
-                            {"uri": u, "label": lb, "score": round(sc, 4)}
-                            for u, lb, sc in rows
-                        ],
-                    }
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                    written += 1
-                    continue
-                target = path.with_name(path.stem + suffix)
-                if target.exists() and not force:
-                    skipped += 1
-                    continue
-                target.write_text(
-                    "".join(f"<{u}>\t{lb}\t{sc:.4f}\n" for u, lb, sc in rows),
-                    encoding="utf-8",
-                )
-                written += 1
-    finally:
-        if out:
-            out.close()
+        summary = run(job)
+    except KeyboardInterrupt:
+        raise IndexingStopped(
+            "Interrupted: the blocks finished are kept; rerun the same command to "
+            "resume"
+        ) from None
     click.echo(
-        f"Wrote suggestions for {written} documents"
-        + (f"; {skipped} existing files kept (use --force)" if skipped else ""),
+        f"Indexed {summary.documents} documents in {summary.seconds:.1f} s"
+        + (
+            f" ({summary.resumed_blocks} blocks done before were kept)"
+            if summary.resumed_blocks
+            else ""
+        )
+        + (
+            f"; {summary.rejected} rejected records in {summary.rejects_file}"
+            if summary.rejected
+            else ""
+        ),
         err=True,
     )
