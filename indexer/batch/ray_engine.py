@@ -152,9 +152,8 @@ def run_ray(
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=settings.workers),
             num_cpus=1,
+            # Ray Data restarts a killed actor and retries its block by default
             num_gpus=settings.gpus_per_worker or None,
-            max_restarts=-1,
-            max_task_retries=-1,
         )
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
