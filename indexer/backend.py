@@ -49,6 +49,8 @@ class Backend:
     needs_training: ClassVar[bool] = True
     #: can update a trained model from new documents (`learn`) without retraining
     learns_online: ClassVar[bool] = False
+    #: can train under torchrun, one process per device (DistributedDataParallel)
+    trains_distributed: ClassVar[bool] = False
 
     def __init__(self, project: Project, params: dict[str, Any] | None = None):
         # No work here: listing projects must stay instant.

@@ -25,13 +25,31 @@ from indexer.errors import UsageError
 )
 @pass_context
 def train(ctx: Context, project_id: str, paths: tuple[str, ...], jobs: int) -> None:
-    """Train PROJECT on the corpus at PATHS (TSV, CSV, JSONL or a directory)."""
+    """Train PROJECT on the corpus at PATHS (TSV, CSV, JSONL or a directory).
+
+    Under `torchrun --nproc-per-node N -m indexer train ...`, llm_head trains
+    its LoRA modes on N processes (DistributedDataParallel).
+    """
+    from indexer import distributed
+
     project = ctx.project(project_id)
-    info = project.train(list(paths), jobs=jobs)
+    world = distributed.join_from_environment()
+    try:
+        if world.active and not project.backend_class.trains_distributed:
+            raise UsageError(
+                f"Backend '{project.config.backend}' trains in one process: run "
+                "`indexer train` without torchrun"
+            )
+        info = project.train(list(paths), jobs=jobs)
+    finally:
+        distributed.leave()
+    if not world.is_main:
+        return
     warn(info.get("warnings", []))
     click.echo(
         f"Trained '{project.id}' on {info['documents']} documents in "
         f"{info['seconds']:.1f} s"
+        + (f" on {world.size} processes" if world.active else "")
     )
 
 
