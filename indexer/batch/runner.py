@@ -58,6 +58,12 @@ class IndexingStopped(IndexerError):
     """A batch run stopped before the end; what is written stays for a rerun."""
 
 
+class IndexingInterrupted(IndexingStopped):
+    """Ctrl-C: the shell's exit code for an interrupt."""
+
+    exit_code = 130
+
+
 def run(job: BatchJob, progress: bool = True) -> Summary:
     """Index every record of the job's inputs, resuming an interrupted run."""
     from tqdm import tqdm

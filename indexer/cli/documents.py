@@ -212,7 +212,7 @@ def index(ctx: Context, project_id, inputs, output, **settings) -> None:
     files. A rerun of an interrupted run resumes it.
     """
     from indexer.batch.records import Options
-    from indexer.batch.runner import BatchJob, IndexingStopped, RayOptions, run
+    from indexer.batch.runner import BatchJob, IndexingInterrupted, RayOptions, run
     from indexer.batch.work import ProjectRef
 
     project = ctx.project(project_id)
@@ -242,7 +242,7 @@ def index(ctx: Context, project_id, inputs, output, **settings) -> None:
     try:
         summary = run(job)
     except KeyboardInterrupt:
-        raise IndexingStopped(
+        raise IndexingInterrupted(
             "Interrupted: the blocks finished are kept; rerun the same command to "
             "resume"
         ) from None
