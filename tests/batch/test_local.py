@@ -197,3 +197,26 @@ def test_a_killed_worker_stops_the_run_cleanly_and_a_rerun_completes(
     assert rerun.returncode == 0, err
     written = documents_written(read_rows(out))
     assert len(written) == 6000 and set(written.values()) == {1}
+
+
+def test_several_inputs_of_several_formats_into_one_output(trained, workspace):
+    docs = workspace / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("stars and telescopes")
+    tsv = workspace / "short.tsv"
+    tsv.write_text("music and orchestras\t<http://example.org/t/music>\n")
+    corpus = write_corpus(workspace / "corpus.jsonl", 3)
+    out = workspace / "out.jsonl"
+    args = ["index", "tfidf-en", str(docs), str(tsv), str(corpus), "--output",
+            str(out), "--block-size", "2"]  # fmt: skip
+    assert trained(*args).exit_code == 0
+    assert list(documents_written(read_rows(out))) == [
+        "a", "short.tsv:1", "d0", "d1", "d2",
+    ]  # fmt: skip
+    # an unfinished run is resumed only with the same inputs and settings
+    out.with_name("out.jsonl.parts").mkdir()
+    plan = {"project": "tfidf-en", "inputs": [], "block_size": 2, "options": {}}
+    (out.with_name("out.jsonl.parts") / "plan.json").write_text(json.dumps(plan))
+    result = trained(*args)
+    assert result.exit_code == 2 and "unfinished run with other inputs" in result.output
+    assert trained(*args, "--force").exit_code == 0
