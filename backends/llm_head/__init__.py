@@ -222,7 +222,14 @@ class LlmHeadBackend(Backend):
 
     def _featurizer(self, role_max_length: int | None = None) -> _Features:
         model, tokenizer, decoder, lock = self._decoder(trainable=False)
-        return _Features(self, model, tokenizer, decoder, lock, role_max_length)
+        features = _Features(self, model, tokenizer, decoder, lock, role_max_length)
+        # how a Ray actor that loaded this project builds the same featurizer
+        features.recipe = ("project", (role_max_length,))
+        return features
+
+    def training_encoder(self, role_max_length: int | None = None) -> _Features:
+        """The frozen decoder's pooled states, as training encodes them."""
+        return self._featurizer(role_max_length)
 
     # -- training --------------------------------------------------------
     def train(self, corpus, jobs: int = 1) -> dict:
@@ -288,7 +295,7 @@ class LlmHeadBackend(Backend):
         label_vectors = None
         if p.head_init == "labels":
             label_vectors = encode_cached(
-                _Features(self, *self._decoder(False)[:4], min(p.max_length, 64)),
+                self._featurizer(min(p.max_length, 64)),
                 self._label_texts(label_ids),
                 cache,
                 "label",

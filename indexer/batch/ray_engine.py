@@ -98,7 +98,7 @@ class RayIndexer:
         )
 
 
-def _start(address: str | None) -> bool:
+def start_ray(address: str | None) -> bool:
     """Join the cluster at `address`, or start a local one; True if started here."""
     try:
         import ray
@@ -133,7 +133,7 @@ def run_ray(
     import ray
     from ray.data import ActorPoolStrategy
 
-    started_here = _start(settings.address)
+    started_here = start_ray(settings.address)
     expected = {spec.number: spec for spec in specs}
     arrived: dict[int, dict[int, DocResult]] = {}
     try:
@@ -164,13 +164,13 @@ def run_ray(
                     on_block(spec, [block[i] for i in range(spec.count)])
                     del arrived[row["block"]]
     except ray.exceptions.RayError as exc:
-        raise WorkerError(f"the Ray cluster failed: {_reason(exc)}") from None
+        raise WorkerError(f"the Ray cluster failed: {ray_error_reason(exc)}") from None
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _reason(exc: Exception) -> str:
+def ray_error_reason(exc: Exception) -> str:
     """The innermost message of a Ray error, without its remote traceback."""
     cause = exc
     while getattr(cause, "cause", None) is not None and cause.cause is not cause:

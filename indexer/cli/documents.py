@@ -4,12 +4,47 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from indexer.cli.app import Context, cli, pass_context, warn
 from indexer.errors import UsageError
+
+
+def engine_option(help_text: str):
+    return click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help=help_text,
+    )
+
+
+def ray_options(command):
+    """--address, --workers and --gpus-per-worker (for --engine ray)."""
+    options = [
+        click.option("--address", help="Ray cluster to join (default: start one)."),
+        click.option(
+            "--workers",
+            default=1,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Ray actors, each loading the project once (--engine ray).",
+        ),
+        click.option(
+            "--gpus-per-worker",
+            default=0.0,
+            show_default=True,
+            type=click.FloatRange(min=0),
+            help="GPUs for each Ray actor (LLM backends).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @cli.command()
@@ -23,8 +58,12 @@ from indexer.errors import UsageError
     type=click.IntRange(min=1),
     help="Parallel jobs.",
 )
+@engine_option("Where the encoding passes run (knn, embed, llm_rank, llm_head).")
+@ray_options
 @pass_context
-def train(ctx: Context, project_id: str, paths: tuple[str, ...], jobs: int) -> None:
+def train(
+    ctx: Context, project_id: str, paths: tuple[str, ...], jobs: int, **engine
+) -> None:
     """Train PROJECT on the corpus at PATHS (TSV, CSV, JSONL or a directory).
 
     Under `torchrun --nproc-per-node N -m indexer train ...`, llm_head trains
@@ -40,7 +79,8 @@ def train(ctx: Context, project_id: str, paths: tuple[str, ...], jobs: int) -> N
                 f"Backend '{project.config.backend}' trains in one process: run "
                 "`indexer train` without torchrun"
             )
-        info = project.train(list(paths), jobs=jobs)
+        with _encoding_on(ctx, project, engine):
+            info = project.train(list(paths), jobs=jobs)
     finally:
         distributed.leave()
     if not world.is_main:
@@ -51,6 +91,26 @@ def train(ctx: Context, project_id: str, paths: tuple[str, ...], jobs: int) -> N
         f"{info['seconds']:.1f} s"
         + (f" on {world.size} processes" if world.active else "")
     )
+
+
+@contextmanager
+def _encoding_on(ctx: Context, project, engine: dict):
+    """With --engine ray, the encoding passes of the training run on Ray."""
+    if engine["engine"] != "ray":
+        yield
+        return
+    from indexer.batch.ray_encoding import RayEncoding
+    from indexer.batch.runner import RayOptions
+    from indexer.batch.work import ProjectRef
+    from indexer.encoder import encoding_engine
+
+    settings = RayOptions(
+        engine["address"], engine["workers"], engine["gpus_per_worker"]
+    )
+    ref = ProjectRef.of(project, ctx.projects_path)
+    with RayEncoding(ref, settings) as ray_engine, encoding_engine(ray_engine):
+        yield
+    click.echo(f"{ray_engine.encoded} texts encoded on the Ray cluster", err=True)
 
 
 def _read_inputs(files: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -145,13 +205,7 @@ def suggest(
     help="OUT.jsonl or OUT.parquet: rows id, rank, uri, label, score. Without it, "
     "a file per document is written beside each document of one directory.",
 )
-@click.option(
-    "--engine",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="Worker processes on this machine, or a Ray cluster.",
-)
+@engine_option("Worker processes on this machine, or a Ray cluster.")
 @click.option(
     "-j",
     "--jobs",
@@ -160,21 +214,7 @@ def suggest(
     type=click.IntRange(min=1),
     help="Worker processes (--engine local).",
 )
-@click.option("--address", help="Ray cluster to join (default: start one here).")
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Ray actors, each loading the project once (--engine ray).",
-)
-@click.option(
-    "--gpus-per-worker",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="GPUs for each Ray actor (LLM backends).",
-)
+@ray_options
 @click.option(
     "--on-error",
     type=click.Choice(["fail", "skip"]),

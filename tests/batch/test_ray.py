@@ -106,3 +106,45 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(trained, workspace
     assert result.exit_code == 0, result.output
     written = documents_written(read_rows(out))
     assert len(written) == documents and set(written.values()) == {1}
+
+
+TEXTS = ["stars and telescopes", "music of orchestras", "cells and genes"]
+
+
+def suggestions(projects, project_id: str) -> list[list[tuple[str, float]]]:
+    project = projects.get(project_id)
+    return [
+        [(project.vocab.uris[s.subject], s.score) for s in found]
+        for found in project.suggest(TEXTS)
+    ]
+
+
+@pytest.mark.parametrize("project_id", ["knn-en", "embed-en", "llm_head-en"])
+def test_training_encodes_on_ray_into_the_same_model(dense_workspace, project_id):
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+    from indexer.project import Projects
+    from tests.conftest import DATA
+
+    cfg = dense_workspace / "projects.cfg"
+    local = Projects.from_path(cfg)
+    local.get(project_id).train([DATA / "tiny.tsv"])
+    # a data directory of its own: no embedding cache, no concept index yet
+    on_ray = dense_workspace / "ray.cfg"
+    on_ray.write_text("[indexer]\ndata_dir = ray-data\n" + cfg.read_text())
+    result = CliRunner().invoke(
+        cli,
+        ["--projects", str(on_ray), "train", project_id, str(DATA / "tiny.tsv"),
+         "--engine", "ray", "--workers", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    encoded = int(
+        result.output.split(" texts encoded on the Ray cluster")[0].split()[-1]
+    )
+    assert encoded >= 9  # the training documents, or the concepts
+    ours = suggestions(Projects.from_path(on_ray), project_id)
+    theirs = suggestions(local, project_id)
+    assert [[u for u, _ in doc] for doc in ours] == [[u for u, _ in d] for d in theirs]
+    for doc, other in zip(ours, theirs, strict=True):
+        assert [s for _, s in doc] == pytest.approx([s for _, s in other], abs=1e-5)
