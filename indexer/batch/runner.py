@@ -119,8 +119,8 @@ def _plan(job: BatchJob):
                 "written only for one input directory"
             )
         store = PerDocumentWriter(job.inputs[0], job.suffix)
-        keep = None if job.force else (lambda f: store.target(f).exists())
-        return store, list(readers.scan(job.inputs[0], job.block_size, 0, keep))
+        done = None if job.force else (lambda f: store.target(f).exists())
+        return store, list(readers.scan(job.inputs[0], job.block_size, 0, done))
     specs: list[BlockSpec] = []
     for path in job.inputs:
         specs += readers.scan(path, job.block_size, len(specs))

@@ -58,22 +58,19 @@ class BlockIndexer:
 
     def index_records(self, records: list[Record]) -> list[DocResult]:
         """Results in record order; rejected records keep their error."""
-        good = [r for r in records if r.error is None]
-        suggestions = {}
+        results = [DocResult(r.id, r.where, [], r.error) for r in records]
+        good = [i for i, r in enumerate(records) if r.error is None]
         size = self.options.batch_size
         for start in range(0, len(good), size):
             chunk = good[start : start + size]
             batch = self.project.suggest(
-                [r.text for r in chunk],
+                [records[i].text for i in chunk],
                 limit=self.options.limit,
                 threshold=self.options.threshold,
             )
-            for record, found in zip(chunk, batch, strict=True):
-                suggestions[id(record)] = self._rows(found)
-        return [
-            DocResult(r.id, r.where, suggestions.get(id(r), []), r.error)
-            for r in records
-        ]
+            for i, found in zip(chunk, batch, strict=True):
+                results[i].suggestions = self._rows(found)
+        return results
 
     def _rows(self, found) -> list[tuple[str, str, float]]:
         vocab = self.project.vocab
