@@ -189,10 +189,7 @@ class Backend:
             directory = self.model_dir.resolve()
             manifest = self._manifest_in(directory)
             if manifest is None and self.needs_training:
-                raise NotTrainedError(
-                    f"Project '{self.project.id}' is not trained: run "
-                    f"`indexer train {self.project.id} CORPUS`"
-                )
+                raise NotTrainedError.of(self.project.id)
             if manifest is not None:
                 self._check_manifest(manifest)
             self._load(directory if manifest else None, manifest)

@@ -12,7 +12,7 @@ from indexer.batch.local import WorkerError, run_local
 from indexer.batch.records import BlockSpec, DocResult, Options
 from indexer.batch.work import ProjectRef
 from indexer.batch.writers import BlockStore, PerDocumentWriter
-from indexer.errors import IndexerError, InputError, UsageError
+from indexer.errors import IndexerError, InputError, NotTrainedError, UsageError
 
 ENGINES = ("local", "ray")
 ON_ERROR = ("fail", "skip")
@@ -71,10 +71,7 @@ def run(job: BatchJob, progress: bool = True) -> Summary:
     started = time.perf_counter()
     _ = job.project.vocab  # loaded here once, not raced for by the workers
     if not job.project.is_ready:
-        raise IndexerError(
-            f"Project '{job.project.id}' is not trained: run "
-            f"`indexer train {job.project.id} CORPUS`"
-        )
+        raise NotTrainedError.of(job.project.id)
     store, specs = _plan(job)
     done = store.open(job.force) if isinstance(store, BlockStore) else set()
     pending = [s for s in specs if s.number not in done]
