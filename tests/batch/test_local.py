@@ -140,6 +140,10 @@ def test_usage_errors(trained, workspace):
         result = trained(*args)
         assert result.exit_code == 2 and message in result.output, result.output
     out = workspace / "out.jsonl"
+    result = trained("index", "calibrated-en", str(corpus), "--output", str(out))
+    assert result.exit_code == 1
+    assert "Project 'calibrated-en' is not trained" in result.output
+    assert not out.with_name("out.jsonl.parts").exists()
     assert (
         trained("index", "tfidf-en", str(corpus), "--output", str(out)).exit_code == 0
     )
