@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from indexer.batch.ray_engine import ray_error_reason, start_ray
+from indexer.batch.records import RayOptions
 from indexer.batch.work import ProjectRef
 from indexer.errors import IndexerError
 
@@ -32,7 +33,7 @@ class RayEncoder:
 class RayEncoding:
     """Encodes texts on a Ray cluster (a context manager: joins or starts it)."""
 
-    def __init__(self, ref: ProjectRef, settings, block_size: int = 256):
+    def __init__(self, ref: ProjectRef, settings: RayOptions, block_size: int = 256):
         self.ref = ref
         self.settings = settings
         self.block_size = block_size

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from indexer.batch.local import WorkerError
 from indexer.batch.readers import read_block
-from indexer.batch.records import BlockSpec, DocResult, Options, Record
+from indexer.batch.records import BlockSpec, DocResult, Options, RayOptions, Record
 from indexer.batch.work import BlockIndexer, ProjectRef
 from indexer.errors import DependencyError
 
@@ -124,7 +124,7 @@ def run_ray(
     ref: ProjectRef,
     options: Options,
     specs: list[BlockSpec],
-    settings,
+    settings: RayOptions,
     on_block: OnBlock,
 ) -> None:
     """Index `specs` on Ray, calling `on_block` once for each finished block."""
@@ -150,9 +150,9 @@ def run_ray(
             fn_constructor_kwargs={"ref": ref, "options": options},
             batch_size=None,
             batch_format="pyarrow",
+            # Ray Data restarts a killed actor and retries its block by default
             compute=ActorPoolStrategy(size=settings.workers),
             num_cpus=1,
-            # Ray Data restarts a killed actor and retries its block by default
             num_gpus=settings.gpus_per_worker or None,
         )
         for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):

@@ -72,3 +72,12 @@ class Options:
     batch_size: int = 32
     id_column: str = "id"
     text_column: str = "text"
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to run on Ray."""
+
+    address: str | None = None
+    workers: int = 1
+    gpus_per_worker: float = 0.0

@@ -9,22 +9,13 @@ from pathlib import Path
 
 from indexer.batch import readers
 from indexer.batch.local import WorkerError, run_local
-from indexer.batch.records import BlockSpec, DocResult, Options
+from indexer.batch.records import BlockSpec, DocResult, Options, RayOptions
 from indexer.batch.work import ProjectRef
 from indexer.batch.writers import BlockStore, PerDocumentWriter
 from indexer.errors import IndexerError, InputError, NotTrainedError, UsageError
 
 ENGINES = ("local", "ray")
 ON_ERROR = ("fail", "skip")
-
-
-@dataclass
-class RayOptions:
-    """Where and how wide to run on Ray."""
-
-    address: str | None = None
-    workers: int = 1
-    gpus_per_worker: float = 0.0
 
 
 @dataclass

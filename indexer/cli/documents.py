@@ -100,7 +100,7 @@ def _encoding_on(ctx: Context, project, engine: dict):
         yield
         return
     from indexer.batch.ray_encoding import RayEncoding
-    from indexer.batch.runner import RayOptions
+    from indexer.batch.records import RayOptions
     from indexer.batch.work import ProjectRef
     from indexer.encoder import encoding_engine
 
@@ -251,8 +251,8 @@ def index(ctx: Context, project_id, inputs, output, **settings) -> None:
     INPUTS: directories of .txt files, JSONL (id, text), Parquet or Annif TSV
     files. A rerun of an interrupted run resumes it.
     """
-    from indexer.batch.records import Options
-    from indexer.batch.runner import BatchJob, IndexingInterrupted, RayOptions, run
+    from indexer.batch.records import Options, RayOptions
+    from indexer.batch.runner import BatchJob, IndexingInterrupted, run
     from indexer.batch.work import ProjectRef
 
     project = ctx.project(project_id)

@@ -52,7 +52,8 @@ def test_ray_local_and_suggest_agree(trained, projects, workspace, project_id):
 
 
 def test_a_project_missing_on_the_workers_is_named(trained, workspace):
-    from indexer.batch.runner import BatchJob, IndexingStopped, RayOptions, run
+    from indexer.batch.records import RayOptions
+    from indexer.batch.runner import BatchJob, IndexingStopped, run
     from indexer.batch.work import ProjectRef
     from indexer.project import Projects
 
