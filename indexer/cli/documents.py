@@ -243,6 +243,7 @@ def suggest(
 )
 @click.option("--limit", type=click.IntRange(min=1))
 @click.option("--threshold", type=click.FloatRange(0, 1))
+@click.option("--language", help="Language of the labels (default: the project's).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @pass_context
 def index(ctx: Context, project_id, inputs, output, **settings) -> None:
@@ -262,12 +263,12 @@ def index(ctx: Context, project_id, inputs, output, **settings) -> None:
         [Path(p) for p in inputs],
         Path(output) if output else None,
         Options(
-            settings["limit"],
-            settings["threshold"],
-            None,
-            settings["batch_size"],
-            settings["id_column"],
-            settings["text_column"],
+            limit=settings["limit"],
+            threshold=settings["threshold"],
+            language=settings["language"],
+            batch_size=settings["batch_size"],
+            id_column=settings["id_column"],
+            text_column=settings["text_column"],
         ),
         block_size=settings["block_size"],
         on_error=settings["on_error"],
@@ -276,7 +277,9 @@ def index(ctx: Context, project_id, inputs, output, **settings) -> None:
         engine=settings["engine"],
         jobs=settings["jobs"],
         ray=RayOptions(
-            settings["address"], settings["workers"], settings["gpus_per_worker"]
+            address=settings["address"],
+            workers=settings["workers"],
+            gpus_per_worker=settings["gpus_per_worker"],
         ),
     )
     try:
