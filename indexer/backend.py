@@ -68,6 +68,8 @@ class Backend:
     #: parameters read only when suggesting, with the values `indexer hyperopt`
     #: tries on the trained model (empty: nothing to tune that way)
     search_space: ClassVar[dict[str, list]] = {}
+    #: can train under torchrun, one process per device (DistributedDataParallel)
+    trains_distributed: ClassVar[bool] = False
 
     def __init__(self, project: Project, params: dict[str, Any] | None = None):
         # No work here: listing projects must stay instant.
@@ -308,10 +310,7 @@ class Backend:
             directory = self.model_dir.resolve()
             manifest = self._manifest_in(directory)
             if manifest is None and self.needs_training:
-                raise NotTrainedError(
-                    f"Project '{self.project.id}' is not trained: run "
-                    f"`indexer train {self.project.id} CORPUS`"
-                )
+                raise NotTrainedError.of(self.project.id)
             if manifest is not None:
                 self._check_manifest(manifest)
             self._load(directory if manifest else None, manifest)

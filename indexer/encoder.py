@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -388,7 +390,41 @@ def load_encoder(
     """An encoder; the model behind it is loaded once per process and shared.
     `weights`: fine-tuned tensors (safetensors) over the model's own."""
     model = _load_model(name, device, str(weights) if weights else "")
-    return Encoder(model, max_length, batch_size)
+    encoder = Encoder(model, max_length, batch_size)
+    # how another process (a Ray actor) builds the same encoder
+    encoder.recipe = ("encoder", (name, max_length, batch_size, device, weights))
+    return encoder
+
+
+_ENGINE = None  # where encoding passes run (None: in this process)
+
+
+@contextmanager
+def encoding_engine(engine) -> Iterator[None]:
+    """Run the encoding passes of encode_cached on `engine` (`engine.encode(recipe,
+    texts, role)`) while the block runs: the heavy passes of training on a
+    cluster. Encoders without a `recipe` stay in this process."""
+    global _ENGINE
+    previous, _ENGINE = _ENGINE, engine
+    try:
+        yield
+    finally:
+        _ENGINE = previous
+
+
+def build_encoder(recipe: tuple, project=None):
+    """The encoder a `recipe` describes (in a worker process)."""
+    kind, args = recipe
+    if kind == "encoder":
+        return load_encoder(*args)
+    return project.backend.training_encoder(*args)
+
+
+def _run_encoder(encoder, texts: list[str], role: str, progress: bool) -> np.ndarray:
+    recipe = getattr(encoder, "recipe", None)
+    if _ENGINE is not None and recipe is not None and texts:
+        return _ENGINE.encode(recipe, texts, role)
+    return encoder.encode(texts, role, progress)
 
 
 class EmbeddingCache:
@@ -444,13 +480,13 @@ def encode_cached(
 ) -> np.ndarray:
     """Encode `texts`, reading and filling `cache` (default: recent vectors)."""
     if cache is None:
-        return encoder.encode(texts, role, progress)
+        return _run_encoder(encoder, texts, role, progress)
     keys = [cache.key(encoder.identity, role, t) for t in texts]
     found = cache.get_many(list(dict.fromkeys(keys)))
     missing = [i for i, k in enumerate(keys) if k not in found]
     if missing:
         unique = list(dict.fromkeys(texts[i] for i in missing))
-        vectors = encoder.encode(unique, role, progress)
+        vectors = _run_encoder(encoder, unique, role, progress)
         new = dict(zip(unique, vectors, strict=True))
         for start in range(0, len(unique), 2000):
             cache.put_many(

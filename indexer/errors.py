@@ -44,6 +44,14 @@ class NotTrainedError(IndexerError):
     status = 409
     title = "Project not trained"
 
+    @classmethod
+    def of(cls, project_id: str) -> NotTrainedError:
+        """The error for a project that was never trained."""
+        return cls(
+            f"Project '{project_id}' is not trained: run "
+            f"`indexer train {project_id} CORPUS`"
+        )
+
 
 class InputError(IndexerError):
     """A document, corpus or vocabulary file is malformed."""

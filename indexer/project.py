@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -208,8 +209,12 @@ class Project:
         lock (BusyError when another training holds it, unless `wait`)."""
         if not paths:
             raise UsageError("Give at least one training corpus")
+        from indexer.distributed import current_world
+
         corpus = self.corpus(paths)
-        with self.lock.hold(wait=wait):
+        # under torchrun, rank 0 holds the lock and saves; the others save nothing
+        writes = current_world().is_main
+        with self.lock.hold(wait=wait) if writes else contextlib.nullcontext():
             info = self.backend.train(corpus, jobs=jobs)
         info["warnings"] = corpus.stats.warnings()
         return info

@@ -26,6 +26,11 @@ def jsonable(value: Any, full_paths: bool = False) -> Any:
     return value
 
 
+def tsv_line(uri: str, label: str, score: float) -> str:
+    """One suggestion as the CLI prints it: `<uri> TAB label TAB score`."""
+    return f"<{uri}>\t{label}\t{score:.4f}"
+
+
 def render_suggestions(
     project, texts: Sequence[str], batch, language: str, explain: bool = False
 ) -> list[list[dict]]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -110,12 +111,19 @@ class LlmHeadParams:
     seed: int = param(0, "seed of initialisation, shuffling and dropout")
 
 
+def _is_main_process() -> bool:
+    from indexer.distributed import current_world
+
+    return current_world().is_main
+
+
 class LlmHeadBackend(Backend):
     """Multi-label head (one sigmoid per subject) on a decoder LLM's last token."""
 
     name = "llm_head"
     kind = ASSOCIATIVE
     Params = LlmHeadParams
+    trains_distributed = True
 
     # -- the decoder -----------------------------------------------------
     @property
@@ -214,12 +222,33 @@ class LlmHeadBackend(Backend):
 
     def _featurizer(self, role_max_length: int | None = None) -> _Features:
         model, tokenizer, decoder, lock = self._decoder(trainable=False)
-        return _Features(self, model, tokenizer, decoder, lock, role_max_length)
+        features = _Features(self, model, tokenizer, decoder, lock, role_max_length)
+        # how a Ray actor that loaded this project builds the same featurizer
+        features.recipe = ("project", (role_max_length,))
+        return features
+
+    def training_encoder(self, role_max_length: int | None = None) -> _Features:
+        """The frozen decoder's pooled states, as training encodes them."""
+        return self._featurizer(role_max_length)
 
     # -- training --------------------------------------------------------
     def train(self, corpus, jobs: int = 1) -> dict:
-        """Train; the checkpoint of an interrupted run is removed on success."""
+        """Train; the checkpoint of an interrupted run is removed on success.
+
+        Under torchrun only rank 0 saves the model; the other ranks train
+        alongside it and keep nothing."""
+        from indexer.distributed import current_world
+
         self._check_mode()
+        world = current_world()
+        if world.active and self.params.mode == "frozen":
+            raise ConfigError(
+                f"{self._where()}: torchrun trains the LoRA modes; mode = frozen "
+                "trains only the head on cached states: train it in one process"
+            )
+        if not world.is_main:
+            with tempfile.TemporaryDirectory() as scratch:
+                return self._train(corpus, Path(scratch), jobs)
         info = super().train(corpus, jobs)
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         return info
@@ -250,7 +279,8 @@ class LlmHeadBackend(Backend):
 
         started = time.perf_counter()
         features = self._featurizer()
-        cache = project_cache(self.project)
+        # one writer for the shared cache: rank 0 when training under torchrun
+        cache = project_cache(self.project) if _is_main_process() else None
         if p.mode == "frozen":
             x = encode_cached(features, texts, cache, "passage", progress=True)
             stats_rows = train_rows
@@ -265,7 +295,7 @@ class LlmHeadBackend(Backend):
         label_vectors = None
         if p.head_init == "labels":
             label_vectors = encode_cached(
-                _Features(self, *self._decoder(False)[:4], min(p.max_length, 64)),
+                self._featurizer(min(p.max_length, 64)),
                 self._label_texts(label_ids),
                 cache,
                 "label",

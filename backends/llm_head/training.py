@@ -12,13 +12,19 @@ import time
 import numpy as np
 
 from backends.llm_head.head import load_tensors, save_tensors, scores
+from indexer import distributed
 from indexer.errors import ConfigError
 
 MONITOR = "ndcg@10"
 
 
 class Trainer:
-    """The epoch loop: training, validation, early stopping, checkpoints."""
+    """The epoch loop: training, validation, early stopping, checkpoints.
+
+    Under torchrun every rank trains on its share of each global batch (its
+    shard), DistributedDataParallel averages the gradients, and only rank 0
+    validates and checkpoints; it tells the others the outcome of each epoch.
+    """
 
     def __init__(self, backend, head, x, targets, train_rows, val_rows, texts):
         import torch
@@ -39,6 +45,13 @@ class Trainer:
             lora = [q for q in self.adapter.parameters() if q.requires_grad]
             groups.append({"params": lora, "lr": self.p.lora_learning_rate})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=self.p.weight_decay)
+        self.world = distributed.current_world()
+        self.head_step = distributed.wrap_for_training(self.head, self.world)
+        self.adapter_step = (
+            None
+            if self.adapter is None
+            else distributed.wrap_for_training(self.adapter, self.world)
+        )
 
     def _attach_adapter(self) -> None:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -87,6 +100,8 @@ class Trainer:
         a kill at any moment leaves a consistent checkpoint."""
         import torch
 
+        if not self.world.is_main:
+            return
         directory = self.backend.checkpoint_dir
         directory.mkdir(parents=True, exist_ok=True)
         optim = self.optimizer.state_dict()
@@ -163,7 +178,9 @@ class Trainer:
             if p.patience and state["stale"] >= p.patience:
                 break
             loss = self._epoch(epoch)
-            metrics = self._validate()
+            metrics = distributed.broadcast(
+                self._validate() if self.world.is_main else None, self.world
+            )
             row = {"epoch": epoch, "loss": round(loss, 5), **metrics}
             score = metrics.get(MONITOR)
             improved = score is None or state["best"] is None or score > state["best"]
@@ -174,16 +191,29 @@ class Trainer:
                 state["stale"] += 1
             state["history"].append(row)
             state["epoch"] = epoch
-            tqdm.write(
-                f"epoch {epoch}/{p.epochs}: loss {loss:.4f}"
-                + "".join(f"  {k} {v:.4f}" for k, v in metrics.items())
-                + ("  (best)" if improved and metrics else ""),
-                file=sys.stderr,
-            )
+            if self.world.is_main:
+                tqdm.write(
+                    f"epoch {epoch}/{p.epochs}: loss {loss:.4f}"
+                    + "".join(f"  {k} {v:.4f}" for k, v in metrics.items())
+                    + ("  (best)" if improved and metrics else ""),
+                    file=sys.stderr,
+                )
             self._save_checkpoint(state, best_state if improved else None)
+            distributed.barrier(self.world)
             self.backend._epoch_done(epoch)
         self._restore(best_state)
+        distributed_info = {}
+        if self.world.active:
+            distributed_info["distributed"] = {
+                "world_size": self.world.size,
+                "largest_weight_difference_between_ranks": (
+                    distributed.largest_difference_from_main(
+                        self._trainable(), self.world
+                    )
+                ),
+            }
         return {
+            **distributed_info,
             "epochs_run": state["epoch"],
             "best_epoch": state["best_epoch"],
             "history": state["history"],
@@ -201,22 +231,31 @@ class Trainer:
             np.random.default_rng(p.seed + epoch).permutation(len(self.train_rows))
         ]
         size = p.head_batch_size if self.adapter is None else p.batch_size
-        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        # a global batch of `size` documents per rank; each rank takes its share
+        step_size = size * self.world.size
+        batches = [order[i : i + step_size] for i in range(0, len(order), step_size)]
         self.head.train()
         if self.adapter is not None:
             self.adapter.train()
         total = 0.0
         self.optimizer.zero_grad()
         bar = tqdm(
-            batches, desc=f"epoch {epoch}", unit=" batches", leave=False, disable=None
+            batches,
+            desc=f"epoch {epoch}",
+            unit=" batches",
+            leave=False,
+            disable=None if self.world.is_main else True,
         )
-        for step, rows in enumerate(bar, start=1):
+        for step, global_rows in enumerate(bar, start=1):
+            rows, weight = self._share(global_rows)
             with self.backend._out_of_memory_guard():
                 loss = self._loss(rows)
                 (
-                    loss / (1 if self.adapter is None else p.gradient_accumulation)
+                    loss
+                    * weight
+                    / (1 if self.adapter is None else p.gradient_accumulation)
                 ).backward()
-            total += float(loss.detach()) * len(rows)
+            total += float(loss.detach()) * len(rows) * bool(weight)
             if (
                 self.adapter is None
                 or step % p.gradient_accumulation == 0
@@ -224,24 +263,37 @@ class Trainer:
             ):
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-        return total / max(len(order), 1)
+        return distributed.sum_over_ranks(total, self.world) / max(len(order), 1)
+
+    def _share(self, global_rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """This rank's rows of a global batch and the weight of their mean loss.
+
+        Weighted so that the gradient averaged over the ranks is the gradient of
+        the mean over the whole global batch, as in one process; a rank left
+        without rows runs one row at weight 0, since every rank must step."""
+        if not self.world.active:
+            return global_rows, 1.0
+        rows = np.array_split(global_rows, self.world.size)[self.world.rank]
+        if not len(rows):
+            return global_rows[:1], 0.0
+        return rows, len(rows) * self.world.size / len(global_rows)
 
     def _loss(self, rows: np.ndarray):
         import torch
 
-        pooled = self._pooled(rows)
-        logits = self.head(pooled)
+        pooled = self._pooled(rows, self.adapter_step)
+        logits = self.head_step(pooled)
         y = self._dense_targets(rows).to(logits.device)
         # summed over labels, averaged over documents: each positive counts
         return torch.nn.functional.binary_cross_entropy_with_logits(
             logits, y, reduction="sum"
         ) / len(rows)
 
-    def _pooled(self, rows: np.ndarray):
+    def _pooled(self, rows: np.ndarray, adapter=None):
         if self.adapter is None:
             return self.x[rows].to(self.device)
         return self.backend._pooled(
-            self.adapter, self.tokenizer, [self.texts[i] for i in rows]
+            adapter or self.adapter, self.tokenizer, [self.texts[i] for i in rows]
         )
 
     def _dense_targets(self, rows: np.ndarray):

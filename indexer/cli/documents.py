@@ -4,12 +4,47 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from indexer.cli.app import Context, cli, pass_context, warn
 from indexer.errors import UsageError
+
+
+def engine_option(help_text: str):
+    return click.option(
+        "--engine",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help=help_text,
+    )
+
+
+def ray_options(command):
+    """--address, --workers and --gpus-per-worker (for --engine ray)."""
+    options = [
+        click.option("--address", help="Ray cluster to join (default: start one)."),
+        click.option(
+            "--workers",
+            default=1,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Ray actors, each loading the project once (--engine ray).",
+        ),
+        click.option(
+            "--gpus-per-worker",
+            default=0.0,
+            show_default=True,
+            type=click.FloatRange(min=0),
+            help="GPUs for each Ray actor (LLM backends).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @cli.command()
@@ -23,6 +58,8 @@ from indexer.errors import UsageError
     type=click.IntRange(min=1),
     help="Parallel jobs.",
 )
+@engine_option("Where the encoding passes run (knn, embed, llm_rank, llm_head).")
+@ray_options
 @click.option(
     "--wait",
     is_flag=True,
@@ -30,16 +67,60 @@ from indexer.errors import UsageError
 )
 @pass_context
 def train(
-    ctx: Context, project_id: str, paths: tuple[str, ...], jobs: int, wait: bool
+    ctx: Context,
+    project_id: str,
+    paths: tuple[str, ...],
+    jobs: int,
+    wait: bool,
+    **engine,
 ) -> None:
-    """Train PROJECT on the corpus at PATHS (TSV, CSV, JSONL or a directory)."""
+    """Train PROJECT on the corpus at PATHS (TSV, CSV, JSONL or a directory).
+
+    Under `torchrun --nproc-per-node N -m indexer train ...`, llm_head trains
+    its LoRA modes on N processes (DistributedDataParallel).
+    """
+    from indexer import distributed
+
     project = ctx.project(project_id)
-    info = project.train(list(paths), jobs=jobs, wait=wait)
+    world = distributed.join_from_environment()
+    try:
+        if world.active and not project.backend_class.trains_distributed:
+            raise UsageError(
+                f"Backend '{project.config.backend}' trains in one process: run "
+                "`indexer train` without torchrun"
+            )
+        with _encoding_on(ctx, project, engine):
+            info = project.train(list(paths), jobs=jobs, wait=wait)
+    finally:
+        distributed.leave()
+    if not world.is_main:
+        return
     warn(info.get("warnings", []))
     click.echo(
         f"Trained '{project.id}' on {info['documents']} documents in "
         f"{info['seconds']:.1f} s"
+        + (f" on {world.size} processes" if world.active else "")
     )
+
+
+@contextmanager
+def _encoding_on(ctx: Context, project, engine: dict):
+    """With --engine ray, the encoding passes of the training run on Ray."""
+    if engine["engine"] != "ray":
+        yield
+        return
+    from indexer.batch.ray_encoding import RayEncoding
+    from indexer.batch.records import RayOptions
+    from indexer.batch.work import ProjectRef
+    from indexer.encoder import encoding_engine
+
+    settings = RayOptions(
+        engine["address"], engine["workers"], engine["gpus_per_worker"]
+    )
+    ref = ProjectRef.of(project, ctx.projects_path)
+    with RayEncoding(ref, settings) as ray_engine, encoding_engine(ray_engine):
+        yield
+    click.echo(f"{ray_engine.encoded} texts encoded on the Ray cluster", err=True)
 
 
 def _read_inputs(files: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -82,7 +163,7 @@ def suggest(
 
     Output: `<uri>TAB label TAB score` per line, or --format json.
     """
-    from indexer.rendering import render_suggestions
+    from indexer.rendering import render_suggestions, tsv_line
 
     project = ctx.project(project_id)
     vocab = project.vocab
@@ -108,18 +189,46 @@ def suggest(
         if len(results) > 1:
             click.echo(f"# {result['document']}")
         for item in result["suggestions"]:
-            click.echo(_tsv_line(item))
+            click.echo(tsv_line(item["uri"], item["label"], item["score"]))
             if explain and item.get("explanation"):
                 click.echo(f"#\t{json.dumps(item['explanation'], ensure_ascii=False)}")
 
 
 @cli.command()
 @click.argument("project_id")
-@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--output",
     type=click.Path(dir_okay=False),
-    help="Write one JSONL file instead of a file per document.",
+    help="OUT.jsonl or OUT.parquet: rows id, rank, uri, label, score. Without it, "
+    "a file per document is written beside each document of one directory.",
+)
+@engine_option("Worker processes on this machine, or a Ray cluster.")
+@click.option(
+    "-j",
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes (--engine local).",
+)
+@ray_options
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="On a record without valid UTF-8 text: stop, or write it to a rejects "
+    "file and go on.",
+)
+@click.option("--id-column", default="id", show_default=True, help="JSONL/Parquet.")
+@click.option("--text-column", default="text", show_default=True, help="JSONL/Parquet.")
+@click.option(
+    "--block-size",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Documents per output block (the unit of work and of resuming).",
 )
 @click.option(
     "--suffix",
@@ -127,81 +236,68 @@ def suggest(
     show_default=True,
     help="Suffix of per-document files.",
 )
-@click.option("--force", is_flag=True, help="Overwrite existing suggestion files.")
+@click.option(
+    "--force", is_flag=True, help="Overwrite the output (or per-document files)."
+)
 @click.option("--limit", type=click.IntRange(min=1))
 @click.option("--threshold", type=click.FloatRange(0, 1))
+@click.option("--language", help="Language of the labels (default: the project's).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @pass_context
-def index(
-    ctx: Context,
-    project_id,
-    directory,
-    output,
-    suffix,
-    force,
-    limit,
-    threshold,
-    batch_size,
-) -> None:
-    """Suggest subjects for every .txt file in DIRECTORY."""
-    from tqdm import tqdm
+def index(ctx: Context, project_id, inputs, output, **settings) -> None:
+    """Suggest subjects for every document of INPUTS.
 
-    from indexer.corpus import batched
-    from indexer.rendering import render_suggestions
+    INPUTS: directories of .txt files, JSONL (id, text), Parquet or Annif TSV
+    files. A rerun of an interrupted run resumes it.
+    """
+    from indexer.batch.records import Options, RayOptions
+    from indexer.batch.runner import BatchJob, IndexingInterrupted, run
+    from indexer.batch.work import ProjectRef
 
     project = ctx.project(project_id)
-    files = sorted(Path(directory).glob("*.txt"))
-    if not files:
-        raise UsageError(f"Directory '{directory}' contains no .txt files")
-    chunks = list(batched(files, batch_size))
-    with _IndexOutput(output, suffix, force) as sink:
-        for chunk in tqdm(chunks, desc="Indexing", unit=" batches", disable=None):
-            texts = [f.read_text(encoding="utf-8", errors="replace") for f in chunk]
-            batch = project.suggest(texts, limit=limit, threshold=threshold)
-            rendered = render_suggestions(project, texts, batch, project.language)
-            for path, items in zip(chunk, rendered, strict=True):
-                sink.write(path, items)
-    click.echo(sink.summary(), err=True)
-
-
-def _tsv_line(item: dict) -> str:
-    return f"<{item['uri']}>\t{item['label']}\t{item['score']:.4f}"
-
-
-class _IndexOutput:
-    """Where `index` writes: one JSONL file, or a TSV file beside each document
-    (an existing one is kept unless forced)."""
-
-    def __init__(self, output: str | None, suffix: str, force: bool):
-        self.output, self.suffix, self.force = output, suffix, force
-        self.written = self.skipped = 0
-        self._file = None
-
-    def __enter__(self) -> _IndexOutput:
-        if self.output:
-            self._file = open(self.output, "w", encoding="utf-8")  # noqa: SIM115
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._file:
-            self._file.close()
-
-    def write(self, path: Path, items: list[dict]) -> None:
-        if self._file:
-            record = {"id": path.stem, "suggestions": items}
-            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        else:
-            target = path.with_name(path.stem + self.suffix)
-            if target.exists() and not self.force:
-                self.skipped += 1
-                return
-            target.write_text(
-                "".join(_tsv_line(item) + "\n" for item in items), encoding="utf-8"
-            )
-        self.written += 1
-
-    def summary(self) -> str:
-        kept = f"; {self.skipped} existing files kept (use --force)"
-        return f"Wrote suggestions for {self.written} documents" + (
-            kept if self.skipped else ""
+    job = BatchJob(
+        project,
+        ProjectRef.of(project, ctx.projects_path),
+        [Path(p) for p in inputs],
+        Path(output) if output else None,
+        Options(
+            limit=settings["limit"],
+            threshold=settings["threshold"],
+            language=settings["language"],
+            batch_size=settings["batch_size"],
+            id_column=settings["id_column"],
+            text_column=settings["text_column"],
+        ),
+        block_size=settings["block_size"],
+        on_error=settings["on_error"],
+        force=settings["force"],
+        suffix=settings["suffix"],
+        engine=settings["engine"],
+        jobs=settings["jobs"],
+        ray=RayOptions(
+            address=settings["address"],
+            workers=settings["workers"],
+            gpus_per_worker=settings["gpus_per_worker"],
+        ),
+    )
+    try:
+        summary = run(job)
+    except KeyboardInterrupt:
+        raise IndexingInterrupted(
+            "Interrupted: the blocks finished are kept; rerun the same command to "
+            "resume"
+        ) from None
+    click.echo(
+        f"Indexed {summary.documents} documents in {summary.seconds:.1f} s"
+        + (
+            f" ({summary.resumed_blocks} blocks done before were kept)"
+            if summary.resumed_blocks
+            else ""
         )
+        + (
+            f"; {summary.rejected} rejected records in {summary.rejects_file}"
+            if summary.rejected
+            else ""
+        ),
+        err=True,
+    )

@@ -1,0 +1,83 @@
+"""`--engine local`: blocks indexed by worker processes on this machine.
+
+Each worker process loads the project once. At most two blocks per worker are
+in flight, so memory stays bounded whatever the size of the input.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from indexer.batch.records import BlockSpec, DocResult, Options
+from indexer.batch.work import BlockIndexer, ProjectRef
+from indexer.errors import IndexerError
+
+OnBlock = Callable[[BlockSpec, list[DocResult]], None]
+
+_WORKER: BlockIndexer | None = None
+_WORKER_ERROR: str | None = None
+
+
+class WorkerError(Exception):
+    """A worker could not do its job; the message says why."""
+
+
+def _start_worker(ref: ProjectRef, options: Options) -> None:
+    global _WORKER, _WORKER_ERROR
+    try:
+        _WORKER = BlockIndexer(ref, options)
+    except IndexerError as exc:
+        _WORKER_ERROR = exc.message
+    except Exception as exc:  # reported with the block, not as a dead pool
+        _WORKER_ERROR = f"{type(exc).__name__}: {exc}"
+
+
+def _index(spec: BlockSpec) -> list[DocResult]:
+    if _WORKER is None:
+        raise WorkerError(_WORKER_ERROR or "the worker did not start")
+    return _WORKER.index_block(spec)
+
+
+def run_local(
+    ref: ProjectRef,
+    options: Options,
+    blocks: Iterable[BlockSpec],
+    jobs: int,
+    on_block: OnBlock,
+) -> None:
+    """Index `blocks`, calling `on_block` for each finished one, in block order."""
+    if jobs == 1:
+        indexer = BlockIndexer(ref, options)
+        for spec in blocks:
+            on_block(spec, indexer.index_block(spec))
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn, not fork: a forked copy of a process that has started torch's
+    # threads can deadlock
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_start_worker, initargs=(ref, options)
+    )
+    in_flight: deque = deque()
+    try:
+        for spec in blocks:
+            in_flight.append((spec, pool.submit(_index, spec)))
+            if len(in_flight) >= 2 * jobs:
+                _finish_oldest(in_flight, on_block)
+        while in_flight:
+            _finish_oldest(in_flight, on_block)
+    except BrokenProcessPool:
+        raise WorkerError("a worker process died (killed, or out of memory)") from None
+    finally:
+        for _, future in in_flight:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finish_oldest(in_flight: deque, on_block: OnBlock) -> None:
+    spec, future = in_flight.popleft()
+    on_block(spec, future.result())

@@ -1,0 +1,151 @@
+"""`indexer index --engine ray` against a real local Ray cluster with 2 CPUs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.batch.conftest import ROOT, documents_written, read_rows, write_corpus
+from tests.batch.test_local import (
+    PROJECTS,
+    assert_same_suggestions,
+    expected_suggestions,
+)
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    """One local cluster for the module; its workers import this checkout."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.parametrize("project_id", PROJECTS)
+def test_ray_local_and_suggest_agree(trained, projects, workspace, project_id):
+    corpus = write_corpus(workspace / "corpus.jsonl", 120)
+    outputs = {}
+    for engine in ("ray", "local"):
+        out = workspace / f"{engine}.jsonl"
+        result = trained(
+            "index", project_id, str(corpus), "--output", str(out),
+            "--engine", engine, "--workers", "2", "--block-size", "25",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[engine] = read_rows(out)
+    assert_same_suggestions(
+        outputs["ray"], expected_suggestions(projects, project_id, corpus)
+    )
+    assert outputs["ray"] == outputs["local"]
+
+
+def test_a_project_missing_on_the_workers_is_named(trained, workspace):
+    from indexer.batch.records import RayOptions
+    from indexer.batch.runner import BatchJob, IndexingStopped, run
+    from indexer.batch.work import ProjectRef
+    from indexer.project import Projects
+
+    corpus = write_corpus(workspace / "corpus.jsonl", 40)
+    project = Projects.from_path(workspace / "projects.cfg").get("tfidf-en")
+    # what a node sees when the shared filesystem holding the models is not mounted
+    elsewhere = ProjectRef("tfidf-en", str(workspace / "projects.cfg"),
+                           str(workspace / "unmounted"))  # fmt: skip
+    out = workspace / "out.jsonl"
+    job = BatchJob(project, elsewhere, [corpus], out, engine="ray", block_size=10,
+                   ray=RayOptions(workers=1))  # fmt: skip
+    with pytest.raises(IndexingStopped) as error:
+        run(job, progress=False)
+    message = error.value.message
+    assert "the project could not be loaded on worker node" in message
+    assert "Project 'tfidf-en' is not trained" in message
+    assert "Traceback" not in message
+    assert not out.exists() and not list(Path(f"{out}.parts").glob("block-*"))
+
+
+def _kill_an_actor_once_output_appears(out: Path, killed: list) -> None:
+    import psutil
+
+    parts = Path(f"{out}.parts")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not killed:
+        if parts.is_dir() and any(parts.glob("block-*.jsonl")):
+            for process in psutil.process_iter(["cmdline"]):
+                if "MapBatches(RayIndexer)" in " ".join(process.info["cmdline"] or []):
+                    os.kill(process.pid, signal.SIGKILL)
+                    killed.append(process.pid)
+                    return
+        time.sleep(0.01)
+
+
+def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(trained, workspace):
+    documents = 4000
+    corpus = write_corpus(workspace / "corpus.jsonl", documents)
+    out = workspace / "out.jsonl"
+    killed: list = []
+    killer = threading.Thread(
+        target=_kill_an_actor_once_output_appears, args=(out, killed)
+    )
+    killer.start()
+    result = trained(
+        "index", "tfidf-en", str(corpus), "--output", str(out), "--engine", "ray",
+        "--workers", "2", "--block-size", "20",
+    )  # fmt: skip
+    killer.join()
+    assert killed, "no actor was killed"
+    assert result.exit_code == 0, result.output
+    written = documents_written(read_rows(out))
+    assert len(written) == documents and set(written.values()) == {1}
+
+
+TEXTS = ["stars and telescopes", "music of orchestras", "cells and genes"]
+
+
+def suggestions(projects, project_id: str) -> list[list[tuple[str, float]]]:
+    project = projects.get(project_id)
+    return [
+        [(project.vocab.uris[s.subject], s.score) for s in found]
+        for found in project.suggest(TEXTS)
+    ]
+
+
+@pytest.mark.parametrize("project_id", ["knn-en", "embed-en", "llm_head-en"])
+def test_training_encodes_on_ray_into_the_same_model(dense_workspace, project_id):
+    from click.testing import CliRunner
+
+    from indexer.cli import cli
+    from indexer.project import Projects
+    from tests.conftest import DATA
+
+    cfg = dense_workspace / "projects.cfg"
+    local = Projects.from_path(cfg)
+    local.get(project_id).train([DATA / "tiny.tsv"])
+    # a data directory of its own: no embedding cache, no concept index yet
+    on_ray = dense_workspace / "ray.cfg"
+    on_ray.write_text("[indexer]\ndata_dir = ray-data\n" + cfg.read_text())
+    result = CliRunner().invoke(
+        cli,
+        ["--projects", str(on_ray), "train", project_id, str(DATA / "tiny.tsv"),
+         "--engine", "ray", "--workers", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    encoded = int(
+        result.output.split(" texts encoded on the Ray cluster")[0].split()[-1]
+    )
+    assert encoded >= 9  # the training documents, or the concepts
+    ours = suggestions(Projects.from_path(on_ray), project_id)
+    theirs = suggestions(local, project_id)
+    assert [[u for u, _ in doc] for doc in ours] == [[u for u, _ in d] for d in theirs]
+    for doc, other in zip(ours, theirs, strict=True):
+        assert [s for _, s in doc] == pytest.approx([s for _, s in other], abs=1e-5)
