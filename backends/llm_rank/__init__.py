@@ -85,9 +85,9 @@ class LlmRankParams:
         2, "similar indexed documents shown as examples (after training)", min=0
     )
     example_tokens: int = param(48, "tokens of each example document", min=4)
-    max_doc_tokens: int = param(384, "tokens of the document in the prompt", min=0)
+    max_doc_tokens: int = param(192, "tokens of the document in the prompt", min=0)
     label_context: list[str] = param(
-        list(CONTEXT),
+        ["broader"],
         "what the prompt tells about each candidate besides its label",
         choices=CONTEXT,
     )
@@ -105,7 +105,7 @@ class LlmRankParams:
     prefix_cache: bool = param(
         True, "run the shared prefix once and reuse its KV cache for all candidates"
     )
-    batch_size: int = param(16, "candidates scored in one forward pass", min=1)
+    batch_size: int = param(32, "candidates scored in one forward pass", min=1)
     combine: str = param(
         "learned",
         "final score: learned (logistic regression after training, else "
@@ -135,7 +135,8 @@ class LlmRankParams:
     device: str = param("auto", "auto, cpu or cuda")
     dtype: str = param(
         "auto",
-        "LLM weights (auto: float32 on CPU, bfloat16 on GPU)",
+        "LLM weights (auto: bfloat16 on a GPU and on CPUs with native bfloat16 "
+        "support, else float32)",
         choices=["auto", "float32", "bfloat16", "float16"],
     )
 

@@ -54,7 +54,7 @@ def test_prefix_cache_gives_the_scores_of_separate_prompts(projects):
 def test_prefix_cache_parameter_does_not_change_suggestions(
     dense_workspace, tiny_chat_llm, tiny_encoder
 ):
-    settings = {"model": tiny_chat_llm, "embed_model": tiny_encoder}
+    settings = {"model": tiny_chat_llm, "embed_model": tiny_encoder, "dtype": "float32"}
     projects = _add(dense_workspace, "rank-nocache", prefix_cache="false", **settings)
     projects = _add(dense_workspace, "rank-cache", batch_size=3, **settings)
     with_cache = projects.get("rank-cache").suggest([ASTRONOMY, SOLAR])
@@ -138,7 +138,7 @@ def test_pruning_skips_candidates_that_cannot_reach_the_top(projects):
 def test_contextual_answers_subtract_the_empty_document_answer(
     dense_workspace, tiny_chat_llm, tiny_encoder
 ):
-    settings = {"model": tiny_chat_llm, "embed_model": tiny_encoder}
+    settings = {"model": tiny_chat_llm, "embed_model": tiny_encoder, "dtype": "float32"}
     projects = _add(dense_workspace, "rank-plain", **settings)
     projects = _add(dense_workspace, "rank-contextual", contextual="true", **settings)
     plain = projects.get("rank-plain").backend
@@ -310,7 +310,7 @@ def test_real_smollm2_judges_candidates(workspace):
     cfg.write_text(
         cfg.read_text()
         + "\n[rank-real]\nlanguage=en\nvocab=tiny\nbackend=llm_rank\n"
-        + "model=smollm2\nsources=lexical, embed\nllm_weight=1.0\n"
+        + "model=smollm2\nsources=lexical, embed\nllm_weight=1.0\ndtype=float32\n"
     )
     project = Projects.from_path(cfg).get("rank-real")
     backend = project.backend
