@@ -1,5 +1,5 @@
-"""The example configuration examples/full.cfg on a shared dataset: all seven
-backends, the zero-shot ensemble and the calibrated `full` fusion.
+"""The example configuration examples/full.cfg on a shared dataset: every
+backend, the zero-shot ensemble and the calibrated `full` fusion.
 
     python benchmarks/full.py [--datasets kirjastonhoitaja] [--workdir DIR]
         [--tune-docs N]

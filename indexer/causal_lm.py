@@ -12,8 +12,10 @@ shared prefix is run once and its KV cache serves every suffix.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +36,7 @@ class CausalLM:
         self.model_info = model
         self.device = pick_device(device)
         if dtype == "auto":
-            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+            dtype = auto_dtype(self.device)
         self.tokenizer = load_tokenizer(model)
         self.model = load_decoder(model, self.device, dtype=dtype, causal_lm=True)
         config = self.model.config
@@ -158,6 +160,25 @@ class CausalLM:
         yes = self._torch.logsumexp(logits[:, :n_yes], dim=-1)
         no = self._torch.logsumexp(logits[:, n_yes:], dim=-1)
         return (yes - no).cpu().numpy()
+
+
+def auto_dtype(device: str) -> str:
+    """bfloat16 on GPUs and on CPUs that compute it natively (AVX512-BF16,
+    AMX: about 3x faster than float32 for gemma-3-270m on 2 EPYC cores),
+    float32 elsewhere."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16"
+    try:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        native = False
+    flags = ""
+    with contextlib.suppress(OSError):
+        flags = Path("/proc/cpuinfo").read_text()
+    fast = native and (" avx512_bf16" in flags or " amx_bf16" in flags)
+    return "bfloat16" if fast else "float32"
 
 
 def _cache_argument(decoder) -> str:

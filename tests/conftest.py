@@ -296,6 +296,7 @@ backend = llm_rank
 model = {tiny_chat_llm}
 embed_model = {tiny_encoder}
 calibration_docs = 5
+dtype = float32
 """
     )
     return workspace

@@ -25,11 +25,11 @@ def test_every_project_has_valid_settings(path):
 def test_demo_is_the_zero_shot_ensemble():
     projects = Projects.from_path(ROOT / "projects.cfg")
     sources = projects.get("demo").backend.sources()
-    assert {p.backend.name for p, _ in sources} == {"lexical", "embed", "llm_rank"}
+    assert {p.backend.name for p, _ in sources} == {"lexical", "embed"}
     assert not any(p.backend.needs_training for p, _ in sources)
 
 
-def test_full_example_fuses_all_seven_backends():
+def test_full_example_fuses_six_backends_and_keeps_llm_rank_apart():
     projects = Projects.from_path(ROOT / "examples/full.cfg")
     full = projects.get("full").backend
     assert full.name == "calibrated"
@@ -40,5 +40,5 @@ def test_full_example_fuses_all_seven_backends():
         "llm_head",
         "lexical",
         "embed",
-        "llm_rank",
     }
+    assert projects.get("llm-rank").backend.name == "llm_rank"

@@ -39,6 +39,9 @@ SOURCES = ("lexical", "embed", "knn")
 FEATURES = ("bias", "llm", "lexical", "embed", "similarity", "knn", "sources")
 RETRIEVAL_FEATURES = tuple(f for f in FEATURES if f != "llm")
 COMBINE = ("learned", "configured", "llm", "retrieval")
+CONTEXT = ("alt", "broader", "note")
+LLM = FEATURES.index("llm")
+LLM_RANGE = (0.01, 0.99)  # quantiles of the calibration's LLM log-odds
 LOGIT_CLIP = 20.0
 
 
@@ -82,11 +85,27 @@ class LlmRankParams:
         2, "similar indexed documents shown as examples (after training)", min=0
     )
     example_tokens: int = param(48, "tokens of each example document", min=4)
-    max_doc_tokens: int = param(384, "tokens of the document in the prompt", min=0)
+    max_doc_tokens: int = param(192, "tokens of the document in the prompt", min=0)
+    label_context: list[str] = param(
+        ["broader"],
+        "what the prompt tells about each candidate besides its label",
+        choices=CONTEXT,
+    )
+    contextual: bool = param(
+        False,
+        "subtract each candidate's answer for an empty document (the LLM's bias "
+        "towards the label itself, computed once per concept)",
+    )
+    prune: bool = param(
+        True,
+        "after training, skip the LLM for candidates that cannot reach the top "
+        "prune_depth whatever it answers",
+    )
+    prune_depth: int = param(10, "ranks the LLM's answers may reorder", min=1)
     prefix_cache: bool = param(
         True, "run the shared prefix once and reuse its KV cache for all candidates"
     )
-    batch_size: int = param(16, "candidates scored in one forward pass", min=1)
+    batch_size: int = param(32, "candidates scored in one forward pass", min=1)
     combine: str = param(
         "learned",
         "final score: learned (logistic regression after training, else "
@@ -116,7 +135,8 @@ class LlmRankParams:
     device: str = param("auto", "auto, cpu or cuda")
     dtype: str = param(
         "auto",
-        "LLM weights (auto: float32 on CPU, bfloat16 on GPU)",
+        "LLM weights (auto: bfloat16 on a GPU and on CPUs with native bfloat16 "
+        "support, else float32)",
         choices=["auto", "float32", "bfloat16", "float16"],
     )
 
@@ -134,6 +154,7 @@ class Analysis:
     truncated: bool = False
     prefix_tokens: int = 0
     suffix_tokens: int = 0  # all candidates together
+    judged: int = 0  # candidates the LLM was asked about
     llm_seconds: float = 0.0
 
 
@@ -227,7 +248,10 @@ class LlmRankBackend(Backend):
                 f"{where}: the yes and no answers of the prompt share their first "
                 "token for this model: set yes_words and no_words"
             )
-        self._prompts = PromptBuilder(lm, templates, chat, p.max_doc_tokens)
+        self._prompts = PromptBuilder(
+            lm, templates, chat, p.max_doc_tokens, p.label_context
+        )
+        self._bias: dict[int, float] = {}  # concept id -> log-odds, empty document
 
     def _setup(self, directory: Path | None) -> None:
         self._parts(directory)
@@ -329,8 +353,12 @@ class LlmRankBackend(Backend):
             )
         return out
 
-    def _llm_logits(self, text: str, ids: list[int], neighbours, analysis) -> None:
+    def _llm_logits(self, text: str, neighbours, analysis: Analysis) -> None:
+        """The LLM's log-odds for the candidates worth asking about; the others
+        get the answer that ranks them lowest."""
         started = time.perf_counter()
+        judge = self._worth_judging(analysis.x)
+        ids = analysis.ids[judge].tolist()
         examples = self._examples(neighbours)
         prompt = self._prompts.build(
             text, examples, [self._concept_text(c) for c in ids]
@@ -343,13 +371,62 @@ class LlmRankBackend(Backend):
             self.params.batch_size,
             reuse_prefix=self.params.prefix_cache,
         )
-        analysis.x[:, FEATURES.index("llm")] = np.clip(logits, -LOGIT_CLIP, LOGIT_CLIP)
+        if self.params.contextual:
+            logits = logits - self._label_bias(ids)
+        analysis.x[:, LLM] = self._lowest_answer()
+        analysis.x[judge, LLM] = np.clip(logits, -LOGIT_CLIP, LOGIT_CLIP)
+        analysis.judged = len(ids)
         analysis.examples = len(examples)
         analysis.document_tokens = prompt.document_tokens
         analysis.truncated = prompt.truncated
         analysis.prefix_tokens = len(prompt.prefix)
         analysis.suffix_tokens = sum(len(s) for s in prompt.suffixes)
         analysis.llm_seconds = time.perf_counter() - started
+
+    def _label_bias(self, ids: list[int]) -> np.ndarray:
+        """The LLM's log-odds for each concept asked about an empty document."""
+        missing = [c for c in dict.fromkeys(ids) if c not in self._bias]
+        if missing:
+            concepts = [self._concept_text(c) for c in missing]
+            prompt = self._prompts.build("", [], concepts)
+            logits = self._lm.yes_no_logits(
+                prompt.prefix,
+                prompt.suffixes,
+                self._yes,
+                self._no,
+                self.params.batch_size,
+            )
+            self._bias.update(zip(missing, logits.tolist(), strict=True))
+        return np.array([self._bias[c] for c in ids], dtype=np.float32)
+
+    def _pruning(self) -> tuple[np.ndarray, tuple[float, float]] | None:
+        """(learned weights, LLM log-odds range) when pruning applies."""
+        cal = self._calibration or {}
+        if not (self.params.prune and self.params.combine == "learned"):
+            return None
+        if not cal.get("learned") or not cal.get("llm_range"):
+            return None
+        weights = np.array([cal["learned"][f] for f in FEATURES])
+        return weights, tuple(cal["llm_range"])
+
+    def _worth_judging(self, x: np.ndarray) -> np.ndarray:
+        """Candidates that some LLM answer within the calibration's range could
+        bring into the top `prune_depth`: the others keep their rank anyway."""
+        pruning, depth = self._pruning(), self.params.prune_depth
+        if pruning is None or len(x) <= depth:
+            return np.ones(len(x), dtype=bool)
+        weights, (low, high) = pruning
+        rest = x @ weights - weights[LLM] * x[:, LLM]
+        worst, best = sorted((weights[LLM] * low, weights[LLM] * high))
+        bar = np.sort(rest + worst)[-depth]  # the depth-th best, LLM saying no
+        return rest + best >= bar
+
+    def _lowest_answer(self) -> float:
+        pruning = self._pruning()
+        if pruning is None:
+            return 0.0
+        weights, (low, high) = pruning
+        return low if weights[LLM] >= 0 else high
 
     def analyse(self, texts: list[str], progress: bool = False) -> list[Analysis]:
         """Candidates, their features and the LLM's judgement for each text."""
@@ -386,7 +463,7 @@ class LlmRankBackend(Backend):
                     np.asarray(ids, np.int64), x, sources, info["neighbours"]
                 )
                 if use_llm and ids:
-                    self._llm_logits(text, ids, info["neighbours"], analysis)
+                    self._llm_logits(text, info["neighbours"], analysis)
                 out.append(analysis)
         return out
 
@@ -395,7 +472,7 @@ class LlmRankBackend(Backend):
         """Final scores of candidates with features `x`."""
         mode = mode or self.params.combine
         cal = self._calibration or {}
-        llm = x[:, FEATURES.index("llm")]
+        llm = x[:, LLM]
         if mode == "learned" and cal.get("learned"):
             logit = x @ np.array([cal["learned"][f] for f in FEATURES])
         elif mode == "retrieval" and cal.get("retrieval"):
@@ -496,6 +573,7 @@ class LlmRankBackend(Backend):
             info["learned"] = fit(list(FEATURES))
             platt = fit(["llm", "bias"])
             info["platt"] = {"slope": platt["llm"], "intercept": platt["bias"]}
+            info["llm_range"] = np.quantile(x[:, LLM], LLM_RANGE).tolist()
         return info
 
     # -- explanations --------------------------------------------------------

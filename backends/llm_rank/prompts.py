@@ -152,11 +152,19 @@ class Prompt:
 class PromptBuilder:
     """Renders the templates for one causal LM (chat or completion style)."""
 
-    def __init__(self, lm, templates: dict[str, str], chat: bool, max_doc_tokens: int):
+    def __init__(
+        self,
+        lm,
+        templates: dict[str, str],
+        chat: bool,
+        max_doc_tokens: int,
+        context=("alt", "broader", "note"),
+    ):
         self.lm = lm
         self.templates = templates
         self.chat = chat
         self.max_doc_tokens = max_doc_tokens
+        self.context = set(context)
         if chat:
             rendered = self._render_chat("x")
             if rendered.count(SENTINEL) != 1:
@@ -175,11 +183,11 @@ class PromptBuilder:
         """The candidate's part of the prompt."""
         t = self.templates
         parts = []
-        if concept.alt:
+        if concept.alt and "alt" in self.context:
             parts.append(f"{t['also']}: {', '.join(concept.alt[:3])}")
-        if concept.broader:
+        if concept.broader and "broader" in self.context:
             parts.append(f"{t['broader']}: {', '.join(concept.broader[:2])}")
-        if concept.note:
+        if concept.note and "note" in self.context:
             note = concept.note.strip()
             parts.append(note if len(note) <= 80 else note[:77].rstrip() + "...")
         context = f" ({'; '.join(parts)})" if parts else ""

@@ -54,7 +54,7 @@ def test_prefix_cache_gives_the_scores_of_separate_prompts(projects):
 def test_prefix_cache_parameter_does_not_change_suggestions(
     dense_workspace, tiny_chat_llm, tiny_encoder
 ):
-    settings = {"model": tiny_chat_llm, "embed_model": tiny_encoder}
+    settings = {"model": tiny_chat_llm, "embed_model": tiny_encoder, "dtype": "float32"}
     projects = _add(dense_workspace, "rank-nocache", prefix_cache="false", **settings)
     projects = _add(dense_workspace, "rank-cache", batch_size=3, **settings)
     with_cache = projects.get("rank-cache").suggest([ASTRONOMY, SOLAR])
@@ -105,6 +105,53 @@ def test_combination_modes(projects):
     platt = backend._calibration["platt"]
     expected = 1 / (1 + np.exp(-(platt["slope"] * x[:, 1] + platt["intercept"])))
     np.testing.assert_allclose(backend.combine(x, "llm"), expected, rtol=1e-5)
+
+
+def test_pruning_skips_candidates_that_cannot_reach_the_top(projects):
+    from backends.llm_rank import LLM
+
+    project = projects.get("llm_rank-en")
+    project.train([DATA / "tiny.tsv"])
+    backend = project.backend
+    backend._ensure_loaded()
+    assert len(backend._calibration["llm_range"]) == 2
+    backend.params.prune_depth = 2
+    texts = [ASTRONOMY, SOLAR]
+    backend.params.prune = False
+    full = backend.analyse(texts)
+    assert all(a.judged == len(a.ids) for a in full)
+    # within the range of answers actually given, pruning keeps the top ranks
+    answers = np.concatenate([a.x[:, LLM] for a in full])
+    backend._calibration["llm_range"] = [float(answers.min()), float(answers.max())]
+    backend.params.prune = True
+    pruned = backend.analyse(texts)
+    assert sum(a.judged for a in pruned) < sum(len(a.ids) for a in pruned)
+
+    def top(analysis):
+        order = np.argsort(-backend.combine(analysis.x), kind="stable")
+        return analysis.ids[order[:2]].tolist()
+
+    for whole, part in zip(full, pruned, strict=True):
+        assert top(whole) == top(part)
+
+
+def test_contextual_answers_subtract_the_empty_document_answer(
+    dense_workspace, tiny_chat_llm, tiny_encoder
+):
+    settings = {"model": tiny_chat_llm, "embed_model": tiny_encoder, "dtype": "float32"}
+    projects = _add(dense_workspace, "rank-plain", **settings)
+    projects = _add(dense_workspace, "rank-contextual", contextual="true", **settings)
+    plain = projects.get("rank-plain").backend
+    contextual = projects.get("rank-contextual").backend
+    plain._ensure_loaded()
+    analysis = plain.analyse([SOLAR])[0]
+    concepts = [plain._concept_text(int(c)) for c in analysis.ids]
+    empty = plain._prompts.build("", [], concepts)
+    bias = plain._lm.yes_no_logits(empty.prefix, empty.suffixes, plain._yes, plain._no)
+    corrected = contextual.analyse([SOLAR])[0]
+    np.testing.assert_array_equal(corrected.ids, analysis.ids)
+    np.testing.assert_allclose(corrected.x[:, 1], analysis.x[:, 1] - bias, atol=1e-4)
+    assert len(contextual._bias) == len(analysis.ids)  # asked once per concept
 
 
 def test_retrieval_mode_never_loads_the_llm(dense_workspace, tiny_encoder):
@@ -206,7 +253,8 @@ def test_templates_come_from_configuration(dense_workspace, tiny_chat_llm, tmp_p
         model=tiny_chat_llm,
         sources="lexical",
         template_file=template,
-        candidate_template="{label} ? answer yes or no .",
+        candidate_template="{label}{context} ? answer yes or no .",
+        label_context="broader",
         yes_words="yes",
         no_words="no",
     )
@@ -215,6 +263,9 @@ def test_templates_come_from_configuration(dense_workspace, tiny_chat_llm, tmp_p
     prompt = backend._prompts.build(ASTRONOMY, [], [backend._concept_text(1)])
     assert "stars and galaxies" in backend._lm.decode(prompt.prefix)
     assert backend._lm.decode(prompt.suffixes[0]).startswith("astronomy ? answer yes")
+    physics = backend.project.vocab.id_of("http://example.org/t/physics")
+    text = backend._prompts.candidate(backend._concept_text(physics))
+    assert text == "physics (broader: science) ? answer yes or no ."  # no altLabel
     projects = _add(
         dense_workspace, "rank-bad", model=tiny_chat_llm, candidate_template="{title}"
     )
@@ -259,7 +310,7 @@ def test_real_smollm2_judges_candidates(workspace):
     cfg.write_text(
         cfg.read_text()
         + "\n[rank-real]\nlanguage=en\nvocab=tiny\nbackend=llm_rank\n"
-        + "model=smollm2\nsources=lexical, embed\nllm_weight=1.0\n"
+        + "model=smollm2\nsources=lexical, embed\nllm_weight=1.0\ndtype=float32\n"
     )
     project = Projects.from_path(cfg).get("rank-real")
     backend = project.backend
