@@ -168,7 +168,7 @@ class XmcBackend(Backend):
         has_terms = np.diff(x.indptr) > 0
         if not has_terms.any():
             raise InputError(_NO_TERMS.format(min_df=self.params.min_df))
-        x = x[has_terms]
+        x = with_bias(x[has_terms])
         subjects = [s for s, keep in zip(subjects, has_terms, strict=True) if keep]
         print(
             f"Training one linear classifier for each of {len(labels)} subjects on "
@@ -278,9 +278,12 @@ class XmcBackend(Backend):
 
     def _suggest_flat(self, x, top_k: int) -> SuggestionBatch:
         """omikuji's flat scores: exp(-max(0, 1 - w.x)^2) of every classifier."""
+        no_terms = np.diff(x.indptr) == 0
+        if self._weights.shape[0] == x.shape[1] + 1:  # trained with a bias term
+            x = with_bias(x)
         margins = np.asarray((x @ self._weights).todense(), dtype=np.float32)
         scores = np.exp(-np.square(np.maximum(0.0, 1.0 - margins)))
-        scores[np.diff(x.indptr) == 0] = 0.0  # no known term: nothing to go on
+        scores[no_terms] = 0.0  # no known term: nothing to go on
         dense = np.zeros((x.shape[0], len(self.project.vocab)), dtype=np.float32)
         dense[:, self._labels] = scores
         batch = SuggestionBatch.from_dense(dense, top_k)
@@ -292,6 +295,14 @@ _NO_TERMS = (
     "No training document has a term that occurs in at least min_df = {min_df} "
     "documents"
 )
+
+
+def with_bias(x):
+    """`x` with a constant feature appended, as omikuji adds to every example:
+    the bias of each classifier, regularised like the other weights."""
+    import scipy.sparse as sp
+
+    return sp.hstack([x, np.ones((x.shape[0], 1), np.float32)], format="csr")
 
 
 def fit_linear(x, y: np.ndarray, c: float, threshold: float, seed: int) -> np.ndarray:
