@@ -178,7 +178,6 @@ class EmbedBackend(Backend):
         self._scorer = LinearScorer(FEATURES, dict(DEFAULT_WEIGHTS))
         if directory is not None:
             self._scorer = LinearScorer.load(FEATURES, directory / "calibration.json")
-        self._weights = self._scorer.weights  # read by llm_rank
 
     # -- scoring ---------------------------------------------------------
     def embed_documents(self, texts: list[str]) -> np.ndarray:

@@ -317,6 +317,21 @@ class Backend:
             self._manifest = manifest
             self._loaded = True
 
+    # -- composition: a backend as a part of another backend's model ------
+    def train_part(self, corpus, directory: Path, jobs: int = 1) -> dict:
+        """Fit this backend into `directory`, a folder inside another
+        backend's model being written (no manifest, no swap, no lock: the
+        owner of the model does those)."""
+        return self._train(corpus, directory, jobs) or {}
+
+    def load_part(self, directory: Path | None) -> None:
+        """Load this backend from `directory`, a folder of another backend's
+        model (None: untrained); it never reloads from its own project."""
+        with self._lock:
+            self._load(directory, None)
+            self._manifest = None
+            self._loaded = True
+
     def _check_manifest(self, manifest: dict) -> None:
         if manifest.get("format") != self.model_format:
             raise NotTrainedError(

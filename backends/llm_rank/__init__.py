@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from backends.embed import FEATURES as EMBED_FEATURES
 from backends.embed import EmbedBackend
 from backends.knn import KnnBackend
 from backends.lexical import QUALIFIER, LexicalBackend
@@ -199,8 +198,7 @@ class LlmRankBackend(Backend):
                 continue  # knn needs indexed documents
             backend = classes[name](self.project, params[name])
             trained = sub_dir is not None and sub_dir.is_dir()
-            backend._load(sub_dir if trained else None, None)
-            backend._loaded = True  # not its own project: never reload from there
+            backend.load_part(sub_dir if trained else None)
             self._sources[name] = backend
 
     @property
@@ -280,15 +278,14 @@ class LlmRankBackend(Backend):
         out = [{"candidates": {}, "neighbours": []} for _ in texts]
         lexical = self._sources.get("lexical")
         if lexical is not None:
-            batch = lexical._suggest_batch(texts)
+            batch = lexical.suggest_batch(texts)
             for i in range(len(texts)):
                 for s in batch.row(i)[: self.params.source_candidates]:
                     out[i]["candidates"].setdefault(s.subject, {})["lexical"] = s.score
         embed = self._sources.get("embed")
         if embed is not None:
             sims, ids = embed.retrieve(texts)
-            weights = np.array([embed._weights[f] for f in EMBED_FEATURES])
-            scores = 1 / (1 + np.exp(-(embed.features(sims) @ weights)))
+            scores = embed.calibrated(sims)
             for i in range(len(texts)):
                 for sim, score, cid in zip(sims[i], scores[i], ids[i], strict=True):
                     if cid >= 0:
@@ -518,7 +515,7 @@ class LlmRankBackend(Backend):
         for name, cls in (("lexical", LexicalBackend), ("knn", KnnBackend)):
             if name in self.params.sources:
                 (directory / name).mkdir()
-                cls(self.project, params[name])._train(
+                cls(self.project, params[name]).train_part(
                     reference, directory / name, jobs
                 )
         self._setup(directory)
