@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from indexer.backend import ASSOCIATIVE, Backend
+from indexer.corpus import indexed_documents
 from indexer.encoder import (
     encode_cached,
     load_encoder,
@@ -159,17 +160,6 @@ class KnnBackend(Backend):
                         {**self._documents[row], "similarity": round(float(sim), 3)}
                     )
         return out
-
-
-def indexed_documents(corpus) -> tuple[list[str], list[list[int]], list]:
-    """Texts, subjects and ids of the documents that have known subjects."""
-    texts, subjects, ids = [], [], []
-    for doc in corpus:
-        if doc.subjects:
-            texts.append(doc.text)
-            subjects.append(doc.subjects)
-            ids.append(doc.id or str(len(ids)))
-    return texts, subjects, ids
 
 
 def save_documents(

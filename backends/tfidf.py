@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from indexer.backend import ASSOCIATIVE, Backend
+from indexer.corpus import indexed_documents
 from indexer.errors import NotTrainedError
 from indexer.features import TfidfFeatures, normalize_rows, subject_matrix
 from indexer.params import param
@@ -41,7 +42,7 @@ class TfidfBackend(Backend):
     learns_online = True
 
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
-        texts, subjects = indexed_documents(corpus)
+        texts, subjects, _ = indexed_documents(corpus, "Vectorising")
         features = TfidfFeatures(self.project.language, ngram=self.params.ngram)
         x = features.fit_transform(
             texts,
@@ -65,7 +66,7 @@ class TfidfBackend(Backend):
                 f"online: retrain it once with `indexer train {self.project.id} "
                 "CORPUS`"
             )
-        texts, subjects = indexed_documents(corpus)
+        texts, subjects, _ = indexed_documents(corpus, "Vectorising")
         features = TfidfFeatures.load(previous)
         added = features.extend(
             texts, read_manifest(previous)["documents"], self.params.max_features
@@ -101,19 +102,6 @@ class TfidfBackend(Backend):
                 SuggestionBatch.from_dense(np.asarray(scores), self.params.candidates)
             )
         return SuggestionBatch.vstack(parts)
-
-
-def indexed_documents(corpus) -> tuple[list[str], list[list[int]]]:
-    """Texts and subjects of the documents that have known subjects."""
-    from tqdm import tqdm
-
-    texts, subjects = [], []
-    progress = tqdm(corpus, desc="Vectorising", unit=" docs", leave=False, disable=None)
-    for doc in progress:
-        if doc.subjects:
-            texts.append(doc.text)
-            subjects.append(doc.subjects)
-    return texts, subjects
 
 
 def save_centroids(directory: Path, sums: sp.csr_matrix) -> None:

@@ -216,6 +216,23 @@ class SubjectResolver:
         return list(found)
 
 
+def indexed_documents(
+    corpus, progress: str | None = None
+) -> tuple[list[str], list[list[int]], list[str]]:
+    """Texts, subjects and ids of the documents that have known subjects
+    (`progress`: a progress bar with this label while the corpus is read)."""
+    from tqdm import tqdm
+
+    texts, subjects, ids = [], [], []
+    docs = tqdm(corpus, desc=progress, unit=" docs", leave=False, disable=None)
+    for doc in docs if progress else corpus:
+        if doc.subjects:
+            texts.append(doc.text)
+            subjects.append(doc.subjects)
+            ids.append(doc.id or str(len(ids)))
+    return texts, subjects, ids
+
+
 def batched(items: Iterable, size: int) -> Iterator[list]:
     batch = []
     for item in items:

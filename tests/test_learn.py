@@ -62,7 +62,7 @@ def test_tfidf_learns_a_new_subject_and_records_it(projects, halves):
 def test_tfidf_subject_vectors_are_the_sums_over_all_documents(projects, halves):
     """Learning adds the new documents' vectors (with the trained terms and
     idf) to the subjects' sums: the same centroids as summing all at once."""
-    from backends.tfidf import indexed_documents
+    from indexer.corpus import indexed_documents
     from indexer.features import TfidfFeatures, normalize_rows, subject_matrix
 
     project = projects.get("tfidf-en")
@@ -70,7 +70,7 @@ def test_tfidf_subject_vectors_are_the_sums_over_all_documents(projects, halves)
     project.learn([halves[1]])
 
     features = TfidfFeatures.load(project.model_dir)
-    texts, subjects = indexed_documents(project.corpus(halves))
+    texts, subjects, _ = indexed_documents(project.corpus(halves))
     y = subject_matrix(subjects, len(project.vocab))
     expected = normalize_rows(y.T.tocsr() @ features.transform(texts)).toarray()
     learned = load_arrays(project.model_dir / "centroids.npz")["centroids"]

@@ -360,14 +360,7 @@ class LlmRankBackend(Backend):
         prompt = self._prompts.build(
             text, examples, [self._concept_text(c) for c in ids]
         )
-        logits = self._lm.yes_no_logits(
-            prompt.prefix,
-            prompt.suffixes,
-            self._yes,
-            self._no,
-            self.params.batch_size,
-            reuse_prefix=self.params.prefix_cache,
-        )
+        logits = self._answers(prompt, reuse_prefix=self.params.prefix_cache)
         if self.params.contextual:
             logits = logits - self._label_bias(ids)
         analysis.x[:, LLM] = self._lowest_answer()
@@ -380,19 +373,23 @@ class LlmRankBackend(Backend):
         analysis.suffix_tokens = sum(len(s) for s in prompt.suffixes)
         analysis.llm_seconds = time.perf_counter() - started
 
+    def _answers(self, prompt, reuse_prefix: bool = True) -> np.ndarray:
+        """The LLM's log-odds of yes over no for each suffix of `prompt`."""
+        return self._lm.yes_no_logits(
+            prompt.prefix,
+            prompt.suffixes,
+            self._yes,
+            self._no,
+            self.params.batch_size,
+            reuse_prefix=reuse_prefix,
+        )
+
     def _label_bias(self, ids: list[int]) -> np.ndarray:
         """The LLM's log-odds for each concept asked about an empty document."""
         missing = [c for c in dict.fromkeys(ids) if c not in self._bias]
         if missing:
             concepts = [self._concept_text(c) for c in missing]
-            prompt = self._prompts.build("", [], concepts)
-            logits = self._lm.yes_no_logits(
-                prompt.prefix,
-                prompt.suffixes,
-                self._yes,
-                self._no,
-                self.params.batch_size,
-            )
+            logits = self._answers(self._prompts.build("", [], concepts))
             self._bias.update(zip(missing, logits.tolist(), strict=True))
         return np.array([self._bias[c] for c in ids], dtype=np.float32)
 

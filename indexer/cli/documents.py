@@ -23,6 +23,17 @@ def engine_option(help_text: str):
     )
 
 
+def jobs_option(help_text: str):
+    return click.option(
+        "-j",
+        "--jobs",
+        default=1,
+        show_default=True,
+        type=click.IntRange(min=1),
+        help=help_text,
+    )
+
+
 def ray_options(command):
     """--address, --workers and --gpus-per-worker (for --engine ray)."""
     options = [
@@ -50,14 +61,7 @@ def ray_options(command):
 @cli.command()
 @click.argument("project_id")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "-j",
-    "--jobs",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Parallel jobs.",
-)
+@jobs_option("Parallel jobs.")
 @engine_option("Where the encoding passes run (knn, embed, llm_rank, llm_head).")
 @ray_options
 @click.option(
@@ -204,14 +208,7 @@ def suggest(
     "a file per document is written beside each document of one directory.",
 )
 @engine_option("Worker processes on this machine, or a Ray cluster.")
-@click.option(
-    "-j",
-    "--jobs",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Worker processes (--engine local).",
-)
+@jobs_option("Worker processes (--engine local).")
 @ray_options
 @click.option(
     "--on-error",
