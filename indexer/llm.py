@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import math
+import os
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 from indexer.errors import ConfigError, DependencyError
 from indexer.models import ResolvedModel, resolve_model
@@ -48,6 +52,89 @@ def require_cuda(device: str, what: str) -> None:
         raise DependencyError(
             f"{what} needs bitsandbytes: pip install 'subject-indexer[gpu]'"
         )
+
+
+def parameter_count(model: ResolvedModel) -> int:
+    """Parameters in the model's safetensors files, read from their headers
+    (0 when the model has none to read, e.g. a hub id not yet downloaded)."""
+    total = 0
+    for path in Path(model.path).glob("*.safetensors"):
+        with open(path, "rb") as file:
+            size = int.from_bytes(file.read(8), "little")
+            header = json.loads(file.read(size))
+        total += sum(
+            math.prod(entry["shape"])
+            for name, entry in header.items()
+            if name != "__metadata__"
+        )
+    return total
+
+
+def available_memory(device: str) -> int:
+    """Bytes free for a new allocation: the GPU's free memory, or on CPU the
+    smaller of the kernel's MemAvailable and what the cgroup limit leaves."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    free = None
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        line = next(x for x in lines if x.startswith("MemAvailable:"))
+        free = int(line.split()[1]) * 1024
+    cgroup = Path("/sys/fs/cgroup")
+    with contextlib.suppress(OSError, ValueError):
+        limit = int((cgroup / "memory.max").read_text())  # "max": no limit
+        left = limit - int((cgroup / "memory.current").read_text())
+        free = left if free is None else min(free, left)
+    if free is None:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return free
+
+
+def training_memory(model: ResolvedModel, batch_size: int, max_length: int, bits=32):
+    """(weights, activations) in bytes for training adapters on `model`: the
+    weights at `bits` per parameter, and the activations that backpropagation
+    keeps, sbh(34 + 5as/h) bytes per layer in 16-bit (Korthikanti et al. 2022),
+    twice that in fp32. A rough bound to stop early, not an exact figure."""
+    weights = parameter_count(model) * bits // 8
+    try:
+        config = json.loads((Path(model.path) / "config.json").read_text())
+        config = config.get("text_config", config)
+        hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+        heads = config["num_attention_heads"]
+    except (OSError, ValueError, KeyError):
+        return weights, 0
+    s, b = max_length, batch_size
+    per_layer = s * b * hidden * (34 + 5 * heads * s / hidden)
+    activations = int(per_layer * layers * (2 if bits == 32 else 1))
+    return weights, activations
+
+
+def check_training_memory(
+    where: str,
+    model: ResolvedModel,
+    device: str,
+    batch_size: int,
+    max_length: int,
+    bits: int = 32,
+) -> None:
+    """Stop before loading when training `model` (its weights at `bits`) clearly
+    cannot fit in the memory free on `device`."""
+    weights, activations = training_memory(model, batch_size, max_length, bits)
+    free = available_memory(device)
+    if weights + activations <= free:
+        return
+    gib = 2**30
+    raise ConfigError(
+        f"{where}: training model '{model.name}' needs about "
+        f"{(weights + activations) / gib:.1f} GiB on {device} ({weights / gib:.1f} "
+        f"GiB of weights, {activations / gib:.1f} GiB of activations at batch_size "
+        f"= {batch_size} and max_length = {max_length}), but only "
+        f"{free / gib:.1f} GiB is free: lower batch_size or max_length "
+        "(gradient_accumulation keeps the effective batch size), use mode = qlora "
+        "on a GPU, or a smaller model"
+    )
 
 
 def load_decoder(

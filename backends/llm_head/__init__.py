@@ -2,7 +2,8 @@
 
 Each document becomes the hidden state of its last token (as transformers'
 `AutoModelForSequenceClassification` pools Llama, Qwen2, Gemma and SmolLM), and
-a head gives one sigmoid per subject, trained with binary cross-entropy.
+a head gives one sigmoid per subject, trained with binary cross-entropy (or a
+focal or asymmetric loss, see `head.multilabel_loss`).
 
 - `frozen`: the decoder's pooled states are computed once and cached on disk
   (keyed by model identity, settings and text); only the head is trained.
@@ -14,7 +15,9 @@ thousands of subjects or, with `labels = vocabulary`, the whole vocabulary;
 `head_init = labels` starts each subject's row from the pooled state of its
 label, so subjects with few or no training documents still score sensibly.
 A held-out validation split is evaluated after every epoch (early stopping),
-and training resumes from the last completed epoch after an interruption.
+and training resumes after an interruption: from the last completed epoch, or
+in LoRA modes from the last completed batch. A model that clearly cannot fit in
+the free memory is refused before it is loaded.
 """
 
 from __future__ import annotations
@@ -93,13 +96,27 @@ class LlmHeadParams:
     head_batch_size: int = param(64, "documents per head update (frozen mode)", min=1)
     gradient_accumulation: int = param(1, "LoRA batches per optimiser step", min=1)
     learning_rate: float = param(1e-3, "learning rate of the head", min=0.0)
+    schedule: str = param(
+        "auto",
+        "learning rates over the planned steps: constant, or linear warm-up then "
+        "cosine decay (auto: cosine for LoRA, constant for frozen)",
+        choices=["auto", "constant", "cosine"],
+    )
+    warmup: float = param(0.05, "fraction of the steps spent warming up", min=0, max=1)
+    loss: str = param(
+        "bce",
+        "bce, focal or asymmetric (easy negatives damped)",
+        choices=["bce", "focal", "asymmetric"],
+    )
+    label_smoothing: float = param(0.0, "targets eps/2 and 1-eps/2", min=0.0, max=0.5)
     lora_learning_rate: float = param(2e-4, "learning rate of the adapters", min=0.0)
     weight_decay: float = param(1e-4, "AdamW weight decay", min=0.0)
-    lora_r: int = param(16, "LoRA rank", min=1)
-    lora_alpha: int = param(32, "LoRA alpha (scale = alpha / r)", min=1)
+    lora_r: int = param(8, "LoRA rank", min=1)
+    lora_alpha: int = param(16, "LoRA alpha (scale = alpha / r)", min=1)
     lora_dropout: float = param(0.05, "dropout inside LoRA", min=0.0, max=0.9)
     lora_targets: list[str] = param(
-        ["q_proj", "k_proj", "v_proj", "o_proj"], "modules given adapters"
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "modules given adapters: attention and MLP projections",
     )
     candidates: int = param(100, "subjects kept per document", min=1)
     device: str = param("auto", "auto (CUDA when present), cpu or cuda")
@@ -257,11 +274,20 @@ class LlmHeadBackend(Backend):
         import torch
 
         from indexer.encoder import encode_cached, project_cache
+        from indexer.llm import check_training_memory
         from indexer.models import resolve_model
 
         p = self.params
         self._check_mode()
         base = resolve_model(p.model)
+        check_training_memory(
+            self._where(),
+            base,
+            self.device,
+            0 if p.mode == "frozen" else p.batch_size,
+            p.max_length,
+            bits=4 if p.mode == "qlora" else 32,
+        )
         texts, subjects, counts = [], [], np.zeros(len(self.project.vocab), np.int64)
         for doc in corpus:
             if doc.subjects:

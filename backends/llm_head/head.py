@@ -85,6 +85,40 @@ def init_head(head, mean, std, x, counts, n_train, label_vectors) -> None:
         head.out.weight.copy_(torch.from_numpy((2.0 / spread) * rows))
 
 
+def multilabel_loss(logits, y, kind: str = "bce", smoothing: float = 0.0):
+    """Summed over labels, averaged over documents, so each positive counts.
+
+    - `bce`: binary cross-entropy.
+    - `focal`: BCE scaled by (1 - p_t)^2, which quiets the labels a document
+      already gets right (Lin et al. 2017).
+    - `asymmetric`: negatives shifted down by 0.05 and scaled by p^4, positives
+      plain BCE (Ridnik et al. 2021): with thousands of labels per document
+      nearly all negatives are easy, and this stops them drowning the positives.
+
+    `smoothing` moves targets from 0/1 to smoothing/2 and 1 - smoothing/2."""
+    import torch
+    import torch.nn.functional as F
+
+    if smoothing:
+        y = y * (1 - smoothing) + smoothing / 2
+    if kind == "bce":
+        loss = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    elif kind == "focal":
+        p = torch.sigmoid(logits)
+        p_t = p * y + (1 - p) * (1 - y)
+        bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+        loss = (1 - p_t) ** 2 * bce
+    elif kind == "asymmetric":
+        p = torch.sigmoid(logits)
+        shifted = (p - 0.05).clamp(min=0)
+        positive = -y * F.logsigmoid(logits)
+        negative = -(1 - y) * shifted**4 * torch.log((1 - shifted).clamp(min=1e-8))
+        loss = positive + negative
+    else:
+        raise ValueError(f"unknown loss '{kind}'")
+    return loss.sum() / logits.shape[0]
+
+
 def sparse_targets(subjects, column: np.ndarray, n_labels: int) -> sp.csr_matrix:
     """Documents x labels, sparse."""
     indptr, indices = [0], []

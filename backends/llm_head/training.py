@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from backends.llm_head.head import load_tensors, save_tensors, scores
+from backends.llm_head.head import load_tensors, multilabel_loss, save_tensors, scores
 from indexer import distributed
 from indexer.errors import ConfigError
 
@@ -45,6 +45,8 @@ class Trainer:
             lora = [q for q in self.adapter.parameters() if q.requires_grad]
             groups.append({"params": lora, "lr": self.p.lora_learning_rate})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=self.p.weight_decay)
+        self.base_rates = [group["lr"] for group in groups]
+        self.lengths = np.asarray([len(t) for t in texts])
         self.world = distributed.current_world()
         self.head_step = distributed.wrap_for_training(self.head, self.world)
         self.adapter_step = (
@@ -111,7 +113,9 @@ class Trainer:
                 if not isinstance(value, torch.Tensor):
                     value = torch.tensor(value)
                 tensors[f"optim.{index}.{name}"] = value
-        state["last_file"] = f"epoch-{state['epoch']}.safetensors"
+        batches = state.get("partial", {}).get("batches")
+        part = f"-batch-{batches}" if batches else ""
+        state["last_file"] = f"epoch-{state['epoch']}{part}.safetensors"
         save_tensors(directory / state["last_file"], tensors)
         if best is not None:
             state["best_file"] = f"best-{state['epoch']}.safetensors"
@@ -177,11 +181,22 @@ class Trainer:
         for epoch in range(state["epoch"] + 1, p.epochs + 1):
             if p.patience and state["stale"] >= p.patience:
                 break
-            loss = self._epoch(epoch)
+            epoch_started = time.perf_counter()
+            partial = state.pop("partial", None) or {"batches": 0, "loss_sum": 0.0}
+            try:
+                loss = self._epoch(epoch, partial)
+            except KeyboardInterrupt:
+                self._save_partial(state, best_state, epoch, partial)
+                raise
             metrics = distributed.broadcast(
                 self._validate() if self.world.is_main else None, self.world
             )
-            row = {"epoch": epoch, "loss": round(loss, 5), **metrics}
+            row = {
+                "epoch": epoch,
+                "loss": round(loss, 5),
+                **metrics,
+                "seconds": round(time.perf_counter() - epoch_started, 1),
+            }
             score = metrics.get(MONITOR)
             improved = score is None or state["best"] is None or score > state["best"]
             if improved:
@@ -221,49 +236,102 @@ class Trainer:
             "train_seconds": round(time.perf_counter() - started, 1),
         }
 
-    def _epoch(self, epoch: int) -> float:
+    def _epoch(self, epoch: int, partial: dict) -> float:
+        """One pass; `partial` counts the batches done (and their loss) so far,
+        so that an epoch interrupted by Ctrl-C resumes where it stopped."""
         import torch
         from tqdm import tqdm
 
         p = self.p
-        torch.manual_seed(p.seed + epoch)
-        order = self.train_rows[
-            np.random.default_rng(p.seed + epoch).permutation(len(self.train_rows))
-        ]
-        size = p.head_batch_size if self.adapter is None else p.batch_size
-        # a global batch of `size` documents per rank; each rank takes its share
-        step_size = size * self.world.size
-        batches = [order[i : i + step_size] for i in range(0, len(order), step_size)]
+        batches = self._batches(epoch)
+        accumulate = 1 if self.adapter is None else p.gradient_accumulation
+        steps_per_epoch = -(-len(batches) // accumulate)
         self.head.train()
         if self.adapter is not None:
             self.adapter.train()
-        total = 0.0
         self.optimizer.zero_grad()
+        done = partial["batches"]
         bar = tqdm(
-            batches,
+            total=int(sum(len(b) for b in batches)),
+            initial=int(sum(len(b) for b in batches[:done])),
             desc=f"epoch {epoch}",
-            unit=" batches",
+            unit=" docs",
             leave=False,
             disable=None if self.world.is_main else True,
         )
-        for step, global_rows in enumerate(bar, start=1):
+        for step in range(done + 1, len(batches) + 1):
+            global_rows = batches[step - 1]
+            torch.manual_seed(p.seed + epoch * 1_000_003 + step)  # resumable dropout
             rows, weight = self._share(global_rows)
             with self.backend._out_of_memory_guard():
                 loss = self._loss(rows)
-                (
-                    loss
-                    * weight
-                    / (1 if self.adapter is None else p.gradient_accumulation)
-                ).backward()
-            total += float(loss.detach()) * len(rows) * bool(weight)
-            if (
-                self.adapter is None
-                or step % p.gradient_accumulation == 0
-                or step == len(batches)
-            ):
+                (loss * weight / accumulate).backward()
+            partial["loss_sum"] += float(loss.detach()) * len(rows) * bool(weight)
+            bar.update(len(global_rows))
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+            if step % accumulate == 0 or step == len(batches):
+                done_steps = (epoch - 1) * steps_per_epoch + -(-step // accumulate)
+                self._set_rates(done_steps - 1, p.epochs * steps_per_epoch)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-        return distributed.sum_over_ranks(total, self.world) / max(len(order), 1)
+                partial["batches"] = step
+        bar.close()
+        order_size = sum(len(b) for b in batches)
+        total = distributed.sum_over_ranks(partial["loss_sum"], self.world)
+        return total / max(order_size, 1)
+
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        """The epoch's global batches: shuffled; through the decoder, grouped by
+        length (sorted within windows of 32 batches, then the batches shuffled),
+        so that a batch pads little."""
+        p = self.p
+        rng = np.random.default_rng(p.seed + epoch)
+        order = self.train_rows[rng.permutation(len(self.train_rows))]
+        size = p.head_batch_size if self.adapter is None else p.batch_size
+        # a global batch of `size` documents per rank; each rank takes its share
+        step_size = size * self.world.size
+        if self.adapter is None:
+            return [order[i : i + step_size] for i in range(0, len(order), step_size)]
+        batches = []
+        window = 32 * step_size
+        for start in range(0, len(order), window):
+            chunk = order[start : start + window]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += np.array_split(chunk, range(step_size, len(chunk), step_size))
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def _set_rates(self, step: int, total_steps: int) -> None:
+        """Linear warm-up, then cosine decay to zero over the planned steps
+        (`schedule = cosine`, the default for LoRA); constant otherwise."""
+        import math
+
+        p = self.p
+        schedule = p.schedule
+        if schedule == "auto":
+            schedule = "constant" if self.adapter is None else "cosine"
+        factor = 1.0
+        if schedule == "cosine":
+            warmup = max(1, round(p.warmup * total_steps))
+            if step < warmup:
+                factor = (step + 1) / warmup
+            else:
+                progress = (step - warmup) / max(1, total_steps - warmup)
+                factor = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        groups = self.optimizer.param_groups
+        for group, rate in zip(groups, self.base_rates, strict=True):
+            group["lr"] = rate * factor
+
+    def _save_partial(self, state: dict, best_state: dict, epoch: int, partial: dict):
+        """On Ctrl-C inside an epoch through the decoder: keep the batches done."""
+        if self.adapter is None or not partial["batches"] or not self.world.is_main:
+            return
+        saved = {**state, "partial": partial}
+        self._save_checkpoint(saved, None if "best_file" in state else best_state)
+        print(
+            f"\nInterrupted in epoch {epoch} after {partial['batches']} batches; "
+            f"saved in {self.backend.checkpoint_dir}: the same command resumes",
+            file=sys.stderr,
+        )
 
     def _share(self, global_rows: np.ndarray) -> tuple[np.ndarray, float]:
         """This rank's rows of a global batch and the weight of their mean loss.
@@ -279,15 +347,10 @@ class Trainer:
         return rows, len(rows) * self.world.size / len(global_rows)
 
     def _loss(self, rows: np.ndarray):
-        import torch
-
         pooled = self._pooled(rows, self.adapter_step)
         logits = self.head_step(pooled)
         y = self._dense_targets(rows).to(logits.device)
-        # summed over labels, averaged over documents: each positive counts
-        return torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, y, reduction="sum"
-        ) / len(rows)
+        return multilabel_loss(logits, y, self.p.loss, self.p.label_smoothing)
 
     def _pooled(self, rows: np.ndarray, adapter=None):
         if self.adapter is None:

@@ -276,3 +276,141 @@ def test_real_smollm2_frozen(workspace):
     np.testing.assert_array_equal(before, reloaded(project))
     top = project.suggest(["Observing distant galaxies with a telescope"], limit=3)
     assert T + "astronomy" in [project.vocab.uris[s.subject] for s in top.row(0)]
+
+
+def test_lora_interrupted_inside_an_epoch_resumes_where_it_stopped(
+    projects, cfg, monkeypatch
+):
+    cfg.write_text(cfg.read_text().replace("epochs = 2", "epochs = 2\npatience = 0"))
+    project = Projects.from_path(cfg).get("llm-lora")
+    from backends.llm_head.training import Trainer
+
+    original = Trainer._loss
+    batches = {"n": 0}
+
+    def count(self, rows):
+        batches["n"] += 1
+        return original(self, rows)
+
+    monkeypatch.setattr(Trainer, "_loss", count)
+    project.train([DATA / "tiny.tsv"])
+    uninterrupted = scores(project)
+    project.clear()
+    total = batches["n"]
+    assert total >= 4
+    calls = {"n": 0}
+
+    def interrupt_at_the_fourth_batch(self, rows):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, rows)
+
+    monkeypatch.setattr(Trainer, "_loss", interrupt_at_the_fourth_batch)
+    with pytest.raises(KeyboardInterrupt):
+        project.train([DATA / "tiny.tsv"])
+    monkeypatch.undo()
+    state = json.loads((project.backend.checkpoint_dir / "state.json").read_text())
+    done = state["partial"]["batches"] + state["epoch"] * total // 2
+    assert done == 3  # the fourth raised
+
+    batches["n"] = 0
+    monkeypatch.setattr(Trainer, "_loss", count)
+    info = project.train([DATA / "tiny.tsv"])
+    assert batches["n"] == total - done  # only the batches not yet done
+    assert info["epochs_run"] == 2 and "seconds" in info["history"][-1]
+    np.testing.assert_array_equal(uninterrupted, reloaded(project))
+
+
+def test_a_model_too_large_for_memory_stops_before_loading(projects, monkeypatch):
+    import indexer.llm
+
+    monkeypatch.setattr(indexer.llm, "available_memory", lambda device: 2**20)
+    monkeypatch.setattr(indexer.llm, "load_decoder", None)  # never reached
+    with pytest.raises(ConfigError, match="needs about .* lower batch_size"):
+        projects.get("llm-lora").train([DATA / "tiny.tsv"])
+
+
+def test_parameter_count_reads_the_safetensors_headers(tiny_llm):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from indexer.llm import parameter_count, training_memory
+    from indexer.models import resolve_model
+
+    model = resolve_model(str(tiny_llm))
+    lm = AutoModelForCausalLM.from_pretrained(tiny_llm, dtype=torch.float32)
+    unique = {id(p): p.numel() for p in lm.parameters()}
+    assert parameter_count(model) == sum(unique.values())
+    weights, activations = training_memory(model, batch_size=4, max_length=32)
+    assert weights == 4 * sum(unique.values()) and activations > 0
+
+
+def test_losses_for_the_long_tail():
+    import torch
+    import torch.nn.functional as F
+
+    from backends.llm_head.head import multilabel_loss
+
+    logits = torch.tensor([[4.0, -6.0, -0.5, 1.0], [-3.0, 2.0, 0.0, -8.0]])
+    y = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]])
+    bce = F.binary_cross_entropy_with_logits(logits, y, reduction="sum") / 2
+    assert torch.isclose(multilabel_loss(logits, y, "bce"), bce)
+    assert multilabel_loss(logits, y, "focal") < bce
+    easy_negative = multilabel_loss(torch.tensor([[-6.0]]), torch.tensor([[0.0]]))
+    assert (
+        multilabel_loss(torch.tensor([[-6.0]]), torch.tensor([[0.0]]), "asymmetric")
+        < 1e-3 * easy_negative
+    )  # damped to nothing
+    positive = (torch.tensor([[0.3]]), torch.tensor([[1.0]]))
+    assert torch.isclose(
+        multilabel_loss(*positive, "asymmetric"), multilabel_loss(*positive, "bce")
+    )
+    assert multilabel_loss(logits, y, "bce", 0.1) != multilabel_loss(logits, y)
+
+
+def _trainer_shell(adapter, train_rows, lengths, batch_size=4):
+    from types import SimpleNamespace
+
+    import torch
+
+    from backends.llm_head.training import Trainer
+
+    shell = Trainer.__new__(Trainer)
+    shell.p = SimpleNamespace(
+        seed=0, batch_size=batch_size, head_batch_size=64, schedule="auto", warmup=0.1
+    )
+    shell.adapter, shell.train_rows, shell.lengths = adapter, train_rows, lengths
+    shell.world = SimpleNamespace(size=1)
+    shell.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    shell.base_rates = [1.0]
+    return shell
+
+
+def test_lora_batches_group_similar_lengths():
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(10, 5000, 400)
+    shell = _trainer_shell(object(), np.arange(400), lengths)
+    batches = shell._batches(epoch=1)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(400))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 0.1 * np.ptp(lengths)
+    assert [len(b) for b in shell._batches(1)] == [len(b) for b in batches]
+    other_epoch = shell._batches(2)
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(batches, other_epoch, strict=False)
+    )
+
+
+def test_lora_rates_warm_up_then_decay():
+    shell = _trainer_shell(object(), np.arange(8), np.ones(8))
+    rates = []
+    for step in range(100):
+        shell._set_rates(step, 100)
+        rates.append(shell.optimizer.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:], strict=False))
+    assert rates[-1] < 0.01
+    frozen = _trainer_shell(None, np.arange(8), np.ones(8))
+    frozen._set_rates(50, 100)
+    assert frozen.optimizer.param_groups[0]["lr"] == 1.0

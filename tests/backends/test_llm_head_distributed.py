@@ -98,8 +98,12 @@ def test_two_ranks_train_like_one_process_with_the_same_global_batch(
         "largest_weight_difference_between_ranks": 0.0,
     }
     single = projects.get("single")
-    assert info["history"] == pytest.approx(
-        single.backend.manifest["info"]["history"], abs=1e-4
+
+    def curve(history):  # what was learnt, not how long it took
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+    assert curve(info["history"]) == pytest.approx(
+        curve(single.backend.manifest["info"]["history"]), abs=1e-4
     )
     ours, theirs = weights(ddp.model_dir), weights(single.model_dir)
     assert ours.keys() == theirs.keys()
