@@ -305,9 +305,9 @@ def _text_lines(path: Path, stats: CorpusStats) -> Iterator[tuple[int, str]]:
 
 def _read_tsv(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
     for lineno, line in _text_lines(path, stats):
-        if not line.strip():
-            continue
         text, _, subjects = line.partition("\t")
+        if not text.strip():  # a blank line, or subjects without a text
+            continue
         uris = [_strip(u) for u in subjects.split()]
         yield RawDocument(text, uris=uris, id=f"{path.name}:{lineno}")
 
