@@ -11,20 +11,20 @@ from pathlib import Path
 import numpy as np
 
 from indexer.backend import LEXICAL, Backend
-from indexer.encoder import (
+from indexer.errors import ConfigError
+from indexer.linear import LinearScorer
+from indexer.locking import ResourceLock
+from indexer.neural.encoder import (
     chunk_words,
     encode_cached,
     load_encoder,
     project_cache,
     resolve_encoder_name,
 )
-from indexer.errors import ConfigError
-from indexer.linear import LinearScorer
-from indexer.locking import ResourceLock
+from indexer.neural.vectorindex import VectorIndex
 from indexer.params import param
 from indexer.storage import atomic_directory, read_manifest, write_manifest
 from indexer.suggestion import SuggestionBatch
-from indexer.vectorindex import VectorIndex
 
 TUNED = "encoder.safetensors"  # fine-tuned encoder weights in the model directory
 FEATURES = ("bias", "similarity", "z", "gap", "log_rank")
@@ -269,8 +269,8 @@ class EmbedBackend(Backend):
         pairs against the concepts' fixed vectors; the weights go into the
         model directory and embed documents from then on. The concept index
         stays as it is."""
-        from indexer.encoder import TorchBertEncoder
-        from indexer.finetune import FineTuning, fine_tune
+        from indexer.neural.encoder import TorchBertEncoder
+        from indexer.neural.finetune import FineTuning, fine_tune
 
         p = self.params
         encoder = self._encoder(p.max_length).model

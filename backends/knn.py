@@ -13,18 +13,18 @@ import scipy.sparse as sp
 
 from indexer.backend import ASSOCIATIVE, Backend
 from indexer.corpus import indexed_documents
-from indexer.encoder import (
+from indexer.errors import NotTrainedError
+from indexer.features import subject_matrix
+from indexer.neural.encoder import (
     encode_cached,
     load_encoder,
     project_cache,
     resolve_encoder_name,
 )
-from indexer.errors import NotTrainedError
-from indexer.features import subject_matrix
+from indexer.neural.vectorindex import VectorIndex
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
-from indexer.vectorindex import VectorIndex
 
 INDEX_KINDS = ["auto", "flat", "hnsw", "ivf"]
 

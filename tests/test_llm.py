@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from indexer.llm import model_class
-from indexer.models import resolve_model
+from indexer.neural.llm import model_class
+from indexer.neural.models import resolve_model
 
 
 def test_decoders_load_through_their_own_class(tiny_llm, tmp_path):

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 
 from indexer.errors import DependencyError
-from indexer.models import PACKAGED, default_encoder, resolve_model
+from indexer.neural.models import PACKAGED, default_encoder, resolve_model
 
 
 def test_local_directory(tiny_encoder):

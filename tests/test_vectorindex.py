@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.vectorindex import VectorIndex
+from indexer.neural.vectorindex import VectorIndex
 
 
 @pytest.fixture

@@ -145,7 +145,7 @@ class LlmHeadBackend(Backend):
     # -- the decoder -----------------------------------------------------
     @property
     def device(self) -> str:
-        from indexer.encoder import pick_device
+        from indexer.neural.encoder import pick_device
 
         return pick_device(self.params.device)
 
@@ -159,14 +159,14 @@ class LlmHeadBackend(Backend):
 
     def _check_mode(self) -> None:
         if self.params.mode == "qlora":
-            from indexer.llm import require_cuda
+            from indexer.neural.llm import require_cuda
 
             require_cuda(self.device, f"{self._where()}: mode = qlora")
 
     def _decoder(self, trainable: bool):
         """(resolved model, tokenizer, decoder, lock): frozen decoders are shared."""
-        from indexer.llm import load_decoder, load_tokenizer, shared_decoder
-        from indexer.models import resolve_model
+        from indexer.neural.llm import load_decoder, load_tokenizer, shared_decoder
+        from indexer.neural.models import resolve_model
 
         p = self.params
         if p.mode == "frozen" or not trainable:
@@ -225,7 +225,7 @@ class LlmHeadBackend(Backend):
 
     def _pooled(self, decoder, tokenizer, texts: list[str], max_length=None):
         """Pooled final hidden states (float32) of one batch, gradients allowed."""
-        from indexer.llm import autocast, pool
+        from indexer.neural.llm import autocast, pool
 
         input_ids, mask = self._inputs(
             tokenizer, texts, max_length or self.params.max_length
@@ -273,9 +273,9 @@ class LlmHeadBackend(Backend):
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
         import torch
 
-        from indexer.encoder import encode_cached, project_cache
-        from indexer.llm import check_training_memory
-        from indexer.models import resolve_model
+        from indexer.neural.encoder import encode_cached, project_cache
+        from indexer.neural.llm import check_training_memory
+        from indexer.neural.models import resolve_model
 
         p = self.params
         self._check_mode()
@@ -391,7 +391,7 @@ class LlmHeadBackend(Backend):
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
         import torch
 
-        from indexer.models import resolve_model
+        from indexer.neural.models import resolve_model
 
         meta = json.loads((directory / FORMAT_FILE).read_text())
         saved, current = meta["base_model"], resolve_model(self.params.model)
@@ -464,7 +464,7 @@ class _OutOfMemoryGuard:
         return self
 
     def __exit__(self, kind, exc, tb):
-        from indexer.llm import is_out_of_memory, out_of_memory
+        from indexer.neural.llm import is_out_of_memory, out_of_memory
 
         if exc is not None and is_out_of_memory(exc):
             p = self.backend.params
@@ -475,8 +475,9 @@ class _OutOfMemoryGuard:
 
 
 class _Features:
-    """The frozen decoder as a cacheable encoder (see indexer.encoder.encode_cached):
-    pooled states, not normalised, keyed by model identity and settings."""
+    """The frozen decoder as a cacheable encoder (see `encode_cached` in
+    indexer.neural.encoder): pooled states, not normalised, keyed by model
+    identity and settings."""
 
     def __init__(self, backend, model, tokenizer, decoder, lock, max_length=None):
         self.backend, self.tokenizer, self.decoder = backend, tokenizer, decoder

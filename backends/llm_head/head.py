@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 
 def uses_bf16(device: str, precision: str) -> bool:
-    from indexer.llm import autocast
+    from indexer.neural.llm import autocast
 
     return not isinstance(autocast(device, precision), contextlib.nullcontext)
 

@@ -211,7 +211,7 @@ class LlmRankBackend(Backend):
         return "smollm2" if self.project.language.startswith("en") else "gemma-3-270m"
 
     def _load_llm(self) -> None:
-        from indexer.causal_lm import load_causal_lm
+        from indexer.neural.causal_lm import load_causal_lm
 
         p, where = self.params, f"Project '{self.project.id}'"
         self._lm = lm = load_causal_lm(self._llm_name(), p.device, p.dtype)

@@ -19,7 +19,7 @@ class RayEncoder:
     """A Ray actor holding one encoder."""
 
     def __init__(self, ref: ProjectRef, recipe: tuple, role: str):
-        from indexer.encoder import build_encoder
+        from indexer.neural.encoder import build_encoder
 
         project = ref.load() if recipe[0] == "project" else None
         self.encoder = build_encoder(recipe, project)

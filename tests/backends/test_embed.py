@@ -125,7 +125,7 @@ def test_fine_tuning_stores_weights_and_serves_with_them(dense_workspace):
 
 
 def test_fine_tuning_refuses_an_encoder_it_cannot_train(dense_workspace):
-    from indexer.encoder import load_encoder
+    from indexer.neural.encoder import load_encoder
 
     with pytest.raises(ConfigError, match="cannot be fine-tuned"):
         load_encoder("/no/such/bert", weights=dense_workspace / "x.safetensors")

@@ -203,8 +203,8 @@ def test_checkpoint_of_other_settings_is_ignored(projects, cfg, monkeypatch):
 
 def test_truncation_keeps_the_template(projects):
     backend = projects.get("llm-frozen").backend
-    from indexer.llm import load_tokenizer
-    from indexer.models import resolve_model
+    from indexer.neural.llm import load_tokenizer
+    from indexer.neural.models import resolve_model
 
     tokenizer = load_tokenizer(resolve_model(backend.params.model))
     words = ("stars " * 30 + "music " * 30).strip()
@@ -323,10 +323,10 @@ def test_lora_interrupted_inside_an_epoch_resumes_where_it_stopped(
 
 
 def test_a_model_too_large_for_memory_stops_before_loading(projects, monkeypatch):
-    import indexer.llm
+    import indexer.neural.llm
 
-    monkeypatch.setattr(indexer.llm, "available_memory", lambda device: 2**20)
-    monkeypatch.setattr(indexer.llm, "load_decoder", None)  # never reached
+    monkeypatch.setattr(indexer.neural.llm, "available_memory", lambda device: 2**20)
+    monkeypatch.setattr(indexer.neural.llm, "load_decoder", None)  # never reached
     with pytest.raises(ConfigError, match="needs about .* lower batch_size"):
         projects.get("llm-lora").train([DATA / "tiny.tsv"])
 
@@ -335,8 +335,8 @@ def test_parameter_count_reads_the_safetensors_headers(tiny_llm):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from indexer.llm import parameter_count, training_memory
-    from indexer.models import resolve_model
+    from indexer.neural.llm import parameter_count, training_memory
+    from indexer.neural.models import resolve_model
 
     model = resolve_model(str(tiny_llm))
     lm = AutoModelForCausalLM.from_pretrained(tiny_llm, dtype=torch.float32)
