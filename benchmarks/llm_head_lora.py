@@ -48,21 +48,21 @@ from common import (  # noqa: E402
 from indexer.project import Projects  # noqa: E402
 
 SOURCES = ["tfidf", "lexical", "xmc"]
-# frozen heads on the same cached states: (name, settings)
+# frozen heads on the same cached states: (project id suffix, settings)
 VARIANTS = [
-    ("head_hidden=1024", {"head_hidden": 1024}),
-    ("loss=focal", {"loss": "focal"}),
-    ("loss=asymmetric", {"loss": "asymmetric"}),
-    ("label_smoothing=0.1", {"label_smoothing": 0.1}),
-    ("head_init=labels", {"head_init": "labels"}),
+    ("mlp-1024", {"head_hidden": 1024}),
+    ("focal", {"loss": "focal"}),
+    ("asymmetric", {"loss": "asymmetric"}),
+    ("smoothing-0.1", {"label_smoothing": 0.1}),
+    ("label-init", {"head_init": "labels"}),
 ]
 # frozen heads that need states of their own (one more pass over the corpus)
 STATE_VARIANTS = [
-    ("pooling=mean", {"pooling": "mean"}),
-    ("template={text}", {"template": "{text}"}),
+    ("mean-pooling", {"pooling": "mean"}),
+    ("plain-text", {"template": "{text}"}),
 ]
 # every subject of the vocabulary, rows from label states (one pass over labels)
-ALL_SUBJECTS = ("labels=vocabulary", {"labels": "vocabulary", "head_init": "labels"})
+ALL_SUBJECTS = ("vocabulary", {"labels": "vocabulary", "head_init": "labels"})
 
 
 def peak_memory_mb() -> dict:
@@ -94,7 +94,7 @@ def project_settings(args, language: str) -> dict[str, dict]:
         + ([ALL_SUBJECTS] if args.all_subjects else [])
     )
     for name, variant in variants:
-        settings[f"llm_head-frozen, {name}"] = {**llm, "mode": "frozen", **variant}
+        settings[f"llm_head-frozen.{name}"] = {**llm, "mode": "frozen", **variant}
     if not args.no_fusion:
         settings["calibrated"] = {
             "language": language,
@@ -102,7 +102,7 @@ def project_settings(args, language: str) -> dict[str, dict]:
             "sources": ", ".join(SOURCES),
         }
         for mode in args.modes.split(","):
-            settings[f"calibrated + llm_head-{mode}"] = {
+            settings[f"calibrated.llm_head-{mode}"] = {
                 "language": language,
                 "backend": "calibrated",
                 "sources": ", ".join([*SOURCES, f"llm_head-{mode}"]),
