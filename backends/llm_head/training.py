@@ -259,6 +259,7 @@ class Trainer:
             leave=False,
             disable=None if self.world.is_main else True,
         )
+        pending = 0.0  # loss of the batches since the last optimiser step
         for step in range(done + 1, len(batches) + 1):
             global_rows = batches[step - 1]
             torch.manual_seed(p.seed + epoch * 1_000_003 + step)  # resumable dropout
@@ -266,7 +267,7 @@ class Trainer:
             with self.backend._out_of_memory_guard():
                 loss = self._loss(rows)
                 (loss * weight / accumulate).backward()
-            partial["loss_sum"] += float(loss.detach()) * len(rows) * bool(weight)
+            pending += float(loss.detach()) * len(rows) * bool(weight)
             bar.update(len(global_rows))
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
             if step % accumulate == 0 or step == len(batches):
@@ -275,6 +276,8 @@ class Trainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
                 partial["batches"] = step
+                partial["loss_sum"] += pending
+                pending = 0.0
         bar.close()
         order_size = sum(len(b) for b in batches)
         total = distributed.sum_over_ranks(partial["loss_sum"], self.world)
