@@ -15,6 +15,7 @@ from pathlib import Path
 
 from indexer.batch.records import BlockSpec, Options, Record
 from indexer.errors import DependencyError, InputError, UsageError
+from indexer.textfile import BadBytes, decode_bytes
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".tsv": "tsv", ".parquet": "parquet"}
 
@@ -134,11 +135,9 @@ def _line_block(number, path, kind, count, offset, first_line, lines) -> BlockSp
 
 def _decode(data: bytes, where: str) -> str:
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"not UTF-8 text (invalid byte at position {exc.start})"
-        ) from None
+        return decode_bytes(data, first=False)
+    except BadBytes as bad:
+        raise InputError(f"not UTF-8 text ({bad.describe()})") from None
 
 
 def _checked_text(value, where: str, record_id: str) -> Record:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from indexer.cli.app import Context, cli, pass_context, warn
+from indexer.cli.options import at_least, limit_option, threshold_option, together
 from indexer.errors import UsageError
 
 
@@ -24,38 +25,24 @@ def engine_option(help_text: str):
 
 
 def jobs_option(help_text: str):
-    return click.option(
-        "-j",
-        "--jobs",
+    return at_least(1, "-j", "--jobs", default=1, help_text=help_text)
+
+
+ray_options = together(  # for --engine ray
+    click.option("--address", help="Ray cluster to join (default: start one)."),
+    at_least(
+        1,
+        "--workers",
         default=1,
-        show_default=True,
-        type=click.IntRange(min=1),
-        help=help_text,
-    )
-
-
-def ray_options(command):
-    """--address, --workers and --gpus-per-worker (for --engine ray)."""
-    options = [
-        click.option("--address", help="Ray cluster to join (default: start one)."),
-        click.option(
-            "--workers",
-            default=1,
-            show_default=True,
-            type=click.IntRange(min=1),
-            help="Ray actors, each loading the project once (--engine ray).",
-        ),
-        click.option(
-            "--gpus-per-worker",
-            default=0.0,
-            show_default=True,
-            type=click.FloatRange(min=0),
-            help="GPUs for each Ray actor (LLM backends).",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+        help_text="Ray actors, each loading the project once (--engine ray).",
+    ),
+    at_least(
+        0.0,
+        "--gpus-per-worker",
+        default=0.0,
+        help_text="GPUs for each Ray actor (LLM backends).",
+    ),
+)
 
 
 @cli.command()
@@ -146,8 +133,8 @@ def _read_inputs(files: tuple[str, ...]) -> list[tuple[str, str]]:
 @cli.command()
 @click.argument("project_id")
 @click.argument("files", nargs=-1, type=click.Path())
-@click.option("--limit", type=click.IntRange(min=1), help="Most subjects per document.")
-@click.option("--threshold", type=click.FloatRange(0, 1), help="Lowest score shown.")
+@limit_option()
+@threshold_option()
 @click.option(
     "--language", help="Language of the labels shown (default: the project's)."
 )
@@ -220,12 +207,11 @@ def suggest(
 )
 @click.option("--id-column", default="id", show_default=True, help="JSONL/Parquet.")
 @click.option("--text-column", default="text", show_default=True, help="JSONL/Parquet.")
-@click.option(
+@at_least(
+    1,
     "--block-size",
     default=1000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Documents per output block (the unit of work and of resuming).",
+    help_text="Documents per output block (the unit of work and of resuming).",
 )
 @click.option(
     "--suffix",
@@ -236,10 +222,10 @@ def suggest(
 @click.option(
     "--force", is_flag=True, help="Overwrite the output (or per-document files)."
 )
-@click.option("--limit", type=click.IntRange(min=1))
-@click.option("--threshold", type=click.FloatRange(0, 1))
+@limit_option()
+@threshold_option()
 @click.option("--language", help="Language of the labels (default: the project's).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@at_least(1, "--batch-size", default=32)
 @pass_context
 def index(ctx: Context, project_id, inputs, output, **settings) -> None:
     """Suggest subjects for every document of INPUTS.

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from indexer.cli.app import Context, cli, pass_context, print_table, warn
+from indexer.cli.options import at_least, limit_option, threshold_option
 from indexer.errors import UsageError
 
 
@@ -40,16 +41,8 @@ def _evaluate(project, paths, limit, threshold, batch_size=64):
 @cli.command("eval")
 @click.argument("project_id")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    help="Subjects per document (default: the project's).",
-)
-@click.option(
-    "--threshold",
-    type=click.FloatRange(0, 1),
-    help="Lowest score (default: the project's).",
-)
+@limit_option("Subjects per document (default: the project's).")
+@threshold_option("Lowest score (default: the project's).")
 @click.option(
     "--metrics-file", type=click.Path(dir_okay=False), help="Write the metrics as JSON."
 )
@@ -101,7 +94,7 @@ def eval_command(
 @cli.command()
 @click.argument("project_id")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--max-limit", default=15, show_default=True, type=click.IntRange(min=1))
+@at_least(1, "--max-limit", default=15)
 @pass_context
 def optimize(ctx: Context, project_id, paths, max_limit) -> None:
     """Find the limit and threshold that maximise document-averaged F1."""
@@ -136,7 +129,7 @@ def optimize(ctx: Context, project_id, paths, max_limit) -> None:
 @cli.command()
 @click.argument("project_id")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--trials", default=100, show_default=True, type=click.IntRange(min=1))
+@at_least(1, "--trials", default=100)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--metric",

@@ -15,6 +15,7 @@ from werkzeug.exceptions import UnsupportedMediaType
 
 from indexer.errors import InputError, UsageError
 from indexer.rest.schemas import Options
+from indexer.textfile import decode_text
 
 M = TypeVar("M", bound=BaseModel)
 JSON = "application/json"
@@ -138,10 +139,5 @@ def _is_utf8(data: bytes) -> bool:
 
 
 def _utf8(data: bytes, what: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{what} is not UTF-8 (invalid byte at position {exc.start}): send "
-            "UTF-8 text"
-        ) from None
+    """The body as text; not UTF-8, or binary (NUL bytes): an InputError."""
+    return decode_text(data, what)

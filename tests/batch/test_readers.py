@@ -32,7 +32,7 @@ def test_jsonl_blocks_skip_blank_lines_and_keep_bad_records(tmp_path):
     assert found == [
         ("a", "stars", None),
         ("b", None, "no text"),
-        ("c", None, "not UTF-8 text (invalid byte at position 24)"),
+        ("c", None, "not UTF-8 text (the invalid UTF-8 byte 0xe9 at byte offset 24)"),
         ("in.jsonl:5", None, "invalid JSON (Expecting value)"),
         ("7", None, "empty text"),
         ("in.jsonl:7", "music", None),
