@@ -128,6 +128,17 @@ class LlmHeadParams:
     seed: int = param(0, "seed of initialisation, shuffling and dropout")
 
 
+@dataclass
+class _TrainingData:
+    texts: list[str]
+    subjects: list[list[int]]
+    counts: np.ndarray  # per vocabulary subject
+    label_ids: np.ndarray  # the head's subjects
+    targets: sp.csr_matrix  # documents x labels
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+
+
 def _is_main_process() -> bool:
     from indexer.distributed import current_world
 
@@ -273,13 +284,48 @@ class LlmHeadBackend(Backend):
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
         import torch
 
-        from indexer.neural.encoder import encode_cached, project_cache
-        from indexer.neural.llm import check_training_memory
         from indexer.neural.models import resolve_model
 
         p = self.params
         self._check_mode()
         base = resolve_model(p.model)
+        self._check_memory(base)
+        data = self._training_data(corpus)
+        started = time.perf_counter()
+        x, stats_rows, label_vectors, dim = self._frozen_states(data)
+        feature_seconds = time.perf_counter() - started
+
+        torch.manual_seed(p.seed)
+        head = make_head(dim, len(data.label_ids), p.head_hidden, p.dropout)
+        mean, std = x[stats_rows].mean(0), np.maximum(x[stats_rows].std(0), 1e-4)
+        counts = data.counts[data.label_ids]
+        init_head(
+            head, mean, std, x[stats_rows], counts, len(data.texts), label_vectors
+        )
+        trainer = Trainer(
+            self, head, x, data.targets, data.train_rows, data.val_rows, data.texts
+        )
+        trainer.label_ids, trainer.subjects = data.label_ids, data.subjects
+        trainer.fingerprint = self._fingerprint(base, corpus.digest(), data.label_ids)
+        history = trainer.run()
+        head.eval()
+        self._save(directory, base, data.label_ids, dim, head, trainer.adapter)
+        best = history["best_epoch"]
+        return {
+            "mode": p.mode,
+            "base_model": base.manifest(),
+            "labels": len(data.label_ids),
+            "training_documents": len(data.train_rows),
+            "validation_documents": len(data.val_rows),
+            "feature_seconds": round(feature_seconds, 1),
+            "validation": history["history"][best - 1] if best else {},
+            **history,
+        }
+
+    def _check_memory(self, base) -> None:
+        from indexer.neural.llm import check_training_memory
+
+        p = self.params
         check_training_memory(
             self._where(),
             base,
@@ -288,6 +334,11 @@ class LlmHeadBackend(Backend):
             p.max_length,
             bits=4 if p.mode == "qlora" else 32,
         )
+
+    def _training_data(self, corpus) -> _TrainingData:
+        """The documents with subjects, the head's labels, sparse targets and
+        the held-out validation rows."""
+        p = self.params
         texts, subjects, counts = [], [], np.zeros(len(self.project.vocab), np.int64)
         for doc in corpus:
             if doc.subjects:
@@ -297,71 +348,62 @@ class LlmHeadBackend(Backend):
         label_ids = self._label_space(counts)
         column = np.full(len(self.project.vocab), -1, np.int64)
         column[label_ids] = np.arange(len(label_ids))
-        targets = sparse_targets(subjects, column, len(label_ids))
         validation = validation_mask(texts, p.validation_fraction)
         if validation.all() or len(texts) < 2:
             validation[:] = False
-        train_rows, val_rows = np.flatnonzero(~validation), np.flatnonzero(validation)
+        return _TrainingData(
+            texts,
+            subjects,
+            counts,
+            label_ids,
+            sparse_targets(subjects, column, len(label_ids)),
+            np.flatnonzero(~validation),
+            np.flatnonzero(validation),
+        )
 
-        started = time.perf_counter()
+    def _frozen_states(self, data: _TrainingData):
+        """(states, rows they are set for, label states or None, width) of the
+        frozen decoder: every document in frozen mode, else a sample of 512 for
+        the head's standardisation (the adapters start at zero)."""
+        from indexer.neural.encoder import encode_cached, project_cache
+
+        p = self.params
         features = self._featurizer()
         # one writer for the shared cache: rank 0 when training under torchrun
         cache = project_cache(self.project) if _is_main_process() else None
         if p.mode == "frozen":
-            x = encode_cached(features, texts, cache, "passage", progress=True)
-            stats_rows = train_rows
-        else:  # statistics of the frozen decoder on a sample; adapters start at 0
-            stats_rows = train_rows[:512]
-            x = np.zeros((len(texts), features.dim), np.float32)
-            x[stats_rows] = encode_cached(
-                features, [texts[i] for i in stats_rows], cache, "passage", True
+            rows = data.train_rows
+            x = encode_cached(features, data.texts, cache, "passage", progress=True)
+        else:
+            rows = data.train_rows[:512]
+            x = np.zeros((len(data.texts), features.dim), np.float32)
+            x[rows] = encode_cached(
+                features, [data.texts[i] for i in rows], cache, "passage", True
             )
-        mean = x[stats_rows].mean(0)
-        std = np.maximum(x[stats_rows].std(0), 1e-4)
         label_vectors = None
         if p.head_init == "labels":
             label_vectors = encode_cached(
                 self._featurizer(min(p.max_length, 64)),
-                self._label_texts(label_ids),
+                self._label_texts(data.label_ids),
                 cache,
                 "label",
                 progress=True,
             )
-        feature_seconds = time.perf_counter() - started
+        return x, rows, label_vectors, features.dim
 
-        torch.manual_seed(p.seed)
-        head = make_head(features.dim, len(label_ids), p.head_hidden, p.dropout)
-        init_head(
-            head, mean, std, x[stats_rows], counts[label_ids], len(texts), label_vectors
-        )
-        trainer = Trainer(self, head, x, targets, train_rows, val_rows, texts)
-        trainer.label_ids, trainer.subjects = label_ids, subjects
-        trainer.fingerprint = self._fingerprint(base, corpus.digest(), label_ids)
-        history = trainer.run()
-        head.eval()
-
+    def _save(self, directory: Path, base, label_ids, dim: int, head, adapter):
+        """The head and adapters in safetensors, with the base model's identity."""
         meta = {
             "base_model": base.manifest(),
-            "mode": p.mode,
+            "mode": self.params.mode,
             "labels": [self.project.vocab.uris[i] for i in label_ids],
-            "hidden_size": features.dim,
-            "adapter": trainer.adapter is not None,
+            "hidden_size": dim,
+            "adapter": adapter is not None,
         }
         (directory / FORMAT_FILE).write_text(json.dumps(meta, indent=1))
         save_tensors(directory / "head.safetensors", head.state_dict())
-        if trainer.adapter is not None:
-            trainer.adapter.save_pretrained(directory / "adapter")
-        best = history["best_epoch"]
-        return {
-            "mode": p.mode,
-            "base_model": base.manifest(),
-            "labels": len(label_ids),
-            "training_documents": len(train_rows),
-            "validation_documents": len(val_rows),
-            "feature_seconds": round(feature_seconds, 1),
-            "validation": history["history"][best - 1] if best else {},
-            **history,
-        }
+        if adapter is not None:
+            adapter.save_pretrained(directory / "adapter")
 
     def _label_space(self, counts: np.ndarray) -> np.ndarray:
         if self.params.labels == "seen":
