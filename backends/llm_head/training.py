@@ -164,8 +164,6 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> dict:
-        from tqdm import tqdm
-
         p = self.p
         state = self._resume() or {
             "fingerprint": self.fingerprint,
@@ -191,50 +189,58 @@ class Trainer:
             metrics = distributed.broadcast(
                 self._validate() if self.world.is_main else None, self.world
             )
-            row = {
-                "epoch": epoch,
-                "loss": round(loss, 5),
-                **metrics,
-                "seconds": round(time.perf_counter() - epoch_started, 1),
-            }
-            score = metrics.get(MONITOR)
-            improved = score is None or state["best"] is None or score > state["best"]
+            seconds = time.perf_counter() - epoch_started
+            improved = self._record(state, epoch, loss, metrics, seconds)
             if improved:
-                state["best"], state["best_epoch"], state["stale"] = score, epoch, 0
                 best_state = self._trainable()
-            else:
-                state["stale"] += 1
-            state["history"].append(row)
-            state["epoch"] = epoch
-            if self.world.is_main:
-                tqdm.write(
-                    f"epoch {epoch}/{p.epochs}: loss {loss:.4f}"
-                    + "".join(f"  {k} {v:.4f}" for k, v in metrics.items())
-                    + ("  (best)" if improved and metrics else ""),
-                    file=sys.stderr,
-                )
             self._save_checkpoint(state, best_state if improved else None)
             distributed.barrier(self.world)
             self.backend._epoch_done(epoch)
         self._restore(best_state)
-        distributed_info = {}
-        if self.world.active:
-            distributed_info["distributed"] = {
-                "world_size": self.world.size,
-                "largest_weight_difference_between_ranks": (
-                    distributed.largest_difference_from_main(
-                        self._trainable(), self.world
-                    )
-                ),
-            }
         return {
-            **distributed_info,
+            **self._distributed_info(),
             "epochs_run": state["epoch"],
             "best_epoch": state["best_epoch"],
             "history": state["history"],
             "resumed_after_epoch": resumed,
             "train_seconds": round(time.perf_counter() - started, 1),
         }
+
+    def _distributed_info(self) -> dict:
+        if not self.world.active:
+            return {}
+        difference = distributed.largest_difference_from_main(
+            self._trainable(), self.world
+        )
+        return {
+            "distributed": {
+                "world_size": self.world.size,
+                "largest_weight_difference_between_ranks": difference,
+            }
+        }
+
+    def _record(self, state: dict, epoch: int, loss: float, metrics: dict, seconds):
+        """Add the epoch to the history and say whether it is the best so far."""
+        from tqdm import tqdm
+
+        score = metrics.get(MONITOR)
+        improved = score is None or state["best"] is None or score > state["best"]
+        if improved:
+            state["best"], state["best_epoch"], state["stale"] = score, epoch, 0
+        else:
+            state["stale"] += 1
+        row = {"epoch": epoch, "loss": round(loss, 5), **metrics}
+        state["history"].append({**row, "seconds": round(seconds, 1)})
+        state["epoch"] = epoch
+        if self.world.is_main:
+            tqdm.write(
+                f"epoch {epoch}/{self.p.epochs}: loss {loss:.4f}"
+                + "".join(f"  {k} {v:.4f}" for k, v in metrics.items())
+                + f"  ({seconds:.0f} s)"
+                + ("  (best)" if improved and metrics else ""),
+                file=sys.stderr,
+            )
+        return improved
 
     def _epoch(self, epoch: int, partial: dict) -> float:
         """One pass; `partial` counts the batches done (and their loss) so far,
