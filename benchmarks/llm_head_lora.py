@@ -3,7 +3,8 @@ tfidf and xmc, and in the calibrated fusion with and without it.
 
     python benchmarks/llm_head_lora.py [--dataset kirjastonhoitaja]
         [--model gemma-3-270m] [--max-length 128] [--epochs 3]
-        [--modes frozen,lora] [--device auto] [--no-fusion] [--variants]
+        [--modes frozen,lora] [--probe-epochs 0] [--device auto] [--no-fusion]
+        [--variants] [--state-variants] [--all-subjects] [--tag TAG]
 
 Protocol (the evaluation split is never used for training or tuning):
 
@@ -86,7 +87,9 @@ def project_settings(args, language: str) -> dict[str, dict]:
     }
     settings = {s: {"language": language, "backend": s} for s in SOURCES}
     for mode in args.modes.split(","):
-        extra = {"epochs": args.epochs} if mode != "frozen" else {}
+        extra = {}
+        if mode != "frozen":
+            extra = {"epochs": args.epochs, "probe_epochs": args.probe_epochs}
         settings[f"llm_head-{mode}"] = {**llm, "mode": mode, **extra}
     variants = (
         (VARIANTS if args.variants else [])
@@ -117,6 +120,10 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--modes", default="frozen,lora")
+    parser.add_argument(
+        "--probe-epochs", type=int, default=0, help="LoRA: head-only epochs first"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-fusion", action="store_true")
     parser.add_argument("--variants", action="store_true", help="frozen heads")
@@ -148,7 +155,7 @@ def main() -> None:
         info["train_s"][project_id] = round(t.seconds, 1)
         info["peak_memory_mb"][project_id] = peak_memory_mb()
         if project_id.startswith("llm_head"):
-            keep = ("epochs_run", "best_epoch", "history", "feature_seconds")
+            keep = ("epochs_run", "best_epoch", "history", "feature_seconds", "probe")
             info[project_id] = {k: result[k] for k in keep if k in result}
         print(f"trained {project_id} in {t.seconds:.0f} s", flush=True)
     for project_id in fusions:
@@ -182,7 +189,8 @@ def main() -> None:
     for project_id in trained:
         for row in info.get(project_id, {}).get("history", []):
             print(project_id, row)
-    save_results(f"llm_head_lora-{args.dataset}", {"rows": rows, "info": info})
+    name = f"llm_head_lora-{args.dataset}" + (f"-{args.tag}" if args.tag else "")
+    save_results(name, {"rows": rows, "info": info})
 
 
 if __name__ == "__main__":

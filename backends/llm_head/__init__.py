@@ -95,6 +95,12 @@ class LlmHeadParams:
     batch_size: int = param(8, "documents per decoder forward pass", min=1)
     head_batch_size: int = param(64, "documents per head update (frozen mode)", min=1)
     gradient_accumulation: int = param(1, "LoRA batches per optimiser step", min=1)
+    probe_epochs: int = param(
+        0,
+        "LoRA modes: epochs of head-only training on the frozen states before the "
+        "adapters train (LP-FT)",
+        min=0,
+    )
     learning_rate: float = param(1e-3, "learning rate of the head", min=0.0)
     schedule: str = param(
         "auto",
@@ -363,15 +369,16 @@ class LlmHeadBackend(Backend):
 
     def _frozen_states(self, data: _TrainingData):
         """(states, rows they are set for, label states or None, width) of the
-        frozen decoder: every document in frozen mode, else a sample of 512 for
-        the head's standardisation (the adapters start at zero)."""
+        frozen decoder: every document in frozen mode or before a head probe,
+        else a sample of 512 for the head's standardisation (the adapters start
+        at zero)."""
         from indexer.neural.encoder import encode_cached, project_cache
 
         p = self.params
         features = self._featurizer()
         # one writer for the shared cache: rank 0 when training under torchrun
         cache = project_cache(self.project) if _is_main_process() else None
-        if p.mode == "frozen":
+        if p.mode == "frozen" or p.probe_epochs:
             rows = data.train_rows
             x = encode_cached(features, data.texts, cache, "passage", progress=True)
         else:

@@ -16,6 +16,8 @@ from indexer import distributed
 from indexer.errors import ConfigError
 
 MONITOR = "ndcg@10"
+# numbering of head-probe epochs (their seeds and bars), apart from real ones
+PROBE_EPOCHS = 10_000
 
 
 class Trainer:
@@ -46,6 +48,7 @@ class Trainer:
             groups.append({"params": lora, "lr": self.p.lora_learning_rate})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=self.p.weight_decay)
         self.base_rates = [group["lr"] for group in groups]
+        self.probing = False
         self.lengths = np.asarray([len(t) for t in texts])
         self.world = distributed.current_world()
         self.head_step = distributed.wrap_for_training(self.head, self.world)
@@ -174,8 +177,10 @@ class Trainer:
             "stale": 0,
         }
         resumed = state["epoch"]
-        best_state = state.pop("best_state", None) or self._trainable()
         started = time.perf_counter()
+        if not resumed and self.adapter is not None and p.probe_epochs:
+            state["probe"] = self._probe()
+        best_state = state.pop("best_state", None) or self._trainable()
         for epoch in range(state["epoch"] + 1, p.epochs + 1):
             if p.patience and state["stale"] >= p.patience:
                 break
@@ -203,8 +208,34 @@ class Trainer:
             "best_epoch": state["best_epoch"],
             "history": state["history"],
             "resumed_after_epoch": resumed,
+            **({"probe": state["probe"]} if "probe" in state else {}),
             "train_seconds": round(time.perf_counter() - started, 1),
         }
+
+    def _probe(self) -> dict:
+        """Linear probing before fine-tuning (LP-FT, Kumar et al. 2022): the
+        head first learns on the frozen states, so the adapters start from a
+        head that already ranks, not from a random one."""
+        from tqdm import tqdm
+
+        adapter, self.adapter = self.adapter, None  # head-only epochs on self.x
+        self.probing = True  # at the head's constant rate
+        try:
+            for probe in range(1, self.p.probe_epochs + 1):
+                fresh = {"batches": 0, "loss_sum": 0.0}
+                loss = self._epoch(PROBE_EPOCHS + probe, fresh)
+            metrics = distributed.broadcast(
+                self._validate() if self.world.is_main else None, self.world
+            )
+        finally:
+            self.adapter, self.probing = adapter, False
+        if self.world.is_main:
+            tqdm.write(
+                f"head probe, {self.p.probe_epochs} epochs: loss {loss:.4f}"
+                + "".join(f"  {k} {v:.4f}" for k, v in metrics.items()),
+                file=sys.stderr,
+            )
+        return {"epochs": self.p.probe_epochs, "loss": round(loss, 5), **metrics}
 
     def _distributed_info(self) -> dict:
         if not self.world.active:
@@ -316,7 +347,7 @@ class Trainer:
 
         p = self.p
         schedule = p.schedule
-        if schedule == "auto":
+        if schedule == "auto" or self.probing:
             schedule = "constant" if self.adapter is None else "cosine"
         factor = 1.0
         if schedule == "cosine":

@@ -384,6 +384,7 @@ def _trainer_shell(adapter, train_rows, lengths, batch_size=4):
     shell.world = SimpleNamespace(size=1)
     shell.optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     shell.base_rates = [1.0]
+    shell.probing = False
     return shell
 
 
@@ -414,3 +415,13 @@ def test_lora_rates_warm_up_then_decay():
     frozen = _trainer_shell(None, np.arange(8), np.ones(8))
     frozen._set_rates(50, 100)
     assert frozen.optimizer.param_groups[0]["lr"] == 1.0
+
+
+def test_lora_after_a_head_probe(projects, cfg):
+    text = cfg.read_text()
+    cfg.write_text(text.replace("lora_r = 4", "lora_r = 4\nprobe_epochs = 3"))
+    project = Projects.from_path(cfg).get("llm-lora")
+    info = project.train([DATA / "tiny.tsv"])
+    assert info["probe"]["epochs"] == 3 and "ndcg@10" in info["probe"]
+    assert info["epochs_run"] == 2
+    np.testing.assert_array_equal(scores(project), reloaded(project))
