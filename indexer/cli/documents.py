@@ -130,6 +130,14 @@ def _read_inputs(files: tuple[str, ...]) -> list[tuple[str, str]]:
     return out
 
 
+def _fields_of(dataclass_type, settings: dict) -> dict:
+    """The command-line settings that are fields of `dataclass_type`."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(dataclass_type)}
+    return {name: value for name, value in settings.items() if name in names}
+
+
 @cli.command()
 @click.argument("project_id")
 @click.argument("files", nargs=-1, type=click.Path())
@@ -238,30 +246,15 @@ def index(ctx: Context, project_id, inputs, output, **settings) -> None:
     from indexer.batch.work import ProjectRef
 
     project = ctx.project(project_id)
+    options, ray = _fields_of(Options, settings), _fields_of(RayOptions, settings)
     job = BatchJob(
         project,
         ProjectRef.of(project, ctx.projects_path),
         [Path(p) for p in inputs],
         Path(output) if output else None,
-        Options(
-            limit=settings["limit"],
-            threshold=settings["threshold"],
-            language=settings["language"],
-            batch_size=settings["batch_size"],
-            id_column=settings["id_column"],
-            text_column=settings["text_column"],
-        ),
-        block_size=settings["block_size"],
-        on_error=settings["on_error"],
-        force=settings["force"],
-        suffix=settings["suffix"],
-        engine=settings["engine"],
-        jobs=settings["jobs"],
-        ray=RayOptions(
-            address=settings["address"],
-            workers=settings["workers"],
-            gpus_per_worker=settings["gpus_per_worker"],
-        ),
+        Options(**options),
+        ray=RayOptions(**ray),
+        **{k: v for k, v in settings.items() if k not in options and k not in ray},
     )
     try:
         summary = run(job)
