@@ -178,8 +178,8 @@ class Trainer:
         }
         resumed = state["epoch"]
         started = time.perf_counter()
-        if not resumed and self.adapter is not None and p.probe_epochs:
-            state["probe"] = self._probe()
+        if self.adapter is not None and p.probe_epochs and "probe" not in state:
+            state["probe"] = self._probe()  # kept in checkpoints: probed once
         best_state = state.pop("best_state", None) or self._trainable()
         for epoch in range(state["epoch"] + 1, p.epochs + 1):
             if p.patience and state["stale"] >= p.patience:

@@ -425,3 +425,37 @@ def test_lora_after_a_head_probe(projects, cfg):
     assert info["probe"]["epochs"] == 3 and "ndcg@10" in info["probe"]
     assert info["epochs_run"] == 2
     np.testing.assert_array_equal(scores(project), reloaded(project))
+
+
+def test_a_resumed_lora_training_does_not_probe_again(projects, cfg, monkeypatch):
+    text = cfg.read_text().replace("lora_r = 4", "lora_r = 4\nprobe_epochs = 3")
+    cfg.write_text(text.replace("epochs = 2", "epochs = 2\npatience = 0"))
+    project = Projects.from_path(cfg).get("llm-lora")
+    project.train([DATA / "tiny.tsv"])
+    uninterrupted = scores(project)
+    project.clear()
+
+    from backends.llm_head.training import Trainer
+
+    original_loss, original_probe = Trainer._loss, Trainer._probe
+    seen = {"lora_batches": 0, "probes": 0}
+
+    def interrupt_at_the_second_lora_batch(self, rows):
+        if not self.probing:
+            seen["lora_batches"] += 1
+            if seen["lora_batches"] == 2:
+                raise KeyboardInterrupt
+        return original_loss(self, rows)
+
+    def count_probes(self):
+        seen["probes"] += 1
+        return original_probe(self)
+
+    monkeypatch.setattr(Trainer, "_loss", interrupt_at_the_second_lora_batch)
+    monkeypatch.setattr(Trainer, "_probe", count_probes)
+    with pytest.raises(KeyboardInterrupt):
+        project.train([DATA / "tiny.tsv"])
+    monkeypatch.setattr(Trainer, "_loss", original_loss)
+    info = project.train([DATA / "tiny.tsv"])
+    assert seen["probes"] == 1 and info["probe"]["epochs"] == 3
+    np.testing.assert_array_equal(uninterrupted, reloaded(project))
