@@ -4,7 +4,7 @@
 # (512 tokens) and more epochs than on CPU, beside tfidf and xmc; then the
 # same training for makupalat's 2.4k classes. Each run prints its table, the
 # per-epoch validation curve and seconds, and peak memory; results land in
-# benchmarks/results/llm_head_lora-<dataset>.json.
+# benchmarks/results/llm_head_lora-<dataset>-gpu-<mode>.json.
 #
 #     bash benchmarks/llm_head_gpu.sh            # needs: pip install -e '.[all,gpu]'
 #
@@ -31,6 +31,8 @@ run() {  # seconds, then the benchmark's arguments
   echo "exit $? after: $*"
 }
 
-run 330 --dataset kirjastonhoitaja --modes lora,qlora --max-length 512 --epochs 6
-run 200 --dataset ykl-makupalat --modes lora --max-length 128 --epochs 3
+# one run per mode: a missing bitsandbytes stops qlora alone
+run 200 --dataset kirjastonhoitaja --modes lora --max-length 512 --epochs 6 --tag gpu-lora
+run 200 --dataset kirjastonhoitaja --modes qlora --max-length 512 --epochs 6 --tag gpu-qlora
+run 150 --dataset ykl-makupalat --modes lora --max-length 128 --epochs 3 --tag gpu-lora
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv
