@@ -324,7 +324,9 @@ class LlmHeadBackend(Backend):
             "training_documents": len(data.train_rows),
             "validation_documents": len(data.val_rows),
             "feature_seconds": round(feature_seconds, 1),
-            "validation": history["history"][best - 1] if best else {},
+            "validation": (
+                history["history"][best - 1] if best else history.get("probe", {})
+            ),
             **history,
         }
 

@@ -180,6 +180,7 @@ class Trainer:
         started = time.perf_counter()
         if self.adapter is not None and p.probe_epochs and "probe" not in state:
             state["probe"] = self._probe()  # kept in checkpoints: probed once
+            state["best"] = state["probe"].get(MONITOR)  # LoRA epochs must beat it
         best_state = state.pop("best_state", None) or self._trainable()
         for epoch in range(state["epoch"] + 1, p.epochs + 1):
             if p.patience and state["stale"] >= p.patience:
