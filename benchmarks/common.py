@@ -146,9 +146,18 @@ def metric_row(
         "precision@5": metrics["precision@5"],
         "recall@10": metrics["recall@10"],
         "unseen_recall@10": metrics.get("unseen_recall@10", float("nan")),
+        "unseen_gold": metrics.get("unseen_gold", 0),
         "ms/doc": round(1000 * seconds / max(documents, 1), 2),
         **extra,
     }
+
+
+def evaluated_row(
+    dataset: str, label: str, project, path, seen, batch_size: int = 64, **extra
+) -> dict:
+    """`project` evaluated on the corpus at `path`, as one table row."""
+    metrics, seconds, documents = evaluate(project, path, seen, batch_size=batch_size)
+    return metric_row(dataset, label, metrics, seconds, documents, **extra)
 
 
 METRIC_COLUMNS = [

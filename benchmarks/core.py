@@ -19,9 +19,8 @@ from common import (  # noqa: E402
     METRIC_COLUMNS,
     Timer,
     dataset_paths,
-    evaluate,
+    evaluated_row,
     markdown_table,
-    metric_row,
     save_results,
     training_counts,
     write_config,
@@ -62,14 +61,13 @@ def bench_dataset(name: str, workdir: Path) -> tuple[list[dict], float]:
         train_seconds = 0.0
         if project_id != "lexical":
             train_seconds = project.train([paths["train"]])["seconds"]
-        metrics, seconds, documents = evaluate(project, paths["test"], seen)
         rows.append(
-            metric_row(
+            evaluated_row(
                 name,
                 project_id,
-                metrics,
-                seconds,
-                documents,
+                project,
+                paths["test"],
+                seen,
                 train_s=round(train_seconds, 1),
             )
         )

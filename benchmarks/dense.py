@@ -19,9 +19,8 @@ from common import (  # noqa: E402
     RESULTS,
     Timer,
     dataset_paths,
-    evaluate,
+    evaluated_row,
     markdown_table,
-    metric_row,
     save_results,
     training_counts,
     write_config,
@@ -65,14 +64,13 @@ def bench(name: str) -> tuple[list[dict], dict]:
             speed["concept_index_s"] = round(build.seconds, 1)
         with Timer() as train:
             project.train([paths["train"]])
-        metrics, seconds, documents = evaluate(project, paths["test"], seen)
         rows.append(
-            metric_row(
+            evaluated_row(
                 name,
                 project_id,
-                metrics,
-                seconds,
-                documents,
+                project,
+                paths["test"],
+                seen,
                 train_s=round(train.seconds, 1),
             )
         )

@@ -34,9 +34,8 @@ from common import (  # noqa: E402
     RESULTS,
     Timer,
     dataset_paths,
-    evaluate,
+    evaluated_row,
     markdown_table,
-    metric_row,
     save_results,
     split_lines,
     training_counts,
@@ -154,9 +153,8 @@ def bench(name: str, workdir: Path, sources: list[str], trials: int, refit: bool
         project = projects.get(project_id)
         project.config.params.update(overrides)
         project.unload()  # load the final models
-        metrics, seconds, documents = evaluate(project, paths["test"], seen)
         label = project_id + "".join(f" ({k}={v})" for k, v in overrides.items())
-        rows.append(metric_row(name, label, metrics, seconds, documents))
+        rows.append(evaluated_row(name, label, project, paths["test"], seen))
         print(
             {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}
         )

@@ -37,9 +37,8 @@ from common import (  # noqa: E402
     RESULTS,
     Timer,
     dataset_paths,
-    evaluate,
+    evaluated_row,
     markdown_table,
-    metric_row,
     save_results,
     split_lines,
     training_counts,
@@ -167,16 +166,14 @@ def main() -> None:
     seen = training_counts(projects.get(trained[0]), part["fit"])
     rows = []
     for project_id in trained + fusions:
-        metrics, seconds, documents = evaluate(
-            projects.get(project_id), paths["test"], seen, batch_size=16
-        )
         rows.append(
-            metric_row(
+            evaluated_row(
                 args.dataset,
                 project_id,
-                metrics,
-                seconds,
-                documents,
+                projects.get(project_id),
+                paths["test"],
+                seen,
+                batch_size=16,
                 train_s=info["train_s"][project_id],
             )
         )

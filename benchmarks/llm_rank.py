@@ -35,7 +35,7 @@ from common import (  # noqa: E402
     RESULTS,
     Timer,
     dataset_paths,
-    evaluate,
+    evaluated_row,
     markdown_table,
     metric_row,
     save_results,
@@ -190,8 +190,7 @@ def bench(name: str, args) -> tuple[list[dict], dict]:
         project = projects.get(project_id)
         if args.retrain or not project.is_trained:
             project.train([paths["train"]])
-        metrics, seconds, documents = evaluate(project, sample, seen)
-        rows.append(metric_row(name, project_id, metrics, seconds, documents))
+        rows.append(evaluated_row(name, project_id, project, sample, seen))
         print(rows[-1], flush=True)
 
     project = projects.get("llm_rank")

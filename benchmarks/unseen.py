@@ -26,9 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     Timer,
-    evaluate,
+    evaluated_row,
     markdown_table,
-    metric_row,
     save_results,
     training_counts,
     write_config,
@@ -96,17 +95,7 @@ def bench(name: str, sources: list[str], zero_shot: list[str]) -> tuple[list, di
     for project_id in [*sources, "zero-shot", "calibrated"]:
         project = projects.get(project_id)
         project.unload()  # load the final models
-        metrics, seconds, documents = evaluate(project, paths["test"], seen)
-        rows.append(
-            metric_row(
-                name,
-                project_id,
-                metrics,
-                seconds,
-                documents,
-                unseen_gold=metrics.get("unseen_gold", 0),
-            )
-        )
+        rows.append(evaluated_row(name, project_id, project, paths["test"], seen))
         print({k: v for k, v in rows[-1].items() if k in COLUMNS}, flush=True)
     return rows, info
 
