@@ -289,8 +289,9 @@ class Trainer:
             self.adapter.train()
         self.optimizer.zero_grad()
         done = partial["batches"]
+        documents = int(sum(len(b) for b in batches))
         bar = tqdm(
-            total=int(sum(len(b) for b in batches)),
+            total=documents,
             initial=int(sum(len(b) for b in batches[:done])),
             desc=f"epoch {epoch}",
             unit=" docs",
@@ -317,9 +318,8 @@ class Trainer:
                 partial["loss_sum"] += pending
                 pending = 0.0
         bar.close()
-        order_size = sum(len(b) for b in batches)
         total = distributed.sum_over_ranks(partial["loss_sum"], self.world)
-        return total / max(order_size, 1)
+        return total / max(documents, 1)
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
         """The epoch's global batches: shuffled; through the decoder, grouped by
