@@ -3,6 +3,7 @@ configured and tuned by `indexer hyperopt`) and the calibrated fusion.
 
     python benchmarks/ensembles.py [--datasets archaeology,kirjastonhoitaja]
         [--extra knn,embed] [--trials 200] [--no-refit]
+        [--set embed.finetune=1 ...] [--tag TAG]
 
 Protocol, per dataset (the evaluation split is never used for tuning):
 
@@ -18,7 +19,10 @@ Protocol, per dataset (the evaluation split is never used for tuning):
   every row is evaluated with those models: the single backends are exactly
   the ensembles' sources. `--no-refit` skips the retraining.
 
-Prints a markdown table; writes benchmarks/results/ensembles.json. Work
+`--set PROJECT.KEY=VALUE` (repeatable) changes one setting of a source, e.g.
+`--set embed.finetune=1` to fine-tune embed's document encoder.
+
+Prints a markdown table; writes benchmarks/results/ensembles[-TAG].json. Work
 directories (models, embedding cache) stay in benchmarks/results/work.
 """
 
@@ -55,12 +59,15 @@ EXTRA = {
 }
 
 
-def project_settings(name: str, language: str, sources: list[str]) -> dict:
+def project_settings(
+    name: str, language: str, sources: list[str], changes: dict[str, dict]
+) -> dict:
     settings = {
         source: {
             "language": language,
             "backend": source,
             **EXTRA.get(name, {}).get(source, {}),
+            **changes.get(source, {}),
         }
         for source in sources
     }
@@ -98,9 +105,31 @@ def splits(name: str, workdir: Path) -> dict:
     return paths
 
 
-def bench(name: str, workdir: Path, sources: list[str], trials: int, refit: bool):
+def parse_changes(items: list[str], sources: list[str]) -> dict[str, dict]:
+    """{'embed': {'finetune': '1'}} from ['embed.finetune=1']."""
+    changes: dict[str, dict] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        project_id, dot, key = target.partition(".")
+        if not (sep and dot and key) or project_id not in sources:
+            raise SystemExit(
+                f"--set {item}: expected SOURCE.KEY=VALUE with SOURCE one of "
+                f"{', '.join(sources)}"
+            )
+        changes.setdefault(project_id, {})[key] = value
+    return changes
+
+
+def bench(
+    name: str,
+    workdir: Path,
+    sources: list[str],
+    trials: int,
+    refit: bool,
+    changes: dict[str, dict],
+):
     paths = splits(name, workdir)
-    settings = project_settings(name, paths["language"], sources)
+    settings = project_settings(name, paths["language"], sources, changes)
     cfg = write_config(workdir, "vocab", paths["vocab"], settings)
     projects = Projects.from_path(cfg)
     info: dict = {"train_s": {}}
@@ -173,20 +202,37 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--no-refit", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SOURCE.KEY=VALUE",
+        help="change a source's setting, e.g. embed.finetune=1 (repeatable)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
     sources = SOURCES + [s for s in args.extra.split(",") if s]
+    changes = parse_changes(args.set, sources)
     rows, info = [], {}
     for name in args.datasets.split(","):
         with Timer() as t:
             dataset_rows, info[name] = bench(
-                name, work_directory(name), sources, args.trials, not args.no_refit
+                name,
+                work_directory(name),
+                sources,
+                args.trials,
+                not args.no_refit,
+                changes,
             )
         info[name]["total_s"] = round(t.seconds, 1)
         print(f"{name}: {t.seconds:.0f} s in all", flush=True)
         rows += dataset_rows
     columns = [c for c in METRIC_COLUMNS if c != "precision@5"]
     print(markdown_table(rows, columns))
-    save_results("ensembles", {"rows": rows, "info": info, "sources": sources})
+    save_results(
+        "ensembles" + (f"-{args.tag}" if args.tag else ""),
+        {"rows": rows, "info": info, "sources": sources, "changes": changes},
+    )
 
 
 if __name__ == "__main__":
