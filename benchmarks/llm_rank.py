@@ -120,31 +120,37 @@ TIMINGS = {  # name -> backend parameters
     "default": {},
     "no_pruning": {"prune": False},
     "no_prefix_cache": {"prefix_cache": False, "prune": False},
+    "one_example": {"few_shot": 1},
+    "no_examples": {"few_shot": 0},
+    "document_128_tokens": {"max_doc_tokens": 128},
 }
 
 
 def timing(backend, texts: list[str]) -> dict:
     """Seconds per document, LLM seconds per document and candidates judged,
-    as configured, without pruning and without the prefix cache."""
+    as configured, without pruning, without the prefix cache, with fewer
+    example documents and with a shorter document in the prompt."""
     out = {}
     for name, settings in TIMINGS.items():
         saved = {k: getattr(backend.params, k) for k in settings}
         for key, value in settings.items():
             setattr(backend.params, key, value)
+        backend._prompts.max_doc_tokens = backend.params.max_doc_tokens
         started = time.perf_counter()
         analyses = backend.analyse(texts)
         seconds = time.perf_counter() - started
         for key, value in saved.items():
             setattr(backend.params, key, value)
+        backend._prompts.max_doc_tokens = backend.params.max_doc_tokens
         llm = sum(a.llm_seconds for a in analyses)
         judged = sum(a.judged for a in analyses)
         out[f"{name}_s_per_doc"] = round(seconds / len(texts), 3)
         out[f"{name}_llm_s_per_doc"] = round(llm / len(texts), 3)
         out[f"{name}_judged_per_doc"] = round(judged / len(texts), 1)
+        out[f"{name}_prefix_tokens"] = round(
+            sum(a.prefix_tokens for a in analyses) / len(analyses), 1
+        )
         if name == "default":
-            out["prefix_tokens"] = round(
-                sum(a.prefix_tokens for a in analyses) / len(analyses), 1
-            )
             out["suffix_tokens"] = round(
                 sum(a.suffix_tokens for a in analyses) / max(judged, 1), 1
             )
