@@ -38,18 +38,36 @@ def batches_without_repeats(
     keys: list, batch_size: int, rng: np.random.Generator
 ) -> list[list[int]]:
     """Shuffled index batches in which no passage key occurs twice (a repeat
-    would be its own negative)."""
-    batches, current, seen = [], [], set()
-    for i in rng.permutation(len(keys)):
-        if keys[i] in seen:
-            continue
-        current.append(int(i))
-        seen.add(keys[i])
-        if len(current) == batch_size:
+    would be its own negative). A query whose key is already in the batch
+    waits for a later one; only a last batch of a single query is left out
+    (it would have no negative)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    taken: set = set()
+
+    def place(candidates: list[int]) -> list[int]:
+        """Put candidates into the current batch while it has room for
+        their keys; return the ones that must wait."""
+        rest = []
+        for i in candidates:
+            if len(current) < batch_size and keys[i] not in taken:
+                current.append(i)
+                taken.add(keys[i])
+            else:
+                rest.append(i)
+        return rest
+
+    waiting: list[int] = []
+    for i in rng.permutation(len(keys)).tolist():
+        waiting += place([i])
+        while len(current) == batch_size:
             batches.append(current)
-            current, seen = [], set()
-    if len(current) > 1:
+            current, taken = [], set()
+            waiting = place(waiting)
+    while len(current) > 1:
         batches.append(current)
+        current, taken = [], set()
+        waiting = place(waiting)
     return batches
 
 
@@ -67,6 +85,7 @@ def fine_tune(
     to `target` (safetensors); returns training statistics."""
     import torch
     from safetensors.torch import save_file
+    from tqdm import tqdm
 
     from indexer.neural.bert import load_bert
     from indexer.neural.encoder import padded
@@ -81,11 +100,20 @@ def fine_tune(
     q_ids = encoder.tokens(queries, "query", settings.query_length)
     fixed = torch.from_numpy(np.ascontiguousarray(passages)).to(encoder.device)
     labels_for = torch.arange(settings.batch_size, device=encoder.device)
-    losses, started = [], time.perf_counter()
+    losses, pairs, started = [], [], time.perf_counter()
     for epoch in range(settings.epochs):
         epoch_losses = []
         drawn = [int(rng.choice(options)) for options in positives]
-        for batch in batches_without_repeats(drawn, settings.batch_size, rng):
+        grouped = batches_without_repeats(drawn, settings.batch_size, rng)
+        pairs.append(sum(len(batch) for batch in grouped))
+        batches = tqdm(
+            grouped,
+            desc=f"Fine-tuning, epoch {epoch + 1}/{settings.epochs}",
+            unit=" batches",
+            leave=False,
+            disable=None,
+        )
+        for batch in batches:
             q = network(*padded([q_ids[i] for i in batch], encoder.device))
             q = torch.nn.functional.normalize(q, dim=-1)
             p = fixed[[drawn[i] for i in batch]]
@@ -95,6 +123,8 @@ def fine_tune(
             loss.backward()
             optimiser.step()
             epoch_losses.append(float(loss.detach()))
+            recent = np.mean(epoch_losses[-20:])
+            batches.set_postfix(loss=f"{recent:.3f}", refresh=False)
         losses.append(float(np.mean(epoch_losses)) if epoch_losses else 0.0)
         print(
             f"fine-tuning epoch {epoch + 1}/{settings.epochs}: loss {losses[-1]:.4f}",
@@ -110,6 +140,7 @@ def fine_tune(
         "queries": len(queries),
         "epochs": settings.epochs,
         "loss_per_epoch": [round(x, 4) for x in losses],
+        "pairs_per_epoch": pairs,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
