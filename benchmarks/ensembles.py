@@ -3,7 +3,7 @@ configured and tuned by `indexer hyperopt`) and the calibrated fusion.
 
     python benchmarks/ensembles.py [--datasets archaeology,kirjastonhoitaja]
         [--extra knn,embed] [--trials 200] [--no-refit]
-        [--set embed.finetune=1 ...] [--tag TAG]
+        [--set embed.finetune=1 ...] [--slots 4,5] [--tag TAG]
 
 Protocol, per dataset (the evaluation split is never used for tuning):
 
@@ -14,7 +14,8 @@ Protocol, per dataset (the evaluation split is never used for tuning):
   (`hyperopt`) and the calibrated fusion (`train`) are fitted on tune.
 - The ensembles are evaluated as configured (`unseen_slots = auto`: some of
   the top 10 kept for subjects unseen in training) and with
-  `unseen_slots = 0`.
+  `unseen_slots = 0`; `--slots 4,5` adds the calibrated fusion with those
+  numbers of slots (the trade-off between unseen recall and nDCG).
 - Then the sources are retrained on all training data (train + tune) and
   every row is evaluated with those models: the single backends are exactly
   the ensembles' sources. `--no-refit` skips the retraining.
@@ -127,6 +128,7 @@ def bench(
     trials: int,
     refit: bool,
     changes: dict[str, dict],
+    slots: list[int],
 ):
     paths = splits(name, workdir)
     settings = project_settings(name, paths["language"], sources, changes)
@@ -178,6 +180,7 @@ def bench(
     variants = [(p, {}) for p in sources]
     for project_id in ["ensemble", "ensemble-tuned", "calibrated"]:
         variants += [(project_id, {}), (project_id, {"unseen_slots": 0})]
+    variants += [("calibrated", {"unseen_slots": n}) for n in slots]
     for project_id, overrides in variants:
         project = projects.get(project_id)
         project.config.params.update(overrides)
@@ -210,6 +213,12 @@ def main() -> None:
         help="change a source's setting, e.g. embed.finetune=1 (repeatable)",
     )
     parser.add_argument("--tag", default="", help="suffix of the results file")
+    parser.add_argument(
+        "--slots",
+        type=lambda text: [int(n) for n in text.split(",") if n],
+        default=[],
+        help="more unseen_slots settings for the calibrated fusion, e.g. 4,5",
+    )
     args = parser.parse_args()
     sources = SOURCES + [s for s in args.extra.split(",") if s]
     changes = parse_changes(args.set, sources)
@@ -223,6 +232,7 @@ def main() -> None:
                 args.trials,
                 not args.no_refit,
                 changes,
+                args.slots,
             )
         info[name]["total_s"] = round(t.seconds, 1)
         print(f"{name}: {t.seconds:.0f} s in all", flush=True)
