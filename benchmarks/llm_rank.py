@@ -262,10 +262,13 @@ def main() -> None:
     speed_rows = [{"dataset": k, **v} for k, v in speed.items()]
     columns = [
         "dataset",
-        "prefix_tokens",
         "suffix_tokens",
         "candidates_per_doc",
-        *(f"{n}_{k}" for n in TIMINGS for k in ("judged_per_doc", "llm_s_per_doc")),
+        *(
+            f"{n}_{k}"
+            for n in TIMINGS
+            for k in ("prefix_tokens", "judged_per_doc", "llm_s_per_doc")
+        ),
         "default_s_per_doc",
     ]
     print(markdown_table(speed_rows, columns))
