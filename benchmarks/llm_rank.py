@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--calibration-docs", type=int, default=100)
     parser.add_argument("--timing-docs", type=int, default=3)
     parser.add_argument("--candidates", type=int, default=30)
-    parser.add_argument("--few-shot", type=int, default=2)
+    parser.add_argument("--few-shot", type=int, default=0)
     parser.add_argument("--max-doc-tokens", type=int, default=0, help="0: default")
     parser.add_argument("--model", default="", help="LLM (default: per language)")
     parser.add_argument("--baselines", default="lexical,embed")

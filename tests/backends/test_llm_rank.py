@@ -66,6 +66,7 @@ def test_prefix_cache_parameter_does_not_change_suggestions(
 
 def test_calibration_is_saved_as_json_and_reloads(projects):
     project = projects.get("llm_rank-en")
+    project.config.params["few_shot"] = 2  # off by default
     info = project.train([DATA / "tiny.tsv"])
     assert info["calibration_documents"] == 5 and info["reference_documents"] == 5
     files = {p.name for p in project.model_dir.iterdir()}
