@@ -20,7 +20,7 @@ Protocol, per dataset (the evaluation split is never used for tuning):
   every row is evaluated with those models: the single backends are exactly
   the ensembles' sources. `--no-refit` skips the retraining.
 
-`--set PROJECT.KEY=VALUE` (repeatable) changes one setting of a source, e.g.
+`--set SOURCE.KEY=VALUE` (repeatable) changes one setting of a source, e.g.
 `--set embed.finetune=1` to fine-tune embed's document encoder.
 
 Prints a markdown table; writes benchmarks/results/ensembles[-TAG].json. Work
