@@ -15,7 +15,7 @@ Protocol (the evaluation split is never used for training or tuning):
 
 `--variants` trains more frozen heads on the same cached states (head type,
 loss, label-text initialisation): cheap comparisons of what helps a small
-decoder classify. `--state-variants` (mean pooling, the plain text without the
+decoder classify. `--state-variants` (last-token pooling, the plain text without the
 PromptEOL template) each need one more pass of the decoder over the corpus,
 `--all-subjects` one over every label of the vocabulary.
 
@@ -58,7 +58,7 @@ VARIANTS = [
 ]
 # frozen heads that need states of their own (one more pass over the corpus)
 STATE_VARIANTS = [
-    ("mean-pooling", {"pooling": "mean"}),
+    ("last-token", {"pooling": "last"}),
     ("plain-text", {"template": "{text}"}),
 ]
 # every subject of the vocabulary, rows from label states (one pass over labels)
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--no-fusion", action="store_true")
     parser.add_argument("--variants", action="store_true", help="frozen heads")
     parser.add_argument(
-        "--state-variants", action="store_true", help="mean pooling, plain template"
+        "--state-variants", action="store_true", help="last-token pooling, plain text"
     )
     parser.add_argument(
         "--all-subjects", action="store_true", help="a head over the vocabulary"

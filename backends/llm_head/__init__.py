@@ -70,7 +70,9 @@ class LlmHeadParams:
     )
     template: str = param(DEFAULT_TEMPLATE, "text around each document: {text}")
     pooling: str = param(
-        "last", "last non-pad token, or mean of all tokens", choices=["last", "mean"]
+        "mean",
+        "mean of all tokens, or the last non-pad token",
+        choices=["mean", "last"],
     )
     labels: str = param(
         "seen",
