@@ -92,9 +92,10 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-def save_results(name: str, results) -> Path:
+def save_results(name: str, results, tag: str = "") -> Path:
+    """benchmarks/results/NAME[-TAG].json"""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{name}{f'-{tag}' if tag else ''}.json"
     path.write_text(json.dumps(results, indent=2))
     return path
 

@@ -240,8 +240,9 @@ def main() -> None:
     columns = [c for c in METRIC_COLUMNS if c != "precision@5"]
     print(markdown_table(rows, columns))
     save_results(
-        "ensembles" + (f"-{args.tag}" if args.tag else ""),
+        "ensembles",
         {"rows": rows, "info": info, "sources": sources, "changes": changes},
+        args.tag,
     )
 
 

@@ -15,12 +15,12 @@ Protocol (the evaluation split is never used for training or tuning):
 
 `--variants` trains more frozen heads on the same cached states (head type,
 loss, label-text initialisation): cheap comparisons of what helps a small
-decoder classify. `--state-variants` (last-token pooling, the plain text without the
-PromptEOL template) each need one more pass of the decoder over the corpus,
-`--all-subjects` one over every label of the vocabulary.
+decoder classify. `--state-variants` (last-token pooling, the plain text
+without the PromptEOL template) each need one more pass of the decoder over
+the corpus, `--all-subjects` one over every label of the vocabulary.
 
 Prints a markdown table and the LoRA training curve (seconds per epoch, peak
-memory); writes benchmarks/results/llm_head_lora.json. Models stay in
+memory); writes benchmarks/results/llm_head_lora-<dataset>[-TAG].json. Models stay in
 benchmarks/results/work/llm_head_lora-<dataset>.
 """
 
@@ -186,8 +186,9 @@ def main() -> None:
     for project_id in trained:
         for row in info.get(project_id, {}).get("history", []):
             print(project_id, row)
-    name = f"llm_head_lora-{args.dataset}" + (f"-{args.tag}" if args.tag else "")
-    save_results(name, {"rows": rows, "info": info})
+    save_results(
+        f"llm_head_lora-{args.dataset}", {"rows": rows, "info": info}, args.tag
+    )
 
 
 if __name__ == "__main__":

@@ -126,6 +126,14 @@ TIMINGS = {  # name -> backend parameters
 }
 
 
+def configure(backend, settings: dict) -> None:
+    """Set backend parameters in place; the prompt builder keeps its own copy
+    of the document length."""
+    for key, value in settings.items():
+        setattr(backend.params, key, value)
+    backend._prompts.max_doc_tokens = backend.params.max_doc_tokens
+
+
 def timing(backend, texts: list[str]) -> dict:
     """Seconds per document, LLM seconds per document and candidates judged,
     as configured, without pruning, without the prefix cache, with fewer
@@ -133,15 +141,11 @@ def timing(backend, texts: list[str]) -> dict:
     out = {}
     for name, settings in TIMINGS.items():
         saved = {k: getattr(backend.params, k) for k in settings}
-        for key, value in settings.items():
-            setattr(backend.params, key, value)
-        backend._prompts.max_doc_tokens = backend.params.max_doc_tokens
+        configure(backend, settings)
         started = time.perf_counter()
         analyses = backend.analyse(texts)
         seconds = time.perf_counter() - started
-        for key, value in saved.items():
-            setattr(backend.params, key, value)
-        backend._prompts.max_doc_tokens = backend.params.max_doc_tokens
+        configure(backend, saved)
         llm = sum(a.llm_seconds for a in analyses)
         judged = sum(a.judged for a in analyses)
         out[f"{name}_s_per_doc"] = round(seconds / len(texts), 3)
