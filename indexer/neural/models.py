@@ -17,7 +17,7 @@ import importlib.util
 import json
 import os
 import sys
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +67,6 @@ ALIASES = {
     "gemma3-270m": "gemma-3-270m",
     "google/gemma-3-270m": "gemma-3-270m",
 }
-_convert_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,25 @@ def default_encoder(language: str) -> str:
 def cache_dir() -> Path:
     base = os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "indexer" / "models"
     return Path(base)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Fill the model-cache directory `target` by `build(empty_directory)`,
+    once: concurrent threads and processes wait for the first builder, and a
+    build that crashes or is killed leaves no half-written `target`."""
+    from indexer.locking import ResourceLock
+    from indexer.storage import atomic_directory
+
+    if (target / "config.json").is_file():
+        return target
+    lock = ResourceLock(
+        target.parent / "locks" / f"{target.name}.lock", f"Model cache '{target}'"
+    )
+    with lock.hold(wait=True):  # flock: also excludes other threads
+        if not (target / "config.json").is_file():
+            with atomic_directory(target, lock) as directory:
+                build(directory)
+    return target
 
 
 def resolve_model(name: str) -> ResolvedModel:
@@ -136,12 +154,10 @@ def _resolve_packaged(key: str, model: PackagedModel) -> ResolvedModel:
             key, str(module.get_model_path()), "transformers", identity
         )
     target = cache_dir() / f"{key}-{version}"
-    if not (target / "config.json").is_file():
-        with _convert_lock:
-            if not (target / "config.json").is_file():
-                _convert_gguf(
-                    key, model, Path(spec.submodule_search_locations[0]), target
-                )
+    package_dir = Path(spec.submodule_search_locations[0])
+    build_once(
+        target, lambda directory: _convert_gguf(key, model, package_dir, directory)
+    )
     return ResolvedModel(key, str(target), "transformers", identity)
 
 
@@ -178,8 +194,7 @@ def _locate_gguf(model: PackagedModel, package_dir: Path, workdir: Path) -> Path
 def _convert_gguf(
     key: str, model: PackagedModel, package_dir: Path, target: Path
 ) -> None:
-    """Dequantise a GGUF checkpoint into a plain transformers directory, once."""
-    import shutil
+    """Dequantise a GGUF checkpoint into the empty directory `target`."""
     import tempfile
 
     if importlib.util.find_spec("gguf") is None:
@@ -190,24 +205,19 @@ def _convert_gguf(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(
-        f"Converting {model.package} into {target} (once; about a minute) ...",
+        f"Converting {model.package} into the model cache (once; about a minute) ...",
         file=sys.stderr,
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        gguf = _locate_gguf(model, package_dir, Path(tmp))
+    with tempfile.TemporaryDirectory(dir=target.parent) as workdir:
+        gguf = _locate_gguf(model, package_dir, Path(workdir))
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         lm = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
         if getattr(lm, "hf_quantizer", None) is not None:
             lm.hf_quantizer.remove_quantization_config(lm)
-        staging = Path(tmp) / "model"
-        lm.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
+        lm.save_pretrained(target)
+        tokenizer.save_pretrained(target)
     print(f"Converted {key}.", file=sys.stderr)
 
 
