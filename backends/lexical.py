@@ -241,7 +241,7 @@ class LexicalBackend(Backend):
             self._tree_columns = self._trees.columns(FEATURES)
         else:
             self._scorer = LinearScorer.load(FEATURES, directory / "weights.json")
-        stats = load_arrays(directory / "match_stats.npz")
+        stats = self._match_stats_for_vocabulary(directory)
         if self.params.use_prior:
             # from this model version's own files, never through the link that
             # a training may swap meanwhile; older models kept no counts of
@@ -249,7 +249,10 @@ class LexicalBackend(Backend):
             counts = (
                 stats["counts"]
                 if "counts" in stats
-                else load_arrays(directory / "subjects.npz")["counts"]
+                else _padded(
+                    load_arrays(directory / "subjects.npz")["counts"],
+                    len(self.project.vocab),
+                )
             )
             self._prior = _log_scaled(counts, counts.max())
         self._match_precision = _smoothed_precision(
@@ -257,6 +260,16 @@ class LexicalBackend(Backend):
         )
         if "documents" in stats:
             self._candidate_rate = _log_scaled(stats["matched"], stats["documents"])
+
+    def _match_stats_for_vocabulary(self, directory: Path) -> dict:
+        """The saved per-concept match statistics, zero-padded to today's
+        vocabulary: concepts added since training have no history yet."""
+        stats = load_arrays(directory / "match_stats.npz")
+        n = len(self.project.vocab)
+        for name in ("counts", "matched", "hits"):
+            if name in stats:
+                stats[name] = _padded(stats[name], n)
+        return stats
 
     # -- matching --------------------------------------------------------
     def _matches(self, text: str) -> tuple[dict[int, _Match], int]:

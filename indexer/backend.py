@@ -277,11 +277,7 @@ class Backend:
         self._ensure_loaded()
         import scipy.sparse as sp
 
-        batch = self._scored([texts[i] for i in keep])
-        if batch.n_subjects < n_subjects:  # the vocabulary grew after training
-            matrix = batch.matrix.copy()
-            matrix.resize((len(keep), n_subjects))
-            batch = SuggestionBatch(matrix)
+        batch = self._without_deprecated(self._scored([texts[i] for i in keep]))
         if len(keep) == len(texts):
             return batch
 
@@ -290,6 +286,19 @@ class Backend:
             shape=(len(texts), len(keep)),
         )
         return SuggestionBatch(placement @ batch.matrix)
+
+    def _without_deprecated(self, batch: SuggestionBatch) -> SuggestionBatch:
+        """`batch` over today's vocabulary: padded when the vocabulary grew
+        after training, and without the concepts that are deprecated or were
+        removed from it since (a model may still score them)."""
+        vocab = self.project.vocab
+        deprecated = vocab.deprecated
+        if batch.n_subjects == len(vocab) and not deprecated.any():
+            return batch
+        matrix = batch.matrix.copy()
+        matrix.resize((matrix.shape[0], len(vocab)))
+        matrix.data[deprecated[matrix.indices]] = 0
+        return SuggestionBatch(matrix)
 
     def _scored(self, texts: list[str]) -> SuggestionBatch:
         """The hook's scores; NaN or out-of-range scores are refused with the

@@ -99,3 +99,50 @@ def test_retraining_on_the_same_data_gives_identical_suggestions(project):
     project.__dict__.pop("backend")
     second = project.backend.suggest_batch(TEXTS).matrix.toarray()
     np.testing.assert_array_equal(first, second)
+
+
+GROWN = """
+ex:volcanology a skos:Concept ; skos:inScheme ex:scheme ;
+    skos:prefLabel "volcanology"@en, "vulkanologia"@fi ;
+    skos:altLabel "volcanoes"@en .
+"""
+
+
+def _grow_and_shrink(project, tmp_path):
+    """Reload the project's vocabulary with music removed and volcanology
+    added, as a monthly vocabulary release would."""
+    source = (DATA / "tiny.ttl").read_text()
+    start = source.index("ex:music a skos:Concept")
+    end = source.index("ex:solar-power a skos:Concept")
+    changed = tmp_path / "tiny-next.ttl"
+    changed.write_text(source[:start] + source[end:] + GROWN)
+    info = project.vocab.load_file(changed)
+    assert (info["added"], info["removed"]) == (1, 1)
+
+
+def test_a_vocabulary_that_grows_and_shrinks_after_training(project, tmp_path):
+    _train(project)
+    _grow_and_shrink(project, tmp_path)
+    for source in [*_sources(project), project]:
+        source.unload()  # as a restarted server would
+    vocab = project.vocab
+    new = vocab.id_of("http://example.org/t/volcanology")
+    removed = vocab.id_of("http://example.org/t/music")
+    texts = [
+        "Volcanoes and volcanology: lava, magma and eruptions",
+        "Orchestras and symphonies: a history of classical music",
+        TEXTS[0],
+    ]
+    batch = project.suggest(texts, limit=len(vocab))
+    assert batch.n_subjects == len(vocab)
+    suggested = [{s.subject for s in row} for row in batch]
+    assert all(removed not in subjects for subjects in suggested)
+    if project.kind == "lexical" or project.config.backend in ("embed", "llm_rank"):
+        assert new in suggested[0], "a zero-shot backend suggests new concepts"
+    if project.backend.learns_online:  # and learns the new concept
+        corpus = tmp_path / "new.tsv"
+        corpus.write_text(f"{texts[0]}\t<http://example.org/t/volcanology>\n")
+        project.learn([corpus])
+        suggested = {s.subject for s in project.suggest(texts[:1], limit=20).row(0)}
+        assert removed not in suggested
+        assert new in suggested, "a learned new concept is suggested"
