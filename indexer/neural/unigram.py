@@ -31,15 +31,27 @@ class Unigram:
         model = json.loads(path.read_text(encoding="utf-8"))["model"]
         return cls(model["vocab"], model["unk_id"])
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, limit: int | None = None) -> list[int]:
         """Piece ids of an already normalised text (spaces become metaspace,
-        one is put in front unless the text starts with a space)."""
+        one is put in front unless the text starts with a space); with
+        `limit`, the first `limit` of them, segmenting no more of the text
+        than those need: every word gives at least one piece, and every piece
+        covers at most `longest` characters, so a word is cut to what its
+        wanted pieces can cover (only the pieces at the cut of such a very
+        long word can differ from those of the whole word)."""
         if not text.startswith(" "):
             text = " " + text
+        text = text.replace(" ", METASPACE)
+        words = text.split(METASPACE, -1 if limit is None else limit + 1)
         ids: list[int] = []
-        for word in text.replace(" ", METASPACE).split(METASPACE)[1:]:
+        for word in words[1:]:
+            if limit is not None:
+                wanted = limit - len(ids)
+                if wanted <= 0:
+                    break
+                word = word[: wanted * self.longest]
             ids.extend(self.word(METASPACE + word))
-        return ids
+        return ids if limit is None else ids[:limit]
 
     def _segment(self, text: str) -> tuple[int, ...]:
         n = len(text)
