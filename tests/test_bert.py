@@ -108,3 +108,27 @@ def test_e5_pieces_of_a_long_text_are_those_of_the_whole_text(limit):
     for text in texts if limit == 510 else [t for t in texts if "a" * 5000 not in t]:
         whole = tokens.pieces.encode(tokens.normalise(text, "passage"))
         assert tokens.first_pieces(text, "passage", limit) == whole[:limit]
+
+
+def test_a_bfloat16_bert_directory_loads_in_float32(tiny_encoder, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    halved = tmp_path / "bf16"
+    shutil.copytree(tiny_encoder, halved)
+    tensors = load_file(str(tiny_encoder / "model.safetensors"))
+    save_file(
+        {
+            k: v.to(torch.bfloat16) if v.is_floating_point() else v
+            for k, v in tensors.items()
+        },
+        str(halved / "model.safetensors"),
+    )
+    ids, mask = padded([[2, 7, 8, 3], [2, 9, 3]], "cpu")
+    with torch.inference_mode():
+        expected = load_bert(tiny_encoder)(ids, mask)
+        ours = load_bert(halved)(ids, mask)
+    assert ours.dtype == torch.float32
+    np.testing.assert_allclose(ours, expected, atol=0.05)

