@@ -10,13 +10,22 @@ Nothing is dropped silently.
 from __future__ import annotations
 
 import configparser
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexer.analyzer import SNOWBALL
-from indexer.errors import InputError
+from indexer.config import check_id, project_config
+from indexer.errors import ConfigError, InputError
 from indexer.registry import BUILTIN
+from indexer.textfile import decode_text
+
+#: an Annif projects file is a few kilobytes; anything far larger is not one
+MAX_FILE_BYTES = 4 * 1024 * 1024
+#: the sections of our configuration that are not projects (indexer/config.py)
+RESERVED_SECTIONS = ("indexer",)
 
 #: Annif backend -> (backend here, why it corresponds)
 BACKENDS = {
@@ -98,13 +107,27 @@ class ConvertedProject:
     language: str = ""
     lines: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: what is written, key -> value (the lines hold them too, with comments)
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
         return self.backend is not None
 
     def set(self, key: str, value: str, origin: str) -> None:
+        self.settings[key] = value
         self.lines += [f"; {origin}", f"{key} = {value}"]
+
+    def replace(self, key: str, value: str) -> None:
+        """Change a setting already written (its origin comment stays)."""
+        old = f"{key} = {self.settings[key]}"
+        self.lines[self.lines.index(old)] = f"{key} = {value}"
+        self.settings[key] = value
+
+    def leave_out(self, reason: str) -> None:
+        """The project cannot be converted: it is written commented out."""
+        self.backend = None
+        self.note(f"{reason}; the project is left out")
 
     def note(self, message: str) -> None:
         """Something Annif had that is not here, or differs: shown and kept."""
@@ -132,12 +155,38 @@ def read_annif_projects(path: Path) -> dict[str, dict[str, str]]:
     return projects
 
 
+def _read_text(path: Path) -> str:
+    """The file as text: a regular file of at most MAX_FILE_BYTES, strictly
+    UTF-8 (a byte order mark is dropped); else an InputError saying which."""
+    what = f"Annif projects file '{path}'"
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InputError(f"Cannot read {what}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(
+                f"{what} is not a regular file (a device, pipe or socket): give "
+                "a projects.cfg, a projects.toml or a projects.d directory"
+            )
+        try:
+            data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise InputError(f"Cannot read {what}: {exc.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InputError(
+            f"{what} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB: it is no "
+            "Annif projects file"
+        )
+    return decode_text(data, what)
+
+
 def _read_cfg(path: Path) -> dict[str, dict[str, str]]:
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f, source=str(path))
-    except (configparser.Error, UnicodeDecodeError) as exc:
+        parser.read_string(_read_text(path), source=str(path))
+    except configparser.Error as exc:
         raise InputError(f"Cannot read {path}: {' '.join(str(exc).split())}") from None
     return {s: dict(parser.items(s)) for s in parser.sections()}
 
@@ -146,8 +195,8 @@ def _read_toml(path: Path) -> dict[str, dict[str, str]]:
     import tomllib
 
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(_read_text(path))
+    except tomllib.TOMLDecodeError as exc:
         raise InputError(f"Cannot read {path}: {exc}") from None
     return {
         section: {k: _toml_value(v) for k, v in values.items()}
@@ -165,22 +214,26 @@ def _toml_value(value) -> str:
 
 
 def convert_projects(annif: dict[str, dict[str, str]]) -> list[ConvertedProject]:
-    """Our settings for each Annif project, with a note for whatever differs."""
+    """Our settings for each Annif project, with a note for whatever differs;
+    a project our configuration would refuse is left out, and so is every
+    ensemble source that is not a converted project."""
     converted = [convert_project(pid, values) for pid, values in annif.items()]
-    left_out = {p.id for p in converted if not p.enabled}
-    for project in converted:
-        if project.enabled and left_out:
-            _drop_sources(project, left_out)
+    _check_sources(converted)
     return converted
 
 
 def convert_project(project_id: str, values: dict[str, str]) -> ConvertedProject:
     """One Annif project section -> our section (lines) and notes."""
-    values = {k.strip().lower(): v.strip() for k, v in values.items()}
+    values, several_lines = _one_line_values(values)
     annif_backend = values.pop("backend", "").lower()
     project = ConvertedProject(
         project_id, annif_backend, None, values.get("language", "")
     )
+    for key in several_lines:
+        project.note(
+            f"{key} = {values.get(key, annif_backend)}: the value is on several "
+            "lines in the Annif file; it is written as one line"
+        )
     if not _choose_backend(project):
         project.lines += [f"{key} = {value}" for key, value in values.items()]
         return project
@@ -201,7 +254,46 @@ def convert_project(project_id: str, values: dict[str, str]) -> ConvertedProject
         project.set("uri", values.pop("uri"), "Annif: uri")
     for key, value in values.items():
         project.note(_unmapped(project, key, value))
+    _check_loadable(project)
     return project
+
+
+def _one_line(text: str) -> str:
+    """`text` on one line: its lines stripped and joined by spaces. Every line
+    written goes through it, so no value can start a line (or a section) of
+    its own in the output."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _one_line_values(values: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Keys (lower case) and values on one line each, and the keys whose
+    value was on several lines (configparser's indented continuation lines)."""
+    out, several = {}, []
+    for key, value in values.items():
+        key = _one_line(key).lower()
+        out[key] = _one_line(value)
+        if len([part for part in str(value).splitlines() if part.strip()]) > 1:
+            several.append(key)
+    return out, several
+
+
+def _check_loadable(project: ConvertedProject) -> None:
+    """Leave the project out when our configuration would refuse it: its id,
+    vocabulary id, language, limit, threshold or access, as indexer/config.py
+    checks them when it reads the converted file."""
+    if not project.enabled:
+        return
+    if project.id in RESERVED_SECTIONS:
+        project.leave_out(
+            f"[{project.id}] is the section of this toolkit's own settings here, "
+            "not a project: rename the project"
+        )
+        return
+    try:
+        check_id(project.id, "Project")
+        project_config(project.id, project.settings)
+    except ConfigError as exc:
+        project.leave_out(exc.message.removeprefix(f"Project '{project.id}': "))
 
 
 def _choose_backend(project: ConvertedProject) -> bool:
@@ -278,7 +370,8 @@ def _sources(project: ConvertedProject, sources: str) -> None:
     origin = f"Annif: sources = {sources}"
     if project.backend == "calibrated" and ":" in sources:
         origin += " (the fusion learns the weights; these are not used)"
-    project.set("sources", ", ".join(s.strip() for s in sources.split(",")), origin)
+    listed = ", ".join(s.strip() for s in sources.split(",") if s.strip())
+    project.set("sources", listed, origin)
     if project.annif_backend == "pav":
         project.set("calibration", "isotonic", "Annif: pav (pool adjacent violators)")
 
@@ -310,23 +403,50 @@ def _bool_text(value: str) -> str:
     return lowered if lowered in ("true", "false") else value.strip()
 
 
-def _drop_sources(project: ConvertedProject, left_out: set[str]) -> None:
-    """Ensembles lose the sources that were left out (and say so)."""
-    for i, line in enumerate(project.lines):
-        if not line.startswith("sources = "):
-            continue
-        sources = [s.strip() for s in line.partition("=")[2].split(",")]
-        kept = [s for s in sources if s.split(":")[0].strip() not in left_out]
-        if kept == sources:
-            return
-        dropped = [s.split(":")[0] for s in sources if s not in kept]
-        project.note(f"source(s) {', '.join(dropped)} left out: not converted")
-        if kept:
-            project.lines[i] = "sources = " + ", ".join(kept)
-        else:
-            project.backend = None
-            project.note("no source is left: the project is left out")
-        return
+def _source_id(source: str) -> str:
+    return source.split(":")[0].strip()
+
+
+def _check_sources(projects: list[ConvertedProject]) -> None:
+    """Ensembles keep the sources that are converted projects, and say which
+    they lost; one left without a source is left out, and so lost by the
+    ensembles that use it (repeated until nothing changes)."""
+    in_file = {p.id for p in projects}
+    changed = True
+    while changed:
+        converted = {p.id for p in projects if p.enabled}
+        changed = False
+        for project in projects:
+            if project.enabled and "sources" in project.settings:
+                changed |= _keep_converted_sources(project, converted, in_file)
+
+
+def _keep_converted_sources(
+    project: ConvertedProject, converted: set[str], in_file: set[str]
+) -> bool:
+    """Drop the sources of `project` that are not converted projects (True
+    when it lost any)."""
+    sources = [s.strip() for s in project.settings["sources"].split(",")]
+    kept = [s for s in sources if _source_id(s) in converted - {project.id}]
+    if kept == sources:
+        return False
+    dropped = [_source_id(s) for s in sources if s not in kept]
+    left_out = [s for s in dropped if s in in_file and s != project.id]
+    unknown = [s for s in dropped if s not in in_file]
+    if left_out:
+        project.note(f"source(s) {', '.join(left_out)} left out: not converted")
+    if unknown:
+        project.note(
+            f"source(s) {', '.join(repr(s) for s in unknown)} left out: no such "
+            "project in the Annif file"
+        )
+    if project.id in dropped:
+        project.note(f"source {project.id} left out: it is the project itself")
+    if kept:
+        project.replace("sources", ", ".join(kept))
+    else:
+        project.leave_out("no source is left")
+    return True
 
 
 def _unmapped(project: ConvertedProject, key: str, value: str) -> str:
@@ -354,10 +474,18 @@ def _parameters(project: ConvertedProject) -> list[str]:
     return [f.name for f in dataclasses.fields(params)]
 
 
+def _printable(path: Path) -> str:
+    """The path as UTF-8 text (a name that is not UTF-8 gets \\x escapes)."""
+    return (
+        str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    )
+
+
 def render(projects: list[ConvertedProject], source: Path, vocabs: dict) -> str:
     """The converted configuration as projects.cfg text."""
     out = [
-        f"; Converted from the Annif projects file {source} by `indexer import-annif`.",
+        f"; Converted from the Annif projects file {_printable(source)} by "
+        "`indexer import-annif`.",
         "; Each setting follows a comment naming the Annif setting it comes from;",
         "; NOTE lines name what has no counterpart here. Models are not converted:",
         "; train every project (an ensemble needs only its sources trained).",
@@ -370,4 +498,4 @@ def render(projects: list[ConvertedProject], source: Path, vocabs: dict) -> str:
         if not project.enabled:
             body = [line if line.startswith(";") else f"; {line}" for line in body]
         out += [*body, ""]
-    return "\n".join(out)
+    return "\n".join(_one_line(line) for line in out)

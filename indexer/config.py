@@ -178,11 +178,11 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
                 and check_language_tag(values["language"].strip(), f"[{section}]: "),
             )
         else:
-            projects[section] = _project(section, values)
+            projects[section] = project_config(section, values)
     return Config(projects, vocabs, data_dir, paths)
 
 
-def _project(project_id: str, values: dict[str, str]) -> ProjectConfig:
+def project_config(project_id: str, values: dict[str, str]) -> ProjectConfig:
     check_id(project_id, "Project", f"[{project_id}]: ")
     where = f"Project '{project_id}'"
     for key in ("language", "vocab", "backend"):

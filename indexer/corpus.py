@@ -9,6 +9,11 @@ Formats, chosen by path:
   LLM-platform records `{"prompt", "completion": {"Label": 1, ...}}`
 Any file may be gzip-compressed (`.gz`). Nothing is read before iteration.
 
+A record without a text (a JSONL `"text"` that is null, not a string or
+blank; a CSV row or a TSV line with subjects and an empty text) is skipped,
+counted and reported with its line, as `indexer index` rejects it; a file
+none of whose records has a text is an InputError.
+
 Decoding is strict UTF-8. A record that is not UTF-8 text (a TSV or JSONL line,
 a file of a full-text directory) is rejected: counted, skipped and reported
 with its byte offset in the corpus warnings. A file that cannot be text at all
@@ -80,6 +85,8 @@ class CorpusStats:
     unknown: Counter = field(default_factory=Counter)
     rejected: int = 0
     rejected_examples: list[str] = field(default_factory=list)
+    without_text: int = 0
+    without_text_examples: list[str] = field(default_factory=list)
 
     def reject(self, where: str, reason: str) -> None:
         """Count a record that could not be read (it is skipped)."""
@@ -87,12 +94,23 @@ class CorpusStats:
         if len(self.rejected_examples) < 3:
             self.rejected_examples.append(f"{where} ({reason})")
 
+    def skip_without_text(self, where: str, reason: str) -> None:
+        """Count a record that has no text to learn from (it is skipped)."""
+        self.without_text += 1
+        if len(self.without_text_examples) < 3:
+            self.without_text_examples.append(f"{where} ({reason})")
+
     def warnings(self) -> list[str]:
         out = []
         if self.rejected:
             out.append(
                 f"{self.rejected} records are not UTF-8 text and were skipped, "
                 f"e.g. {'; '.join(self.rejected_examples)}"
+            )
+        if self.without_text:
+            out.append(
+                f"{self.without_text} records have no text and were skipped, "
+                f"e.g. {'; '.join(self.without_text_examples)}"
             )
         if self.unknown:
             examples = ", ".join(s for s, _ in self.unknown.most_common(5))
@@ -276,7 +294,40 @@ def read_documents(
             ".txt files or a .tsv, .csv or .jsonl file (optionally .gz)"
         )
     refuse_binary(path)
-    yield from readers[kind](path, stats)
+    yield from _some_with_text(path, readers[kind](path, stats), stats)
+
+
+def _some_with_text(
+    path: Path, documents: Iterator[RawDocument], stats: CorpusStats
+) -> Iterator[RawDocument]:
+    """The documents; an InputError when every record was skipped for having
+    no text (a file of such records is no corpus)."""
+    skipped, examples = stats.without_text, len(stats.without_text_examples)
+    read = 0
+    for doc in documents:
+        read += 1
+        yield doc
+    if not read and stats.without_text > skipped:
+        example = stats.without_text_examples[examples:][:1]
+        raise InputError(
+            f"No record of '{path}' has a text"
+            + (f", e.g. {example[0]}" if example else "")
+        )
+
+
+def _text_or_skip(value, where: str, stats: CorpusStats) -> str | None:
+    """A record's text, or None when it has none (null, not a string, blank):
+    then the record is counted as skipped, as `indexer index` rejects it."""
+    if value is None:
+        reason = "no text"
+    elif not isinstance(value, str):
+        reason = f"the text is {json.dumps(value)[:40]}, not a string"
+    elif not value.strip():
+        reason = "empty text"
+    else:
+        return value
+    stats.skip_without_text(where, reason)
+    return None
 
 
 def _strip(uri: str) -> str:
@@ -306,7 +357,9 @@ def _text_lines(path: Path, stats: CorpusStats) -> Iterator[tuple[int, str]]:
 def _read_tsv(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
     for lineno, line in _text_lines(path, stats):
         text, _, subjects = line.partition("\t")
-        if not text.strip():  # a blank line, or subjects without a text
+        if not text.strip():  # a blank line is no record; subjects without a text
+            if subjects.strip():
+                stats.skip_without_text(f"{path.name}:{lineno}", "empty text")
             continue
         uris = [_strip(u) for u in subjects.split()]
         yield RawDocument(text, uris=uris, id=f"{path.name}:{lineno}")
@@ -367,11 +420,13 @@ def _read_csv(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
     columns = {c.strip().lower(): c for c in (reader.fieldnames or [])}
     if "input" in columns and "expected_output" in columns:
         for n, row in enumerate(reader, start=1):
+            where = f"{path.name}:{n + 1}"
+            text = _text_or_skip(row[columns["input"]], where, stats)
+            if text is None:
+                continue
             expected = row[columns["expected_output"]]
             yield RawDocument(
-                row[columns["input"]] or "",
-                labels=_completion_labels(expected, f"{path.name}:{n + 1}"),
-                id=f"{path.name}:{n + 1}",
+                text, labels=_completion_labels(expected, where), id=where
             )
         return
     text_column = next((columns[c] for c in TEXT_COLUMNS if c in columns), None)
@@ -383,8 +438,11 @@ def _read_csv(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
     label_column = next((columns[c] for c in LABEL_COLUMNS if c in columns), None)
     used = {text_column, uri_column, label_column, columns.get("id")}
     for n, row in enumerate(reader, start=1):
+        text = _text_or_skip(row[text_column], f"{path.name}:{n + 1}", stats)
+        if text is None:
+            continue
         yield RawDocument(
-            row[text_column] or "",
+            text,
             uris=[_strip(u) for u in (row[uri_column] or "").split()]
             if uri_column
             else [],
@@ -426,8 +484,11 @@ def _read_jsonl(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
         if not isinstance(record, dict):
             raise InputError(f"{where}: each line must be a JSON object")
         if "prompt" in record and "completion" in record:
+            text = _text_or_skip(record["prompt"], where, stats)
+            if text is None:
+                continue
             yield RawDocument(
-                str(record["prompt"]),
+                text,
                 labels=_completion_labels(record["completion"], where),
                 id=str(record.get("id", where)),
             )
@@ -445,8 +506,11 @@ def _read_jsonl(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
             raise InputError(f"{where}: 'metadata' must be a JSON object")
         metadata = {**metadata, **{k: v for k, v in record.items() if k not in known}}
         labels = _strings(record, label_key, where)
+        text = _text_or_skip(record[text_key], where, stats)
+        if text is None:
+            continue
         yield RawDocument(
-            str(record[text_key]),
+            text,
             uris=[_strip(u) for u in _strings(record, uri_key, where, str.split)],
             labels=_split_labels(labels[0])
             if isinstance(record.get(label_key), str)

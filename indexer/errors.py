@@ -75,10 +75,16 @@ class NotSupportedError(IndexerError):
 
 
 class BusyError(IndexerError):
-    """Another process is training, clearing or loading the same resource."""
+    """Another process is training, clearing or loading the same resource
+    (`resource` names it, e.g. "Project 'x'"): the REST API answers 503 with
+    Retry-After."""
 
-    status = 409
+    status = 503
     title = "Busy"
+
+    def __init__(self, message: str, resource: str = "The resource"):
+        super().__init__(message)
+        self.resource = resource
 
 
 class BackendError(IndexerError):
@@ -86,3 +92,10 @@ class BackendError(IndexerError):
 
     status = 500
     title = "Backend error"
+
+
+class ServiceError(IndexerError):
+    """A model server the project relies on is down, too slow or answers nonsense."""
+
+    status = 503
+    title = "Model server unavailable"

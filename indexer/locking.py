@@ -80,7 +80,8 @@ class ResourceLock:
                 if not wait:
                     raise BusyError(
                         f"{self.what} is busy: {holder}. Wait for it to finish, "
-                        "or run again with --wait"
+                        "or run again with --wait",
+                        resource=self.what,
                     ) from None
                 (on_wait or _print_to_stderr)(f"Waiting: {self.what} is busy: {holder}")
                 fcntl.flock(fd, fcntl.LOCK_EX)

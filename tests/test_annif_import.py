@@ -4,6 +4,7 @@ Annif setting mapped or reported."""
 from __future__ import annotations
 
 import configparser
+import os
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,216 @@ def test_the_reference_annif_projects_file_converts_and_loads(tmp_path):
     assert loaded.get("kh-ens-tuned").backend.params.sources == (
         "kh-tfidf:0.0007, kh-mllm:0.2330, kh-bonsai:0.7663"
     )
+
+
+# -- hostile and broken Annif files ------------------------------------------------
+
+
+def import_annif(tmp_path: Path, text: str | bytes, name: str = "annif.cfg", *args):
+    """Run `import-annif` on `text`: (result, the written file's path)."""
+    source = tmp_path / name
+    if isinstance(text, bytes):
+        source.write_bytes(text)
+    else:
+        source.write_text(text)
+    out = tmp_path / "out" / "projects.cfg"
+    out.parent.mkdir(exist_ok=True)
+    result = CliRunner().invoke(
+        cli, ["import-annif", str(source), "-o", str(out), "--force", *args]
+    )
+    return result, out
+
+
+def loaded_projects(path: Path) -> dict:
+    """The projects indexer/config.py reads from a converted file."""
+    from indexer.config import load_config
+
+    return load_config(path).projects
+
+
+GOOD = "[good]\nlanguage = en\nbackend = tfidf\nvocab = tiny\n"
+
+
+def test_continuation_lines_cannot_inject_a_section(tmp_path):
+    text = (
+        "[p1]\nbackend = tfidf\nlanguage = en\nvocab = tiny\n"
+        "name = x\n  [evil]\n  backend = dummy\n  vocab = ../../x\n"
+        "[ens]\nbackend = ensemble\nlanguage = en\nvocab = tiny\n"
+        "sources = p1:1,\n    p1:2\n"
+    )
+    result, out = import_annif(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    projects = loaded_projects(out)
+    assert sorted(projects) == ["ens", "p1"]
+    assert projects["p1"].name == "x [evil] backend = dummy vocab = ../../x"
+    assert projects["p1"].backend == "tfidf" and projects["p1"].vocab == "tiny"
+    assert projects["ens"].params["sources"] == "p1:1, p1:2"
+    assert (
+        "Warning: project 'p1': name = x [evil] backend = dummy vocab = ../../x: "
+        "the value is on several lines"
+    ) in result.output
+    # no line of the output starts a section but the projects' own
+    sections = [line for line in out.read_text().splitlines() if line[:1] == "["]
+    assert sections == ["[p1]", "[ens]"]
+
+
+def test_toml_keys_and_values_cannot_inject_lines(tmp_path):
+    text = (
+        '[p1]\nlanguage = "en"\nbackend = "tfidf"\nvocab = "tiny"\n'
+        'name = "x\\n[evil]\\nbackend = dummy"\n'
+        '"k\\n[evil2]\\nbackend" = "dummy"\n'
+        '["bad\\n[evil3]"]\nlanguage = "en"\nbackend = "tfidf"\nvocab = "tiny"\n'
+    )
+    result, out = import_annif(tmp_path, text, "projects.toml")
+    assert result.exit_code == 0, result.output
+    assert sorted(loaded_projects(out)) == ["p1"]
+    assert "Converted 1 of 2 Annif projects" in result.output
+    assert not any(line.startswith("[evil") for line in out.read_text().splitlines())
+
+
+def test_projects_our_configuration_refuses_are_reported_and_left_out(tmp_path):
+    text = (
+        GOOD + "[../../etc/evil]\nlanguage = en\nbackend = tfidf\nvocab = tiny\n"
+        "[pwned]\nlanguage = en\nbackend = tfidf\nvocab = ../../../../tmp/pwned\n"
+        "[nolang]\nlanguage = english!\nbackend = tfidf\nvocab = tiny\n"
+        "[novocab]\nlanguage = en\nbackend = tfidf\n"
+        "[badlimit]\nlanguage = en\nbackend = tfidf\nvocab = tiny\nlimit = many\n"
+        "[indexer]\nlanguage = en\nbackend = tfidf\nvocab = tiny\n"
+        "[ens]\nlanguage = en\nbackend = ensemble\nvocab = tiny\n"
+        "sources = good:1, nope:2, pwned:1, ens:1\n"
+        "[lost]\nlanguage = en\nbackend = ensemble\nvocab = tiny\n"
+        "sources = nope, ../../etc/evil\n"
+        "[lost-too]\nlanguage = en\nbackend = pav\nvocab = tiny\nsources = lost\n"
+    )
+    result, out = import_annif(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    assert "Converted 2 of 10 Annif projects" in result.output
+    for fragment in (
+        "project '../../etc/evil': Project id '../../etc/evil' is not valid: use 1",
+        "project 'pwned': Vocabulary id '../../../../tmp/pwned' is not valid",
+        "project 'nolang': language 'english!' is not a language tag",
+        "project 'novocab': the required setting 'vocab' is missing",
+        "project 'badlimit': limit must be an integer",
+        "project 'indexer': [indexer] is the section of this toolkit's own settings",
+        "project 'ens': source(s) pwned left out: not converted",
+        "project 'ens': source(s) 'nope' left out: no such project in the Annif file",
+        "project 'ens': source ens left out: it is the project itself",
+        "project 'lost': no source is left; the project is left out",
+        "project 'lost-too': source(s) lost left out: not converted",
+    ):
+        assert f"Warning: {fragment}" in result.output, fragment
+    # the round trip: our loader reads exactly the converted projects
+    projects = loaded_projects(out)
+    assert sorted(projects) == ["ens", "good"]
+    assert projects["ens"].params["sources"] == "good:1"
+    assert not any(
+        line.startswith(("vocab = ../", "[../", "[indexer]"))
+        for line in out.read_text().splitlines()
+    )
+
+
+def test_converted_files_round_trip_through_our_loader(tmp_path):
+    result, out = import_annif(
+        tmp_path, ANNIF_CFG.read_text(), "annif.cfg", "--vocab", f"tiny={DATA}/t.ttl"
+    )
+    assert result.exit_code == 0, result.output
+    from indexer.annif_import import COMMON_KEYS
+    from indexer.config import load_config
+
+    config = load_config(out)
+    converted = {p.id: p for p in convert().values() if p.enabled}
+    assert sorted(config.projects) == sorted(converted)
+    for project_id, project in converted.items():
+        loaded = config.projects[project_id]
+        assert loaded.backend == project.settings["backend"]
+        assert loaded.vocab == project.settings["vocab"]
+        assert loaded.language == project.settings["language"]
+        assert str(loaded.limit) == project.settings.get("limit", "10")
+        expected = {k: v for k, v in project.settings.items() if k not in COMMON_KEYS}
+        expected.pop("backend")
+        assert loaded.params == expected, project_id
+    assert list(config.vocabs) == ["tiny"]
+
+
+def test_the_input_is_bounded_and_strictly_utf8(tmp_path, monkeypatch):
+    import indexer.annif_import as annif_import
+
+    with pytest.raises(InputError, match="'/dev/zero' is not a regular file"):
+        read_annif_projects(Path("/dev/zero"))
+    big = tmp_path / "big.cfg"
+    big.write_text(GOOD + "; padding\n" * 200)
+    monkeypatch.setattr(annif_import, "MAX_FILE_BYTES", 1024)
+    with pytest.raises(InputError, match="is larger than"):
+        read_annif_projects(big)
+    monkeypatch.undo()
+    bom = tmp_path / "bom.cfg"
+    bom.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert list(read_annif_projects(bom)) == ["good"]
+    latin = tmp_path / "latin.cfg"
+    latin.write_bytes((GOOD + "name = Café\n").encode("latin-1"))
+    with pytest.raises(InputError) as info:
+        read_annif_projects(latin)
+    assert info.value.message == (
+        f"Annif projects file '{latin}' is not UTF-8 text: the invalid UTF-8 byte "
+        "0xe9 at byte offset 60 (line 5); convert it to UTF-8 first (e.g. "
+        "`iconv -f latin1 -t utf-8`)"
+    )
+
+
+def test_cli_refuses_devices(tmp_path):
+    runner = CliRunner()
+    device = runner.invoke(cli, ["import-annif", "/dev/zero"])
+    assert device.exit_code == 1 and "not a regular file" in device.output
+    assert device.exception is None or isinstance(device.exception, SystemExit)
+
+
+def test_cli_refuses_outputs_it_cannot_write(tmp_path):
+    runner = CliRunner()
+    (tmp_path / "good.cfg").write_text(GOOD)
+    args = ["import-annif", str(tmp_path / "good.cfg"), "-o"]
+    nowhere = runner.invoke(cli, [*args, str(tmp_path / "nonexistent" / "o.cfg")])
+    assert nowhere.exit_code == 2, nowhere.output
+    assert "directory" in nowhere.output and "does not exist" in nowhere.output
+    bad_vocab = runner.invoke(
+        cli, [*args, str(tmp_path / "o.cfg"), "--vocab", "../x=f.ttl"]
+    )
+    assert bad_vocab.exit_code == 2 and "Vocabulary id '../x'" in bad_vocab.output
+
+
+def test_cli_writes_atomically(tmp_path, monkeypatch):
+    (tmp_path / "good.cfg").write_text(GOOD)
+    out = tmp_path / "o.cfg"
+    out.write_text("previous\n")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    result = CliRunner().invoke(
+        cli, ["import-annif", str(tmp_path / "good.cfg"), "-o", str(out), "--force"]
+    )
+    assert result.exit_code == 1, result.output
+    assert f"Cannot write '{out}': No space left on device" in result.output
+    assert out.read_text() == "previous\n"
+    assert sorted(os.listdir(tmp_path)) == ["good.cfg", "o.cfg"]
+    monkeypatch.undo()
+    result = CliRunner().invoke(
+        cli, ["import-annif", str(tmp_path / "good.cfg"), "-o", str(out), "--force"]
+    )
+    assert result.exit_code == 0 and sorted(loaded_projects(out)) == ["good"]
+    assert sorted(os.listdir(tmp_path)) == ["good.cfg", "o.cfg"]
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped(tmp_path):
+    source = tmp_path / os.fsdecode(b"\xff.cfg")
+    source.write_text(GOOD)
+    out = tmp_path / "o.cfg"
+    result = CliRunner().invoke(cli, ["import-annif", str(source), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "\\xff.cfg" in out.read_text().splitlines()[0]
+    assert sorted(os.listdir(tmp_path)) == sorted([source.name, "o.cfg"])
+    vocab = "tiny=" + str(tmp_path / os.fsdecode(b"\xff.ttl"))
+    refused = CliRunner().invoke(
+        cli, ["import-annif", str(source), "-o", str(out), "--force", "--vocab", vocab]
+    )
+    assert refused.exit_code == 2 and "must be UTF-8 text" in refused.output

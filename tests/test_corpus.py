@@ -111,3 +111,46 @@ def test_decode_document_rejects_empty_and_binary():
         decode_document(b"\x89PNG\x00\x00")
     with pytest.raises(InputError, match="not UTF-8"):
         decode_document(b"caf\xe9")
+
+
+def test_jsonl_records_without_a_text_are_skipped_and_reported(tmp_path, vocab):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        '{"text": null, "subjects": ["http://example.org/t/physics"]}\n'
+        '{"text": 5}\n'
+        '{"text": ["a"]}\n'
+        '{"text": "  "}\n'
+        '{"prompt": null, "completion": {"physics": 1}}\n'
+        '{"text": "ok", "subjects": ["http://example.org/t/physics"]}\n'
+    )
+    corpus = Corpus([path], vocab, "en")
+    assert [d.text for d in corpus] == ["ok"]
+    assert corpus.stats.documents == 1 and corpus.stats.without_text == 5
+    assert corpus.stats.warnings()[0] == (
+        "5 records have no text and were skipped, e.g. bad.jsonl:1 (no text); "
+        "bad.jsonl:2 (the text is 5, not a string); bad.jsonl:3 (the text is "
+        '["a"], not a string)'
+    )
+
+
+def test_csv_and_tsv_records_without_a_text_are_skipped_and_reported(tmp_path, vocab):
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text(f"text,subjects\n,{T}physics\nok,{T}physics\n")
+    tsv_file = tmp_path / "c.tsv"
+    tsv_file.write_text(f"\n \t<{T}physics>\nok\t<{T}physics>\n")
+    corpus = Corpus([csv_file, tsv_file], vocab, "en")
+    assert [d.text for d in corpus] == ["ok", "ok"]
+    assert corpus.stats.without_text_examples == [
+        "c.csv:2 (empty text)",
+        "c.tsv:2 (empty text)",
+    ]
+
+
+def test_a_file_without_any_text_is_an_error(tmp_path, vocab):
+    path = tmp_path / "none.jsonl"
+    path.write_text('{"text": null}\n{"text": ""}\n')
+    with pytest.raises(InputError) as info:
+        list(Corpus([path], vocab, "en"))
+    assert info.value.message == (
+        f"No record of '{path}' has a text, e.g. none.jsonl:1 (no text)"
+    )

@@ -272,6 +272,71 @@ def test_cli_learn_errors(run_cli, tmp_path):
     assert "http://elsewhere/x" in result.output
 
 
+def test_cli_learn_skips_records_without_a_text(run_cli, projects, tmp_path):
+    """A JSONL `"text": null` (or 5, or ["a"]) is no document: it is skipped
+    and reported with its line, never learnt as the text "None"."""
+    run_cli("train", "tfidf-en", str(DATA / "tiny.tsv"))
+    corpus = tmp_path / "new.jsonl"
+    corpus.write_text(
+        f'{{"text": null, "subjects": ["{BIOLOGY}"]}}\n'
+        f'{{"text": 5, "subjects": ["{BIOLOGY}"]}}\n'
+        f'{{"text": ["a"], "subjects": ["{BIOLOGY}"]}}\n'
+        f'{{"text": "genes in living cells", "subjects": ["{BIOLOGY}"]}}\n'
+    )
+    result = run_cli("learn", "tfidf-en", str(corpus))
+    assert result.exit_code == 0, result.output
+    assert "Learned 1 documents into 'tfidf-en'" in result.output
+    assert (
+        "Warning: 3 records have no text and were skipped, e.g. new.jsonl:1 (no "
+        "text); new.jsonl:2 (the text is 5, not a string); new.jsonl:3"
+    ) in result.output
+    assert projects.get("tfidf-en").backend.manifest["documents"] == len(LINES) + 1
+    nothing = tmp_path / "nothing.jsonl"
+    nothing.write_text('{"text": null}\n')
+    refused = run_cli("learn", "tfidf-en", str(nothing))
+    assert refused.exit_code == 1
+    assert f"No record of '{nothing}' has a text, e.g. nothing.jsonl:1" in (
+        refused.output
+    )
+
+
+def hold_elsewhere(project) -> int:
+    """Take the project's lock as another process would (its own file
+    description, not this thread's re-entrant hold); closing the fd frees it."""
+    import fcntl
+    import json
+
+    project.lock.path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(project.lock.path, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    holder = {"pid": 4242, "command": "indexer train tfidf-en /data/x.tsv"}
+    os.pwrite(fd, json.dumps({**holder, "since": "2026-01-01T00:00:00"}).encode(), 0)
+    return fd
+
+
+def test_cli_learn_on_a_busy_project_says_wait_and_can_wait(run_cli, projects, halves):
+    import threading
+
+    project = projects.get("tfidf-en")
+    project.train([halves[0]])
+    fd = hold_elsewhere(project)
+    try:
+        busy = run_cli("learn", "tfidf-en", str(halves[1]))
+    finally:
+        os.close(fd)
+    assert busy.exit_code == 1
+    assert "Project 'tfidf-en' is busy: process 4242 (indexer train" in busy.output
+    assert busy.output.rstrip().endswith(
+        "Wait for it to finish, or run again with --wait"
+    )
+    fd = hold_elsewhere(project)
+    threading.Timer(0.5, os.close, [fd]).start()
+    waited = run_cli("learn", "tfidf-en", str(halves[1]), "--wait")
+    assert waited.exit_code == 0, waited.output
+    assert "Waiting: Project 'tfidf-en' is busy" in waited.output
+    assert "Learned 2 documents" in waited.output
+
+
 # -- real data -----------------------------------------------------------------------
 
 

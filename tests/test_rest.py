@@ -594,7 +594,11 @@ def test_suggest_batch_empty(client):
         ({"documents": "text"}, "'documents': Input should be a valid list"),
         ({"documents": [{"text": "x"}] * 4}, "At most 3 documents"),
         ({"documents": ["plain"]}, "'documents[0]': Input should be a valid dict"),
-        ({"documents": [{"text": "x", "txt": "x"}]}, "field 'documents[0].txt'"),
+        (
+            {"documents": [{"text": "x", "txt": "x"}]},
+            "field 'documents[0].txt'. Did you mean 'text'? Fields: text, "
+            "document_id, metadata",
+        ),
         ({"documents": [{"document_id": "1"}]}, "'documents[0].text' is missing"),
         ({"documents": [{"text": "x", "document_id": [1]}]}, "valid string"),
         ({"documents": [], "limit": -1}, "greater than or equal to 1"),
@@ -650,7 +654,18 @@ def test_learn_with_a_backend_that_cannot_learn_is_503(client, projects, caplog)
         ({"json": {"text": "x"}}, 400, "The body must be an array"),
         ({"json": [{"text": 5}]}, 400, "The field '[0].text': Input should be"),
         ({"json": [{"text": "x", "subjects": [{}]}]}, 400, "'[0].subjects[0].uri'"),
-        ({"json": [{"text": "x", "subject": []}]}, 400, "Unknown field '[0].subject'"),
+        (
+            {"json": [{"text": "x", "subject": []}]},
+            400,
+            "Unknown field '[0].subject'. Did you mean 'subjects'? Fields: text, "
+            "subjects, metadata",
+        ),
+        (
+            {"json": [{"text": "x", "subjects": [{"uri": "u", "lable": "x"}]}]},
+            400,
+            "Unknown field '[0].subjects[0].lable'. Did you mean 'label'? Fields: "
+            "uri, label",
+        ),
         ({"data": {"text": "x"}}, 415, "Send application/json"),
         ({"json": [], "query_string": {"limit": "1"}}, 400, "query parameter 'limit'"),
     ],
@@ -658,6 +673,60 @@ def test_learn_with_a_backend_that_cannot_learn_is_503(client, projects, caplog)
 def test_learn_bad_requests(client, kwargs, status, fragment):
     response = learn(client, "tfidf-en", headers={"X-API-Key": API_KEY}, **kwargs)
     assert fragment in problem(response, status)["detail"]
+
+
+def test_learn_skips_documents_with_a_blank_text(client, trained):
+    from indexer.project import Projects
+
+    def manifest():
+        return Projects.from_path(trained).get("tfidf-en").backend.manifest
+
+    before = manifest()["documents"]
+    key = {"X-API-Key": API_KEY}
+    blank = [
+        {"text": text, "subjects": [{"uri": PHYSICS_URI}]} for text in ("", " \n\t")
+    ]
+    response = learn(client, "tfidf-en", json=blank, headers=key)
+    assert response.status_code == 204 and not response.get_data()
+    assert manifest()["documents"] == before and "learned" not in manifest()
+    response = learn(client, "tfidf-en", json=blank + LEARN_DOCS, headers=key)
+    assert response.status_code == 204
+    assert manifest()["documents"] == before + 1
+    assert [x["documents"] for x in manifest()["learned"]] == [1]
+
+
+def test_learn_on_a_busy_project_asks_the_client_to_retry_later(client, trained):
+    import fcntl
+
+    from indexer.project import Projects
+
+    lock = Projects.from_path(trained).get("tfidf-en").lock.path
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a training in another process holds it
+        os.pwrite(
+            fd,
+            b'{"pid": 4242, "command": "indexer train tfidf-en /srv/x.tsv", '
+            b'"since": "2026-01-01T00:00:00"}',
+            0,
+        )
+        response = learn(
+            client, "tfidf-en", json=LEARN_DOCS, headers={"X-API-Key": API_KEY}
+        )
+    finally:
+        os.close(fd)
+    body = problem(response, 503)
+    assert response.headers["Retry-After"] == "30"
+    assert body["type"] == "urn:indexer:problem:busy"
+    assert body["detail"] == (
+        "Project 'tfidf-en' is busy: another process is training, updating or "
+        "clearing it. Retry later (in 30 s, as Retry-After says)"
+    )
+    # the holder's command line (paths) stays in the server log
+    assert "--wait" not in body["detail"] and "4242" not in body["detail"]
+    retried = learn(client, "tfidf-en", json=LEARN_DOCS, headers={"X-API-Key": API_KEY})
+    assert retried.status_code == 204
 
 
 def test_detect_language(client):

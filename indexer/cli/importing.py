@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from pathlib import Path
 
 import click
 
 from indexer.cli.app import cli, warn
-from indexer.errors import UsageError
+from indexer.errors import ConfigError, IndexerError, UsageError
 
 
 @cli.command("import-annif")
@@ -36,13 +39,13 @@ def import_annif(annif_file, output, force, vocab_sources) -> None:
     from indexer.annif_import import convert_projects, read_annif_projects, render
 
     vocabs = dict(_vocab_source(v) for v in vocab_sources)
-    if output and Path(output).exists() and not force:
-        raise UsageError(f"'{output}' exists: use --force to overwrite it")
+    if output:
+        _check_output(Path(output), force)
     projects = convert_projects(read_annif_projects(Path(annif_file)))
     text = render(projects, Path(annif_file), vocabs)
     warn(f"project '{p.id}': {note}" for p in projects for note in p.notes)
     if output:
-        Path(output).write_text(text, encoding="utf-8")
+        write_atomically(Path(output), text)
     else:
         click.echo(text, nl=False)
     converted = sum(p.enabled for p in projects)
@@ -54,7 +57,58 @@ def import_annif(annif_file, output, force, vocab_sources) -> None:
 
 
 def _vocab_source(value: str) -> tuple[str, str]:
+    from indexer.config import check_id
+
     vocab_id, sep, path = value.partition("=")
     if not sep or not vocab_id.strip() or not path.strip():
         raise UsageError(f"--vocab takes ID=FILE, got '{value}'")
+    try:
+        check_id(vocab_id.strip(), "Vocabulary", "--vocab: ")
+    except ConfigError as exc:
+        raise UsageError(exc.message) from None
+    if len(path.strip().splitlines()) > 1 or not _is_utf8(path):
+        raise UsageError(
+            f"--vocab {vocab_id.strip()}=FILE: the name of FILE must be UTF-8 text "
+            "on one line (it is written into the configuration)"
+        )
     return vocab_id.strip(), path.strip()
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogateescape)
+        return False
+    return True
+
+
+def _check_output(output: Path, force: bool) -> None:
+    """Refuse, before anything is read, an OUTPUT that cannot be written."""
+    if output.exists() and not force:
+        raise UsageError(f"'{output}' exists: use --force to overwrite it")
+    directory = output.parent
+    if not directory.is_dir():
+        raise UsageError(
+            f"Cannot write '{output}': the directory '{directory}' does not exist"
+        )
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over
+    `path` in one step: a failure leaves `path` as it was, and no partial file."""
+    data = text.encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise IndexerError(
+                f"Cannot write '{path}': {exc.strerror or exc}"
+            ) from None
+        raise

@@ -210,7 +210,9 @@ def learn(project_id: str):
     """Learn from indexed documents
 
     Needs `allow_learn = true` in the project, or the API key. Subjects not in
-    the vocabulary are ignored (and logged), as Annif does.
+    the vocabulary are ignored (and logged), and documents without a text (or
+    with a blank one) are skipped, as Annif does. While another process trains
+    or updates the project, the answer is 503 with Retry-After.
     """
     from indexer.corpus import Corpus, RawDocument
 
@@ -222,8 +224,14 @@ def learn(project_id: str):
     raw = [
         RawDocument(d.text, uris=[x.uri for x in d.subjects], metadata=d.metadata or {})
         for d in documents
-        if d.text is not None
+        if d.text is not None and d.text.strip()
     ]
+    if len(raw) < len(documents):
+        log.info(
+            "Learning project '%s': %d documents without a text skipped",
+            project.id,
+            len(documents) - len(raw),
+        )
     if not raw and project.backend.learns_online:
         return "", 204  # nothing to learn: Annif answers so too
     corpus = Corpus.from_documents(raw, project.vocab, project.language)

@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Flask, Response, current_app, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from indexer.errors import ConfigError, IndexerError, NotFoundError
+from indexer.errors import BusyError, ConfigError, IndexerError, NotFoundError
 from indexer.project import Projects
 from indexer.rest.api import v1
 from indexer.rest.openapi import PROBLEM, openapi_document
@@ -22,6 +22,8 @@ ENV_API_KEY = "INDEXER_API_KEY"
 ENV_CORS_ORIGINS = "INDEXER_CORS_ORIGINS"
 DEFAULT_MAX_CONTENT_LENGTH = 5 * 1024 * 1024
 DEFAULT_MAX_BATCH = 32
+#: seconds an HTTP client is asked to wait before retrying on a busy project
+BUSY_RETRY_AFTER = 30
 
 
 def _find_web_dir() -> Path:
@@ -137,6 +139,8 @@ def _indexer_error(exc: IndexerError) -> Response:
             "The server is misconfigured (the server log says how)",
             "unavailable",
         )
+    if isinstance(exc, BusyError):
+        return _busy(exc)
     status = exc.status
     kind = next(
         (
@@ -149,6 +153,21 @@ def _indexer_error(exc: IndexerError) -> Response:
     if status >= 500:
         log.error("%s: %s", type(exc).__name__, exc.message)
     return problem(status, exc.title, exc.message, kind)
+
+
+def _busy(exc: BusyError) -> Response:
+    """A project another process is changing: the client should retry later.
+    503 with Retry-After, which HTTP clients and their retry logic understand;
+    the holder (process, command line) goes to the server log only."""
+    log.warning("%s on %s", exc.message, request.path)
+    return problem(
+        503,
+        "Service unavailable",
+        f"{exc.resource} is busy: another process is training, updating or clearing "
+        f"it. Retry later (in {BUSY_RETRY_AFTER} s, as Retry-After says)",
+        "busy",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+    )
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 from urllib.parse import unquote_to_bytes
 
 from flask import Request
@@ -57,7 +58,7 @@ def _message(model: type[BaseModel], exc: ValidationError) -> str:
         f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]
     ).lstrip(".")
     if error["type"] == "extra_forbidden":
-        fields = list(model.model_fields) if not issubclass(model, RootModel) else []
+        fields = _fields_at(model, error["loc"][:-1])
         close = difflib.get_close_matches(str(error["loc"][-1]), fields, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         return f"Unknown field '{where}'.{hint} Fields: {', '.join(fields)}"
@@ -67,6 +68,40 @@ def _message(model: type[BaseModel], exc: ValidationError) -> str:
         shape = "an array" if error["type"] == "list_type" else "an object"
         return f"The body must be {shape}"
     return f"The field '{where}': {error['msg'].removeprefix('Value error, ')}"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The fields of the object at `loc` in a `model` (an item of an array,
+    a nested object), to list beside an unknown field found there."""
+    annotation: Any = model
+    for part in (*loc, None):
+        annotation = _unwrap(annotation)
+        if part is None:
+            break
+        if isinstance(part, int) and get_origin(annotation) is list:
+            annotation = get_args(annotation)[0]
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(str(part))
+            annotation = field.annotation if field else None
+        else:
+            return []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """A model's or an array's type, from a RootModel or an Optional."""
+    while True:
+        if isinstance(annotation, type) and issubclass(annotation, RootModel):
+            annotation = annotation.model_fields["root"].annotation
+        elif get_origin(annotation) in (Union, UnionType):
+            present = [a for a in get_args(annotation) if a is not type(None)]
+            if len(present) != 1:
+                return annotation
+            annotation = present[0]
+        else:
+            return annotation
 
 
 def _body(request: Request, media: tuple[str, ...]) -> Any:

@@ -29,7 +29,8 @@ STATUS_TEXT = {
     415: "The content type is not one this endpoint reads.",
     500: "A bug: please report it with the server log.",
     503: "The project is misconfigured on the server, a dependency is missing, "
-    "or (learn) its backend does not learn online.",
+    "or (learn) its backend does not learn online or another process is "
+    "changing it (then Retry-After says when to try again).",
 }
 
 
@@ -77,6 +78,11 @@ def openapi_document(app, max_batch: int, max_content_length: int) -> dict:
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         operation = _operation(view, path, limits)
         paths.setdefault(path, {})[method.lower()] = operation
+    responses = {
+        str(code): _content(PROBLEM, _ref("Problem"), text)
+        for code, text in STATUS_TEXT.items()
+    }
+    responses["503"]["headers"] = {"Retry-After": dict(RETRY_AFTER)}
     return {
         "openapi": "3.1.0",
         "info": dict(INFO),
@@ -84,10 +90,7 @@ def openapi_document(app, max_batch: int, max_content_length: int) -> dict:
         "paths": paths,
         "components": {
             "schemas": schemas,
-            "responses": {
-                str(code): _content(PROBLEM, _ref("Problem"), text)
-                for code, text in STATUS_TEXT.items()
-            },
+            "responses": responses,
             "securitySchemes": {"apiKey": dict(API_KEY_SCHEME)},
         },
     }
@@ -109,6 +112,11 @@ INFO = {
     "description": "Automated subject indexing: suggest the concepts of a "
     "SKOS vocabulary for a text. Compatible with Annif's REST API. Errors "
     "are application/problem+json.",
+}
+RETRY_AFTER = {
+    "description": "Sent when another process is changing the project: "
+    "seconds to wait before trying again.",
+    "schema": {"type": "integer", "minimum": 1},
 }
 API_KEY_SCHEME = {
     "type": "apiKey",
