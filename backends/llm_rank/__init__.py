@@ -17,6 +17,8 @@ everything into a calibrated probability.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -27,10 +29,16 @@ import numpy as np
 from backends.embed import EmbedBackend
 from backends.knn import KnnBackend
 from backends.lexical import QUALIFIER, LexicalBackend
-from backends.llm_rank.prompts import ConceptText, PromptBuilder, resolve_templates
+from backends.llm_rank.judges import LocalJudge, ServerJudge
+from backends.llm_rank.prompts import (
+    ConceptText,
+    PromptBuilder,
+    TokenizerOnly,
+    resolve_templates,
+)
 from indexer.analyzer import get_analyzer
 from indexer.backend import LEXICAL, Backend
-from indexer.errors import ConfigError, InputError, NotTrainedError
+from indexer.errors import ConfigError, InputError, NotTrainedError, ServiceError
 from indexer.params import param
 from indexer.suggestion import SuggestionBatch
 
@@ -38,10 +46,12 @@ SOURCES = ("lexical", "embed", "knn")
 FEATURES = ("bias", "llm", "lexical", "embed", "similarity", "knn", "sources")
 RETRIEVAL_FEATURES = tuple(f for f in FEATURES if f != "llm")
 COMBINE = ("learned", "configured", "llm", "retrieval")
+ENGINES = ("local", "systemone")
 CONTEXT = ("alt", "broader", "note")
 LLM = FEATURES.index("llm")
 LLM_RANGE = (0.01, 0.99)  # quantiles of the calibration's LLM log-odds
 LOGIT_CLIP = 20.0
+log = logging.getLogger("indexer.llm_rank")
 
 
 @dataclass
@@ -49,7 +59,38 @@ class LlmRankParams:
     model: str = param(
         "auto",
         "causal LM: smollm2, gemma-3-270m, a local directory or a hub id "
-        "(auto: smollm2 for English, gemma-3-270m otherwise)",
+        "(auto: smollm2 for English, gemma-3-270m otherwise); with engine = "
+        "systemone, the model's name on the server",
+    )
+    engine: str = param(
+        "local",
+        "who answers: local (the model in this process) or systemone (a System "
+        "One decision server at url)",
+        choices=ENGINES,
+    )
+    url: str = param("", "systemone: the server's root URL (http://host:port)")
+    api_key_env: str = param(
+        "", "systemone: the environment variable that holds the server's API key"
+    )
+    timeout: float = param(60.0, "systemone: seconds to wait for one answer", min=0.1)
+    concurrency: int = param(
+        4, "systemone: requests of one document in flight at once", min=1
+    )
+    retries: int = param(
+        2, "systemone: further attempts after a failed request (with backoff)", min=0
+    )
+    on_error: str = param(
+        "fail",
+        "systemone: when the server fails, fail (an error), or retrieval (suggest "
+        "from the retrieval scores alone, and say so in the log)",
+        choices=["fail", "retrieval"],
+    )
+    answer_forms: str = param(
+        "all",
+        "local: the answer tokens read, all (yes/no lower-case and capitalised, "
+        "with and without a space) or exact (the first token of the words as "
+        "written, as a decision server reads them)",
+        choices=["all", "exact"],
     )
     prompt_style: str = param(
         "auto",
@@ -158,6 +199,7 @@ class Analysis:
     suffix_tokens: int = 0  # all candidates together
     judged: int = 0  # candidates the LLM was asked about
     llm_seconds: float = 0.0
+    llm_failed: bool = False  # the server failed: retrieval scores alone
 
 
 class LlmRankBackend(Backend):
@@ -214,9 +256,15 @@ class LlmRankBackend(Backend):
         return "smollm2" if self.project.language.startswith("en") else "gemma-3-270m"
 
     def _load_llm(self) -> None:
+        p, where = self.params, f"Project '{self.project.id}'"
+        templates = self._templates(where)
+        self._bias: dict[int, float] = {}  # concept id -> log-odds, empty document
+        self._lm = None
+        if p.engine == "systemone":
+            self._judge = self._server_judge(templates, where)
+            return
         from indexer.neural.causal_lm import load_causal_lm
 
-        p, where = self.params, f"Project '{self.project.id}'"
         self._lm = lm = load_causal_lm(self._llm_name(), p.device, p.dtype)
         chat = p.prompt_style == "chat" or (
             p.prompt_style == "auto" and lm.has_chat_template
@@ -226,21 +274,8 @@ class LlmRankBackend(Backend):
                 f"{where}: prompt_style = chat, but model '{self._llm_name()}' has no "
                 "chat template: use prompt_style = completion (or auto)"
             )
-        language = p.prompt_language or self.project.language
-        template_file = None
-        if p.template_file:
-            template_file = Path(p.template_file).expanduser()
-            sources = self.project.projects.config.sources
-            if not template_file.is_absolute() and sources:
-                template_file = Path(sources[0]).parent / template_file
-        templates = resolve_templates(
-            language,
-            {"prompt_template": p.prompt_template, "candidate": p.candidate_template},
-            template_file,
-            where,
-        )
-        yes = lm.first_tokens(p.yes_words or templates["yes"].split(","))
-        no = lm.first_tokens(p.no_words or templates["no"].split(","))
+        yes = self._answer_tokens(p.yes_words or templates["yes"].split(","))
+        no = self._answer_tokens(p.no_words or templates["no"].split(","))
         both = set(yes) & set(no)
         self._yes = [t for t in yes if t not in both]
         self._no = [t for t in no if t not in both]
@@ -252,11 +287,101 @@ class LlmRankBackend(Backend):
         self._prompts = PromptBuilder(
             lm, templates, chat, p.max_doc_tokens, p.label_context
         )
-        self._bias: dict[int, float] = {}  # concept id -> log-odds, empty document
+        self._judge = LocalJudge(
+            lm, self._prompts, self._yes, self._no, p.batch_size, p.prefix_cache
+        )
+
+    def decision_config(self) -> dict:
+        """The System One decision config (answer labels and chat template)
+        that gives a server `model` the prompt the local engine gives it; only
+        the model's tokenizer is loaded."""
+        from indexer.neural.llm import load_tokenizer
+        from indexer.neural.models import resolve_model
+
+        p, where = self.params, f"Project '{self.project.id}'"
+        tokenizer = load_tokenizer(resolve_model(self._llm_name()))
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        chat = p.prompt_style == "chat" or (p.prompt_style == "auto" and has_template)
+        templates = self._templates(where)
+        builder = PromptBuilder(
+            TokenizerOnly(tokenizer), templates, chat, p.max_doc_tokens, p.label_context
+        )
+        yes = (p.yes_words or templates["yes"].split(","))[0].strip()
+        no = (p.no_words or templates["no"].split(","))[0].strip()
+        return {
+            "labels": {"noul": [yes, no]},
+            "chat_template": builder.decision_template(),
+        }
+
+    def _templates(self, where: str) -> dict[str, str]:
+        p = self.params
+        language = p.prompt_language or self.project.language
+        template_file = None
+        if p.template_file:
+            template_file = Path(p.template_file).expanduser()
+            sources = self.project.projects.config.sources
+            if not template_file.is_absolute() and sources:
+                template_file = Path(sources[0]).parent / template_file
+        return resolve_templates(
+            language,
+            {"prompt_template": p.prompt_template, "candidate": p.candidate_template},
+            template_file,
+            where,
+        )
+
+    def _answer_tokens(self, words: list[str]) -> list[int]:
+        if self.params.answer_forms == "all":
+            return self._lm.first_tokens(words)
+        firsts = [self._lm.encode(w.strip())[:1] for w in words if w.strip()]
+        return list(dict.fromkeys(ids[0] for ids in firsts if ids))
+
+    def _server_judge(self, templates: dict[str, str], where: str) -> ServerJudge:
+        """The System One server of `url`, checked with one request (with
+        on_error = retrieval, a failed check is logged and suggest goes on)."""
+        from indexer.neural.http import ModelServer
+        from indexer.neural.systemone import SystemOneClient
+
+        p = self.params
+        if not p.url:
+            raise ConfigError(
+                f"{where}: engine = systemone needs url = http://HOST:PORT"
+            )
+        if p.model == "auto":
+            raise ConfigError(
+                f"{where}: engine = systemone needs model = the model's name on the "
+                "server"
+            )
+        if p.few_shot:
+            raise ConfigError(
+                f"{where}: few_shot needs engine = local (a decision server's state "
+                "is the document alone)"
+            )
+        if "{document}" not in templates["prompt_template"]:
+            raise ConfigError(f"{where}: prompt_template has no {{document}}")
+        key = ""
+        if p.api_key_env:
+            key = os.environ.get(p.api_key_env, "")
+            if not key:
+                raise ConfigError(
+                    f"{where}: the environment variable {p.api_key_env} "
+                    "(api_key_env) that should hold the server's API key is not set"
+                )
+        try:
+            server = ModelServer(p.url, key, p.timeout, p.retries)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: url: {exc}") from None
+        client = SystemOneClient(server, p.model, p.concurrency)
+        try:
+            client.check()
+        except ServiceError as exc:
+            if p.on_error != "retrieval":
+                raise ServiceError(f"{where}: {exc.message}") from None
+            log.warning("%s: %s; suggesting from retrieval alone", where, exc.message)
+        return ServerJudge(client, templates, p.label_context, p.max_doc_tokens)
 
     def _setup(self, directory: Path | None) -> None:
         self._parts(directory)
-        self._lm = None
+        self._lm = self._judge = None
         if self.params.combine != "retrieval":
             self._load_llm()
         self._recent: OrderedDict[str, Analysis] = OrderedDict()
@@ -266,12 +391,13 @@ class LlmRankBackend(Backend):
         self._calibration = None
         if directory is not None:
             self._calibration = json.loads((directory / "calibration.json").read_text())
-        if self._lm is not None:
+        if self._judge is not None:
             trained_with = (self._calibration or {}).get("llm")
-            if trained_with and trained_with != self._lm.identity:
+            if trained_with and trained_with != self._judge.identity:
                 raise NotTrainedError(
                     f"Project '{self.project.id}' was calibrated with the LLM "
-                    f"'{trained_with}', but is configured with '{self._lm.identity}': "
+                    f"'{trained_with}', but is configured with "
+                    f"'{self._judge.identity}': "
                     f"retrain with `indexer train {self.project.id} CORPUS`"
                 )
 
@@ -353,46 +479,45 @@ class LlmRankBackend(Backend):
             )
         return out
 
-    def _llm_logits(self, text: str, neighbours, analysis: Analysis) -> None:
+    def _llm_logits(
+        self, text: str, neighbours, analysis: Analysis, fallback: bool
+    ) -> None:
         """The LLM's log-odds for the candidates worth asking about; the others
-        get the answer that ranks them lowest."""
+        get the answer that ranks them lowest. With `fallback` (on_error =
+        retrieval), a failing server leaves the analysis to retrieval alone."""
         started = time.perf_counter()
         judge = self._worth_judging(analysis.x)
         ids = analysis.ids[judge].tolist()
         examples = self._examples(neighbours)
-        prompt = self._prompts.build(
-            text, examples, [self._concept_text(c) for c in ids]
-        )
-        logits = self._answers(prompt, reuse_prefix=self.params.prefix_cache)
+        try:
+            answer = self._judge.judge(
+                text, examples, [self._concept_text(c) for c in ids]
+            )
+        except ServiceError as exc:
+            if not fallback:
+                raise
+            log.warning("Project '%s': %s", self.project.id, exc.message)
+            analysis.llm_failed = True
+            return
+        logits = answer.log_odds
         if self.params.contextual:
             logits = logits - self._label_bias(ids)
         analysis.x[:, LLM] = self._lowest_answer()
         analysis.x[judge, LLM] = np.clip(logits, -LOGIT_CLIP, LOGIT_CLIP)
         analysis.judged = len(ids)
         analysis.examples = len(examples)
-        analysis.document_tokens = prompt.document_tokens
-        analysis.truncated = prompt.truncated
-        analysis.prefix_tokens = len(prompt.prefix)
-        analysis.suffix_tokens = sum(len(s) for s in prompt.suffixes)
+        analysis.document_tokens = answer.document_tokens
+        analysis.truncated = answer.truncated
+        analysis.prefix_tokens = answer.prefix_tokens
+        analysis.suffix_tokens = answer.suffix_tokens
         analysis.llm_seconds = time.perf_counter() - started
-
-    def _answers(self, prompt, reuse_prefix: bool = True) -> np.ndarray:
-        """The LLM's log-odds of yes over no for each suffix of `prompt`."""
-        return self._lm.yes_no_logits(
-            prompt.prefix,
-            prompt.suffixes,
-            self._yes,
-            self._no,
-            self.params.batch_size,
-            reuse_prefix=reuse_prefix,
-        )
 
     def _label_bias(self, ids: list[int]) -> np.ndarray:
         """The LLM's log-odds for each concept asked about an empty document."""
         missing = [c for c in dict.fromkeys(ids) if c not in self._bias]
         if missing:
             concepts = [self._concept_text(c) for c in missing]
-            logits = self._answers(self._prompts.build("", [], concepts))
+            logits = self._judge.judge("", [], concepts).log_odds
             self._bias.update(zip(missing, logits.tolist(), strict=True))
         return np.array([self._bias[c] for c in ids], dtype=np.float32)
 
@@ -425,8 +550,11 @@ class LlmRankBackend(Backend):
         weights, (low, high) = pruning
         return low if weights[LLM] >= 0 else high
 
-    def analyse(self, texts: list[str], progress: bool = False) -> list[Analysis]:
-        """Candidates, their features and the LLM's judgement for each text."""
+    def analyse(
+        self, texts: list[str], progress: bool = False, fallback: bool | None = None
+    ) -> list[Analysis]:
+        """Candidates, their features and the LLM's judgement for each text;
+        `fallback` (default: on_error = retrieval) survives a failing server."""
         from tqdm import tqdm
 
         if "_sources" not in self.__dict__:
@@ -434,6 +562,8 @@ class LlmRankBackend(Backend):
 
         out = []
         use_llm = self.params.combine != "retrieval"
+        if fallback is None:
+            fallback = self.params.on_error == "retrieval"
         for start in range(0, len(texts), 32):
             chunk = texts[start : start + 32]
             found = self._retrieve(chunk)
@@ -460,7 +590,7 @@ class LlmRankBackend(Backend):
                     np.asarray(ids, np.int64), x, sources, info["neighbours"]
                 )
                 if use_llm and ids:
-                    self._llm_logits(text, info["neighbours"], analysis)
+                    self._llm_logits(text, info["neighbours"], analysis, fallback)
                 out.append(analysis)
         return out
 
@@ -488,6 +618,9 @@ class LlmRankBackend(Backend):
             logit = w * llm + (1 - w) * np.log(best / (1 - best))
         return (1 / (1 + np.exp(-logit))).astype(np.float32)
 
+    def _scores(self, analysis: Analysis) -> np.ndarray:
+        return self.combine(analysis.x, "retrieval" if analysis.llm_failed else None)
+
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
         analyses = self.analyse(texts)
         with self._lock:
@@ -496,7 +629,7 @@ class LlmRankBackend(Backend):
                 self._recent.move_to_end(text)
             while len(self._recent) > 64:
                 self._recent.popitem(last=False)
-        rows = [(a.ids, self.combine(a.x)) for a in analyses]
+        rows = [(a.ids, self._scores(a)) for a in analyses]
         return SuggestionBatch.from_rows(rows, len(self.project.vocab))
 
     # -- training: sources and calibration -------------------------------------
@@ -520,7 +653,9 @@ class LlmRankBackend(Backend):
                 )
         self._setup(directory)
         self._calibration = None
-        analyses = self.analyse([d.text for d in calibration], progress=True)
+        analyses = self.analyse(
+            [d.text for d in calibration], progress=True, fallback=False
+        )
         calibration_info = self._fit(calibration, analyses)
         (directory / "calibration.json").write_text(
             json.dumps(calibration_info, indent=2)
@@ -541,7 +676,7 @@ class LlmRankBackend(Backend):
         """Logistic regressions over the held-out documents' candidates."""
         from sklearn.linear_model import LogisticRegression
 
-        info: dict = {"llm": self._lm.identity if self._lm else None}
+        info: dict = {"llm": self._judge.identity if self._judge else None}
         rows = [a for a in analyses if len(a.ids)]
         if not rows:
             return info
@@ -566,7 +701,7 @@ class LlmRankBackend(Backend):
             return dict(zip(columns, map(float, model.coef_[0]), strict=True))
 
         info["retrieval"] = fit(list(RETRIEVAL_FEATURES))
-        if self._lm is not None:
+        if self._judge is not None:
             info["learned"] = fit(list(FEATURES))
             platt = fit(["llm", "bias"])
             info["platt"] = {"slope": platt["llm"], "intercept": platt["bias"]}
@@ -583,7 +718,7 @@ class LlmRankBackend(Backend):
         if analysis is None:
             analysis = self.analyse([text])[0]
         position = {int(c): i for i, c in enumerate(analysis.ids)}
-        scores = self.combine(analysis.x)
+        scores = self._scores(analysis)
         wanted = [int(s) for s in subjects if int(s) in position]
         lexical = self._sources.get("lexical")
         matched = lexical.explain(text, wanted) if lexical is not None else {}
@@ -595,7 +730,10 @@ class LlmRankBackend(Backend):
                 "score": round(float(scores[position[subject]]), 4),
                 "retrieved_by": analysis.sources[position[subject]],
             }
-            if self._lm is not None:
+            if analysis.llm_failed:
+                entry["llm_probability"] = None
+                entry["llm_unavailable"] = "the model server failed: retrieval only"
+            elif self._judge is not None:
                 llm = row[FEATURES.index("llm")]
                 entry["llm_probability"] = round(float(1 / (1 + np.exp(-llm))), 4)
                 if (self._calibration or {}).get("platt"):

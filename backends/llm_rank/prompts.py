@@ -83,6 +83,7 @@ TEMPLATES = {
     },
 }
 SENTINEL = "\u2063CANDIDATE\u2063"  # marks where the candidate goes in a chat
+STATE, QUESTION = "\u2063STATE\u2063", "\u2063QUESTION\u2063"  # decision templates
 
 
 def resolve_templates(
@@ -139,6 +140,49 @@ class ConceptText:
     note: str
 
 
+def candidate_text(templates: dict[str, str], context, concept: ConceptText) -> str:
+    """What the prompt says about one candidate: its label and the `context`
+    (alt, broader, note) asked for."""
+    t = templates
+    parts = []
+    if concept.alt and "alt" in context:
+        parts.append(f"{t['also']}: {', '.join(concept.alt[:3])}")
+    if concept.broader and "broader" in context:
+        parts.append(f"{t['broader']}: {', '.join(concept.broader[:2])}")
+    if concept.note and "note" in context:
+        note = concept.note.strip()
+        parts.append(note if len(note) <= 80 else note[:77].rstrip() + "...")
+    joined = f" ({'; '.join(parts)})" if parts else ""
+    return (
+        t["candidate"]
+        .format(
+            label=concept.label,
+            context=joined,
+            alt=", ".join(concept.alt),
+            broader=", ".join(concept.broader),
+            note=concept.note,
+        )
+        .rstrip()
+    )
+
+
+def split_at_document(templates: dict[str, str]) -> tuple[str, str]:
+    """The prompt template (without examples) before and after the document:
+    the instruction, and the yes/no question."""
+    body = templates["prompt_template"].format(
+        instruction=templates["instruction"], examples="", document=SENTINEL
+    )
+    head, question = body.split(SENTINEL, 1)
+    return head, question
+
+
+@dataclass
+class TokenizerOnly:
+    """What `PromptBuilder.decision_template` needs of a model: its tokenizer."""
+
+    tokenizer: object
+
+
 @dataclass
 class Prompt:
     """Token ids of one document's prompts: prefix + each suffix."""
@@ -181,26 +225,30 @@ class PromptBuilder:
 
     def candidate(self, concept: ConceptText) -> str:
         """The candidate's part of the prompt."""
-        t = self.templates
-        parts = []
-        if concept.alt and "alt" in self.context:
-            parts.append(f"{t['also']}: {', '.join(concept.alt[:3])}")
-        if concept.broader and "broader" in self.context:
-            parts.append(f"{t['broader']}: {', '.join(concept.broader[:2])}")
-        if concept.note and "note" in self.context:
-            note = concept.note.strip()
-            parts.append(note if len(note) <= 80 else note[:77].rstrip() + "...")
-        context = f" ({'; '.join(parts)})" if parts else ""
+        return candidate_text(self.templates, self.context, concept)
+
+    def decision_template(self) -> str:
+        """A jinja chat template for a System One server's decision config
+        that renders, from the request's `state` (the document) and one `noul`
+        question (`question_text`), the prompt this builder gives the model
+        here without example documents: a served model then answers as the
+        local one does."""
+        head, question = split_at_document(self.templates)
+        lead = question[: len(question) - len(question.lstrip())]
+        text = head + STATE + lead + QUESTION
+        if self.chat:
+            rendered = self._render_chat(text).replace(SENTINEL, "")
+        else:
+            bos = self.lm.tokenizer.bos_token or ""
+            rendered = bos + text + self.templates["answer_cue"]
+        before, rest = rendered.split(STATE)
+        between, after = rest.split(QUESTION)
         return (
-            t["candidate"]
-            .format(
-                label=concept.label,
-                context=context,
-                alt=", ".join(concept.alt),
-                broader=", ".join(concept.broader),
-                note=concept.note,
-            )
-            .rstrip()
+            _jinja_literal(before)
+            + "{{ state }}"
+            + _jinja_literal(between)
+            + "{{ question.instructions }}"
+            + _jinja_literal(after)
         )
 
     def example(self, text: str, subjects: list[str], max_tokens: int) -> str:
@@ -257,3 +305,16 @@ class PromptBuilder:
 def lm_cut(lm, ids: list[int], n: int) -> str:
     """The text of the first `n` tokens."""
     return lm.decode(ids[:n]).strip() + (" ..." if n else "")
+
+
+def question_text(templates: dict[str, str], candidate: str) -> str:
+    """The instructions of one candidate's yes/no question to a decision
+    server: the prompt's question, then what it says about the candidate."""
+    return split_at_document(templates)[1].lstrip() + candidate
+
+
+def _jinja_literal(text: str) -> str:
+    """`text` as a jinja expression that prints it verbatim (JSON's escapes
+    are those of jinja's string literals; no block tag, so the
+    trim_blocks/lstrip_blocks of chat templates cannot touch it)."""
+    return "{{ " + json.dumps(text, ensure_ascii=False) + " }}" if text else ""

@@ -80,3 +80,23 @@ def run_dev(ctx: Context, **settings) -> None:
     from indexer.rest import run
 
     run(ctx.projects, dev=True, **settings)
+
+
+@cli.command("decision-config")
+@click.argument("project_id")
+@pass_context
+def decision_config(ctx: Context, project_id: str) -> None:
+    """Print the System One decision config (JSON) that makes a served model
+    read the prompt of PROJECT (an llm_rank project) as the local model does:
+    `transformers serve MODEL --decision-config FILE`."""
+    import json
+
+    from indexer.errors import UsageError
+
+    project = ctx.project(project_id)
+    if project.config.backend != "llm_rank":
+        raise UsageError(
+            f"Project '{project_id}' is a {project.config.backend} project: only "
+            "llm_rank asks yes/no questions"
+        )
+    click.echo(json.dumps(project.backend.decision_config(), indent=2))

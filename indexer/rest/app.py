@@ -12,7 +12,13 @@ from pathlib import Path
 from flask import Flask, Response, current_app, g, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from indexer.errors import BusyError, ConfigError, IndexerError, NotFoundError
+from indexer.errors import (
+    BusyError,
+    ConfigError,
+    IndexerError,
+    NotFoundError,
+    ServiceError,
+)
 from indexer.project import Projects
 from indexer.rest.api import v1
 from indexer.rest.openapi import PROBLEM, openapi_document
@@ -141,6 +147,15 @@ def _indexer_error(exc: IndexerError) -> Response:
         )
     if isinstance(exc, BusyError):
         return _busy(exc)
+    if isinstance(exc, ServiceError):
+        # the model server's address is the operator's, not the caller's
+        log.error("Model server failed on %s: %s", request.path, exc.message)
+        return problem(
+            503,
+            exc.title,
+            "The project's model server did not answer (the server log says why)",
+            "model-server-unavailable",
+        )
     status = exc.status
     kind = next(
         (
