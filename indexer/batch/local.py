@@ -1,15 +1,24 @@
 """`--engine local`: blocks indexed by worker processes on this machine.
 
 Each worker process loads the project once. At most two blocks per worker are
-in flight, so memory stays bounded whatever the size of the input.
+in flight, so memory stays bounded whatever the size of the input. The workers
+read their blocks, except Parquet ones: this process reads those, in order, so
+that each row group is decoded once (see `readers`). A worker ends when this
+process ends, however it ends (kill -9 too).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from indexer.batch.records import BlockSpec, DocResult, Options
+from indexer.batch.readers import read_block
+from indexer.batch.records import BlockSpec, DocResult, Options, Record
 from indexer.batch.work import BlockIndexer, ProjectRef
 from indexer.errors import IndexerError
 
@@ -23,8 +32,9 @@ class WorkerError(Exception):
     """A worker could not do its job; the message says why."""
 
 
-def _start_worker(ref: ProjectRef, options: Options) -> None:
+def _start_worker(parent: int, ref: ProjectRef, options: Options) -> None:
     global _WORKER, _WORKER_ERROR
+    _end_with_parent(parent)
     try:
         _WORKER = BlockIndexer(ref, options)
     except IndexerError as exc:
@@ -33,10 +43,46 @@ def _start_worker(ref: ProjectRef, options: Options) -> None:
         _WORKER_ERROR = f"{type(exc).__name__}: {exc}"
 
 
-def _index(spec: BlockSpec) -> list[DocResult]:
+def _end_with_parent(parent: int) -> None:
+    """Exit when the process `parent` ends: a worker left behind by a killed
+    run would wait on its queue forever, holding its memory."""
+    _ask_for_a_signal_on_parent_death()
+    watcher = threading.Thread(
+        target=_watch_parent, args=(parent,), name="watch-parent", daemon=True
+    )
+    watcher.start()
+
+
+def _ask_for_a_signal_on_parent_death() -> None:
+    """On Linux the kernel kills this process at once when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _watch_parent(parent: int) -> None:
+    """Everywhere else (or if the parent died before the signal was asked for):
+    an orphan gets a new parent process."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _worker() -> BlockIndexer:
     if _WORKER is None:
         raise WorkerError(_WORKER_ERROR or "the worker did not start")
-    return _WORKER.index_block(spec)
+    return _WORKER
+
+
+def _index(spec: BlockSpec) -> list[DocResult]:
+    return _worker().index_block(spec)
+
+
+def _index_records(records: list[Record]) -> list[DocResult]:
+    return _worker().index_records(records)
 
 
 def run_local(
@@ -60,12 +106,15 @@ def run_local(
     # threads can deadlock
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(ref, options)
+        jobs,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(os.getpid(), ref, options),
     )
     in_flight: deque = deque()
     try:
         for spec in blocks:
-            in_flight.append((spec, pool.submit(_index, spec)))
+            in_flight.append((spec, _submit(pool, spec, options)))
             if len(in_flight) >= 2 * jobs:
                 _finish_oldest(in_flight, on_block)
         while in_flight:
@@ -76,6 +125,12 @@ def run_local(
         for _, future in in_flight:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit(pool, spec: BlockSpec, options: Options):
+    if spec.kind == "parquet":  # read here, in order: each row decoded once
+        return pool.submit(_index_records, read_block(spec, options))
+    return pool.submit(_index, spec)
 
 
 def _finish_oldest(in_flight: deque, on_block: OnBlock) -> None:

@@ -1,10 +1,17 @@
 """`--engine ray`: read -> map_batches through an actor pool -> back to the writer.
 
-Each block becomes one Ray Data read task. An actor pool of `workers` actors,
-each of which loads the project once, indexes the blocks; the results stream
-back to this process, which writes each block as soon as all its documents
-arrived. Ray restarts a killed actor and retries its block; a block is written
-once, whole, whatever was retried.
+Each block of the input travels as one row (its records, then its results,
+encoded as JSON), and is one Ray Data block: a read task reads a block, or
+the blocks of one Parquet row group in order (so that each row is decoded
+once); an actor pool of `workers` actors, each of which loads the project
+once, indexes them; the results stream back to this process, which hands the
+blocks on in input order.
+
+Ray restarts an actor that died and retries its block, but only `RETRIES`
+times: a block that kills its worker every time (out of memory, a crash in a
+backend) stops the run with an error that names it, the blocks before it
+written. The workers record which block they start in a small actor, so that
+the block can be named whichever worker it killed.
 
 The workers need the project's configuration and models at the same absolute
 paths as here (a shared filesystem) and the same version of this package.
@@ -15,7 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from indexer.batch.local import WorkerError
@@ -26,28 +36,50 @@ from indexer.errors import DependencyError
 
 OnBlock = Callable[[BlockSpec, list[DocResult]], None]
 
+#: how many times a block is tried again after its worker died
+RETRIES = 2
 
-def _records_table(spec: BlockSpec, records: list[Record]):
+
+def _block_row(spec: BlockSpec, records: list[Record]):
     import pyarrow as pa
 
-    return pa.table(
-        {
-            "block": [spec.number] * len(records),
-            "seq": list(range(len(records))),
-            "id": [r.id for r in records],
-            "where": [r.where for r in records],
-            "text": [r.text for r in records],
-            "error": [r.error for r in records],
-        }
-    )
+    encoded = [[r.id, r.where, r.text, r.error] for r in records]
+    return pa.table({"block": [spec.number], "records": [json.dumps(encoded)]})
 
 
-def _datasource(specs: list[BlockSpec], options: Options):
+def _read_units(specs: list[BlockSpec]) -> list[list[BlockSpec]]:
+    """The blocks each read task reads: those of one Parquet row group together,
+    in order, and any other block alone."""
+    units: list[list[BlockSpec]] = []
+    for spec in specs:
+        last = units[-1][-1] if units else None
+        if spec.kind == "parquet" and _same_row_group(last, spec):
+            units[-1].append(spec)
+        else:
+            units.append([spec])
+    return units
+
+
+def _same_row_group(a: BlockSpec | None, b: BlockSpec) -> bool:
+    return a is not None and (a.kind, a.source, a.row_group) == (
+        b.kind, b.source, b.row_group,
+    )  # fmt: skip
+
+
+def _read(unit: list[BlockSpec], options: Options, attempts) -> Iterator:
+    import ray
+
+    for spec in unit:
+        ray.get(attempts.begin.remote("read", spec.number))
+        yield _block_row(spec, read_block(spec, options))
+
+
+def _datasource(units: list[list[BlockSpec]], options: Options, attempts):
     from ray.data import Datasource, ReadTask
     from ray.data.block import BlockMetadata
 
     class BlockSource(Datasource):
-        """One read task per block of the input."""
+        """One read task per block (or per Parquet row group)."""
 
         def estimate_inmemory_data_size(self):
             return None
@@ -55,26 +87,45 @@ def _datasource(specs: list[BlockSpec], options: Options):
         def get_read_tasks(self, parallelism, per_task_row_limit=None, **_):
             return [
                 ReadTask(
-                    lambda spec=spec: [_records_table(spec, read_block(spec, options))],
+                    lambda unit=unit: _read(unit, options, attempts),
                     BlockMetadata(
-                        num_rows=spec.count,
+                        num_rows=len(unit),
                         size_bytes=None,
                         exec_stats=None,
-                        input_files=(spec.source,),
+                        input_files=(unit[0].source,),
                     ),
                 )
-                for spec in specs
+                for unit in units
             ]
 
     return BlockSource()
 
 
+def _attempts_actor():
+    """A small actor that counts how often each block was started."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Attempts:
+        def __init__(self):
+            self.counts: dict[tuple[str, int], int] = {}
+
+        def begin(self, stage: str, block: int) -> None:
+            self.counts[stage, block] = self.counts.get((stage, block), 0) + 1
+
+        def all(self) -> dict[tuple[str, int], int]:
+            return self.counts
+
+    return Attempts.remote()
+
+
 class RayIndexer:
     """A Ray actor: loads the project once, indexes whole blocks."""
 
-    def __init__(self, ref: ProjectRef, options: Options):
+    def __init__(self, ref: ProjectRef, options: Options, attempts):
         from indexer.errors import IndexerError
 
+        self.attempts = attempts
         try:
             self.indexer = BlockIndexer(ref, options)
         except IndexerError as exc:
@@ -85,17 +136,34 @@ class RayIndexer:
 
     def __call__(self, table):
         import pyarrow as pa
+        import ray
 
-        rows = table.to_pylist()
-        records = [Record(r["id"], r["where"], r["text"], r["error"]) for r in rows]
+        (row,) = table.to_pylist()
+        ray.get(self.attempts.begin.remote("index", row["block"]))
+        records = [Record(*r) for r in json.loads(row["records"])]
         results = self.indexer.index_records(records)
-        return pa.table(
-            {
-                "block": [r["block"] for r in rows],
-                "seq": [r["seq"] for r in rows],
-                "result": [json.dumps(d.to_json()) for d in results],
-            }
-        )
+        encoded = json.dumps([r.to_json() for r in results])
+        return pa.table({"block": [row["block"]], "results": [encoded]})
+
+
+class InOrder:
+    """Hands finished blocks on in the order of `specs`, holding those that
+    come early (so that of two records with one id, the first is kept)."""
+
+    def __init__(self, specs: list[BlockSpec], on_block: OnBlock):
+        self._waiting = deque(specs)
+        self._ready: dict[int, list[DocResult]] = {}
+        self._on_block = on_block
+        self.arrived: set[int] = set()
+
+    def add(self, number: int, results: list[DocResult]) -> None:
+        if number in self.arrived:  # a retried block that came twice
+            return
+        self.arrived.add(number)
+        self._ready[number] = results
+        while self._waiting and self._waiting[0].number in self._ready:
+            spec = self._waiting.popleft()
+            self._on_block(spec, self._ready.pop(spec.number))
 
 
 def start_ray(address: str | None) -> bool:
@@ -127,47 +195,128 @@ def run_ray(
     settings: RayOptions,
     on_block: OnBlock,
 ) -> None:
-    """Index `specs` on Ray, calling `on_block` once for each finished block."""
+    """Index `specs` on Ray, calling `on_block` for each finished block, in order."""
     if not specs:
         return
     import ray
-    from ray.data import ActorPoolStrategy
 
     started_here = start_ray(settings.address)
-    expected = {spec.number: spec for spec in specs}
-    arrived: dict[int, dict[int, DocResult]] = {}
+    in_order = InOrder(specs, on_block)
+    attempts = None
     try:
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        dataset = ray.data.read_datasource(
-            _datasource(specs, options),
-            override_num_blocks=len(specs),
-            # reading is light: it must not wait for the CPUs the actors hold
-            num_cpus=0,
-            concurrency=max(1, settings.workers),
-        ).map_batches(
-            RayIndexer,
-            fn_constructor_kwargs={"ref": ref, "options": options},
-            batch_size=None,
-            batch_format="pyarrow",
-            # Ray Data restarts a killed actor and retries its block by default
-            compute=ActorPoolStrategy(size=settings.workers),
-            num_cpus=1,
-            num_gpus=settings.gpus_per_worker or None,
-        )
-        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for row in batch.to_pylist():
-                block = arrived.setdefault(row["block"], {})
-                block[row["seq"]] = DocResult.from_json(json.loads(row["result"]))
-                spec = expected[row["block"]]
-                if len(block) == spec.count:
-                    on_block(spec, [block[i] for i in range(spec.count)])
-                    del arrived[row["block"]]
+        attempts = _attempts_actor()
+        with _one_row_blocks():
+            dataset = _dataset(ref, options, specs, settings, attempts)
+        with _ray_data_off_the_terminal():
+            _hand_on(dataset, in_order)
     except ray.exceptions.RayError as exc:
-        raise WorkerError(f"the Ray cluster failed: {ray_error_reason(exc)}") from None
+        reason = _killer_block(attempts, specs, in_order.arrived)
+        raise WorkerError(
+            reason or f"the Ray cluster failed: {ray_error_reason(exc)}"
+        ) from None
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _hand_on(dataset, in_order: InOrder) -> None:
+    """Each block's results, as they stream back, to `in_order`."""
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            results = [DocResult.from_json(d) for d in json.loads(row["results"])]
+            in_order.add(row["block"], results)
+
+
+def _dataset(ref, options, specs, settings: RayOptions, attempts):
+    # Ray 2.60 takes the bounds on retries only as `ray_remote_args`, which it
+    # deprecates without a named replacement yet
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+        return _bounded_dataset(ref, options, specs, settings, attempts)
+
+
+def _bounded_dataset(ref, options, specs, settings: RayOptions, attempts):
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    units = _read_units(specs)
+    return ray.data.read_datasource(
+        _datasource(units, options, attempts),
+        override_num_blocks=len(units),
+        # reading is light: it must not wait for the CPUs the actors hold
+        num_cpus=0,
+        concurrency=max(1, min(settings.workers, len(units))),
+        ray_remote_args={"max_retries": RETRIES},
+    ).map_batches(
+        RayIndexer,
+        fn_constructor_kwargs={"ref": ref, "options": options, "attempts": attempts},
+        batch_size=1,  # one block
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=settings.workers),
+        num_cpus=1,
+        num_gpus=settings.gpus_per_worker or None,
+        # Ray Data's default is to restart actors and retry their tasks forever
+        max_restarts=RETRIES,
+        max_task_retries=RETRIES,
+    )
+
+
+@contextmanager
+def _one_row_blocks():
+    """Datasets made meanwhile cut their data into Ray blocks of one row (one
+    block of ours each), so that any actor can take any block."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    saved = context.target_max_block_size, context.enable_progress_bars
+    context.target_max_block_size = 1
+    context.enable_progress_bars = False
+    try:
+        yield
+    finally:
+        context.target_max_block_size, context.enable_progress_bars = saved
+
+
+@contextmanager
+def _ray_data_off_the_terminal():
+    """Ray Data logs to its file in the Ray session's logs only: the command
+    reports how the run went in one line (a failed block's traceback too)."""
+    consoles = [
+        handler
+        for handler in logging.getLogger("ray.data").handlers
+        if isinstance(handler, logging.StreamHandler)
+    ]
+    levels = [handler.level for handler in consoles]
+    for handler in consoles:
+        handler.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for handler, level in zip(consoles, levels, strict=True):
+            handler.setLevel(level)
+
+
+def _killer_block(attempts, specs: list[BlockSpec], arrived: set[int]) -> str | None:
+    """The block that killed its workers every time it was tried, in words."""
+    import ray
+
+    if attempts is None:
+        return None
+    try:
+        counts = ray.get(attempts.all.remote(), timeout=30)
+    except ray.exceptions.RayError:
+        return None
+    tried = [(n, stage, block) for (stage, block), n in counts.items()]
+    tried = [t for t in tried if t[2] not in arrived and t[0] > RETRIES]
+    if not tried:
+        return None
+    times, stage, number = max(tried)
+    spec = next(s for s in specs if s.number == number)
+    doing = "reading" if stage == "read" else "indexing"
+    return (
+        f"block {number} ({spec.describe()}) killed its Ray worker while {doing} "
+        f"it, {times} times (out of memory, or a crash)"
+    )
 
 
 def ray_error_reason(exc: Exception) -> str:

@@ -3,13 +3,16 @@
 Formats, chosen by path: a directory of `.txt` documents, JSONL (`id`, `text`),
 Parquet (`id` and `text` columns, names configurable) and Annif's short-text
 TSV (`text<TAB><uri> ...`). `scan` is one cheap pass that only finds where the
-blocks lie; `read_block` reads one block. Text is decoded strictly: a record
-whose text is missing, empty or not UTF-8 becomes a `Record` with an `error`.
+blocks lie; `read_block` reads one block. Text is decoded strictly (a UTF-8
+byte order mark opening a file is dropped): a record whose text is missing,
+empty or not UTF-8 becomes a `Record` with an `error`.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,7 +73,7 @@ def read_block(spec: BlockSpec, options: Options) -> list[Record]:
     with open(spec.source, "rb") as f:
         f.seek(spec.offset)
         for lineno in range(spec.first_line, spec.first_line + spec.lines):
-            line = f.readline()
+            line = _without_bom(f.readline(), lineno == 1)
             if line.strip():
                 records.append(parse(line, f"{name}:{lineno}", options))
     return records
@@ -115,15 +118,20 @@ def _scan_lines(path, kind, block_size, first_number) -> Iterator[BlockSpec]:
     position = 0
     with open(path, "rb") as f:
         for line in f:
+            count += bool(_without_bom(line, position == 0).strip())
             position += len(line)
             lines += 1
-            count += bool(line.strip())
             if count == block_size:
                 yield _line_block(number, path, kind, count, offset, first_line, lines)
                 number, offset, first_line = number + 1, position, first_line + lines
                 lines = count = 0
     if count:
         yield _line_block(number, path, kind, count, offset, first_line, lines)
+
+
+def _without_bom(line: bytes, at_start: bool) -> bytes:
+    """The line without the UTF-8 byte order mark that may open the file."""
+    return line.removeprefix(codecs.BOM_UTF8) if at_start else line
 
 
 def _line_block(number, path, kind, count, offset, first_line, lines) -> BlockSpec:
@@ -210,31 +218,102 @@ def _scan_parquet(path, block_size, first_number) -> Iterator[BlockSpec]:
         first_row += rows
 
 
-def _read_parquet(spec: BlockSpec, options: Options) -> list[Record]:
-    import pyarrow.parquet as pq
+# pyarrow decodes a column of a row group from its start only: a block read on
+# its own decodes every row before it in its row group too. So a process keeps
+# one stream open on the Parquet file it reads, and blocks read in order (by
+# one worker, or by the process that hands them out) go on where the previous
+# one stopped: each row is decoded once.
 
-    parquet = pq.ParquetFile(spec.source)
-    names = parquet.schema_arrow.names
-    if options.text_column not in names:
-        raise InputError(
-            f"'{Path(spec.source).name}' has no column '{options.text_column}' "
-            f"(columns: {', '.join(names)}): name it with --text-column"
+_stream: ParquetStream | None = None
+
+
+class ParquetStream:
+    """The text (and id) column of one Parquet file, decoded in row order."""
+
+    def __init__(self, key: tuple, options: Options, row_group: int, batch: int):
+        import pyarrow.parquet as pq
+
+        self.key = key
+        self.name = Path(key[0]).name
+        parquet = pq.ParquetFile(key[0], pre_buffer=False, buffer_size=1 << 22)
+        names = parquet.schema_arrow.names
+        if options.text_column not in names:
+            raise InputError(
+                f"'{self.name}' has no column '{options.text_column}' (columns: "
+                f"{', '.join(names)}): name it with --text-column"
+            )
+        self.has_ids = options.id_column in names
+        columns = [options.text_column] + [options.id_column] * self.has_ids
+        metadata = parquet.metadata
+        self.position = sum(metadata.row_group(g).num_rows for g in range(row_group))
+        self._batches = parquet.iter_batches(
+            batch,
+            row_groups=range(row_group, metadata.num_row_groups),
+            columns=columns,
         )
-    columns = [options.text_column]
-    if options.id_column in names:
-        columns.append(options.id_column)
-    table = parquet.read_row_group(spec.row_group, columns=columns)
-    table = table.slice(spec.offset, spec.count)
+        self._ahead = None  # decoded rows not taken yet
+
+    def can_serve(self, spec: BlockSpec) -> bool:
+        """True when the block lies ahead in the row group the stream is in."""
+        group_start = spec.first_row - spec.offset
+        return group_start <= self.position <= spec.first_row
+
+    def take(self, first_row: int, count: int):
+        """Rows `first_row` .. `first_row + count - 1` (a pyarrow Table)."""
+        import pyarrow as pa
+
+        pieces = []
+        while count:
+            batch = self._next_batch()
+            skip = min(max(first_row - self.position, 0), batch.num_rows)
+            used = min(batch.num_rows - skip, count)
+            if used:
+                pieces.append(batch.slice(skip, used))
+            self.position += skip + used
+            rest = batch.slice(skip + used)
+            self._ahead = rest if rest.num_rows else None
+            count -= used
+        return pa.Table.from_batches(pieces)
+
+    def _next_batch(self):
+        batch = self._ahead if self._ahead is not None else next(self._batches, None)
+        if batch is None:
+            raise InputError(
+                f"'{self.name}' has fewer rows than when the run began: was it "
+                "changed? Rerun with --force to start again"
+            )
+        return batch
+
+
+def _stream_for(spec: BlockSpec, options: Options) -> ParquetStream:
+    """The stream to read `spec` from: this process's, if it can go on to it."""
+    global _stream
+    stat = os.stat(spec.source)
+    key = (spec.source, stat.st_size, stat.st_mtime_ns, options.id_column,
+           options.text_column)  # fmt: skip
+    if _stream is None or _stream.key != key or not _stream.can_serve(spec):
+        _stream = None  # close the previous file first
+        _stream = ParquetStream(key, options, spec.row_group, max(spec.count, 1))
+    return _stream
+
+
+def _read_parquet(spec: BlockSpec, options: Options) -> list[Record]:
+    global _stream
+    stream = _stream_for(spec, options)
+    try:
+        table = stream.take(spec.first_row, spec.count)
+    except BaseException:
+        _stream = None  # where it stopped is unknown: the next block opens anew
+        raise
     texts = table.column(options.text_column).to_pylist()
     ids = (
         table.column(options.id_column).to_pylist()
-        if options.id_column in names
+        if stream.has_ids
         else [None] * len(texts)
     )
-    name = Path(spec.source).name
     records = []
     for i, (text, record_id) in enumerate(zip(texts, ids, strict=True)):
-        where = f"{name}:row {spec.first_row + i}"
+        where = f"{stream.name}:row {spec.first_row + i}"
         records.append(
             _checked_text(text, where, where if record_id is None else str(record_id))
         )

@@ -24,6 +24,15 @@ class BlockSpec:
     first_row: int = 0
     files: tuple[str, ...] = ()
 
+    def describe(self) -> str:
+        """Where its records are, in words: `corpus.jsonl, lines 1-1000`."""
+        name = self.source.rstrip("/").rpartition("/")[2]
+        if self.kind == "dir":
+            return f"{name}/{self.files[0]} to {self.files[-1]}"
+        if self.kind == "parquet":
+            return f"{name}, rows {self.first_row}-{self.first_row + self.count - 1}"
+        return f"{name}, lines {self.first_line}-{self.first_line + self.lines - 1}"
+
 
 @dataclass
 class Record:

@@ -230,6 +230,9 @@ def suggest(
 @click.option(
     "--force", is_flag=True, help="Overwrite the output (or per-document files)."
 )
+@click.option(
+    "--wait", is_flag=True, help="If another run writes the same output, wait for it."
+)
 @limit_option()
 @threshold_option()
 @click.option("--language", help="Language of the labels (default: the project's).")
@@ -263,6 +266,13 @@ def index(ctx: Context, project_id, inputs, output, **settings) -> None:
             "Interrupted: the blocks finished are kept; rerun the same command to "
             "resume"
         ) from None
+    if summary.duplicates:
+        warn(
+            [
+                f"{summary.duplicates} records have the id of an earlier record: "
+                "each id is indexed once, the later records are in the rejects"
+            ]
+        )
     click.echo(
         f"Indexed {summary.documents} documents in {summary.seconds:.1f} s"
         + (

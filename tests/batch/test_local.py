@@ -224,3 +224,43 @@ def test_several_inputs_of_several_formats_into_one_output(trained, workspace):
     result = trained(*args)
     assert result.exit_code == 2 and "unfinished run with other inputs" in result.output
     assert trained(*args, "--force").exit_code == 0
+
+
+def test_the_workers_of_a_killed_run_end_with_it(trained, workspace):
+    import psutil
+
+    corpus = write_corpus(workspace / "corpus.jsonl", 20_000)
+    out = workspace / "out.jsonl"
+    args = ("index", "tfidf-en", str(corpus), "--output", str(out), "-j", "2",
+            "--block-size", "50")  # fmt: skip
+    process = indexer_process(workspace, *args)
+    while not _parts(out) and process.poll() is None:
+        time.sleep(0.005)
+    children = psutil.Process(process.pid).children(recursive=True)
+    workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+    assert len(workers) == 2, children
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for left in alive:  # not to leave them running if this fails
+        left.kill()
+    assert not alive, f"still running after the run was killed: {alive}"
+
+
+def test_parquet_input_with_workers_gives_the_rows_of_one_process(trained, workspace):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    corpus = write_corpus(workspace / "corpus.jsonl", 120)
+    records = [json.loads(line) for line in corpus.read_text().splitlines()]
+    parquet = workspace / "corpus.parquet"
+    pq.write_table(pa.Table.from_pylist(records), parquet, row_group_size=50)
+    outputs = []
+    for jobs in ("1", "2"):
+        out = workspace / f"out-{jobs}.jsonl"
+        result = trained("index", "tfidf-en", str(parquet), "--output", str(out),
+                         "-j", jobs, "--block-size", "20")  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs.append(read_rows(out))
+    assert outputs[0] == outputs[1]
+    assert list(documents_written(outputs[0])) == [r["id"] for r in records]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.batch.conftest import ROOT, documents_written, read_rows, write_corpus
+from tests.batch.ray_hooks import KILLER
 from tests.batch.test_local import (
     PROJECTS,
     assert_same_suggestions,
@@ -22,12 +24,16 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    """One local cluster for the module; its workers import this checkout."""
+    """One local cluster for the module; its workers import this checkout, and
+    a record with the text `ray_hooks.KILLER` kills the worker that indexes it."""
     ray.init(
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+        runtime_env={
+            "env_vars": {"PYTHONPATH": str(ROOT)},
+            "worker_process_setup_hook": "tests.batch.ray_hooks.install",
+        },
     )
     yield
     ray.shutdown()
@@ -49,6 +55,29 @@ def test_ray_local_and_suggest_agree(trained, projects, workspace, project_id):
         outputs["ray"], expected_suggestions(projects, project_id, corpus)
     )
     assert outputs["ray"] == outputs["local"]
+
+
+def test_parquet_row_groups_on_ray_give_the_rows_of_the_local_engine(
+    trained, workspace
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = write_corpus(workspace / "corpus.jsonl", 100)
+    records = [json.loads(line) for line in corpus.read_text().splitlines()]
+    parquet = workspace / "corpus.parquet"
+    pq.write_table(pa.Table.from_pylist(records), parquet, row_group_size=30)
+    outputs = {}
+    for engine in ("ray", "local"):
+        out = workspace / f"{engine}.jsonl"
+        result = trained(
+            "index", "tfidf-en", str(parquet), "--output", str(out),
+            "--engine", engine, "--workers", "2", "--block-size", "20",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[engine] = read_rows(out)
+    assert outputs["ray"] == outputs["local"]
+    assert list(documents_written(outputs["ray"])) == [r["id"] for r in records]
 
 
 def test_a_project_missing_on_the_workers_is_named(trained, workspace):
@@ -107,6 +136,37 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(trained, workspace
     assert result.exit_code == 0, result.output
     written = documents_written(read_rows(out))
     assert len(written) == documents and set(written.values()) == {1}
+
+
+def _index_in_a_thread(run_cli, args, seconds: float):
+    """The command's result, or None if it was still running after `seconds`."""
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(run_cli(*args)))
+    thread.daemon = True
+    thread.start()
+    thread.join(seconds)
+    return results[0] if results else None
+
+
+def test_a_block_that_kills_its_worker_stops_the_run_naming_it(trained, workspace):
+    corpus = write_corpus(workspace / "corpus.jsonl", 200)
+    lines = corpus.read_text().splitlines()
+    lines[110] = json.dumps({"id": "killer", "text": f"stars {KILLER}"})
+    corpus.write_text("\n".join(lines) + "\n")
+    out = workspace / "out.jsonl"
+    args = ("index", "tfidf-en", str(corpus), "--output", str(out),
+            "--engine", "ray", "--workers", "2", "--block-size", "20")  # fmt: skip
+    result = _index_in_a_thread(trained, args, 240)
+    assert result is not None, "the block was retried for ever"
+    assert result.exit_code == 1, result.output
+    assert (
+        "block 5 (corpus.jsonl, lines 101-120) killed its Ray worker while "
+        "indexing it, 3 times" in result.output
+    )
+    assert "rerun the same command to resume" in result.output
+    assert "Traceback" not in result.output
+    done = {int(p.name[6:14]) for p in Path(f"{out}.parts").glob("block-*.jsonl")}
+    assert set(range(5)) <= done and 5 not in done
 
 
 TEXTS = ["stars and telescopes", "music of orchestras", "cells and genes"]

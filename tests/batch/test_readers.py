@@ -76,3 +76,74 @@ def test_unknown_format_is_a_usage_error(tmp_path):
     path.write_text("<x/>")
     with pytest.raises(UsageError, match="Cannot tell the format of 'in.xml'"):
         list(scan(path, 10, 0))
+
+
+def test_a_byte_order_mark_opening_a_file_is_not_part_of_its_first_record(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    tsv = tmp_path / "short.tsv"
+    tsv.write_bytes(bom + b"stars\t<http://x/a>\nmusic\n")
+    assert [r.text for r in records(tsv, 1)] == ["stars", "music"]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(bom + b'{"id": "a", "text": "stars"}\n{"id": "b", "text": "x"}\n')
+    assert [(r.id, r.text, r.error) for r in records(jsonl, 1)] == [
+        ("a", "stars", None),
+        ("b", "x", None),
+    ]
+    # only at the start of the file: elsewhere it is the text's own
+    jsonl.write_bytes(b'{"id": "a", "text": "stars"}\n' + bom + b'{"id": "b"}\n')
+    assert records(jsonl, 1)[1].error.startswith("invalid JSON")
+
+
+def _count_parquet_rows_decoded(monkeypatch) -> list[int]:
+    """Rows pyarrow decodes from now on, whichever way it is asked to."""
+    import pyarrow.parquet as pq
+
+    decoded = [0]
+    iter_batches, read_row_group = (
+        pq.ParquetFile.iter_batches,
+        pq.ParquetFile.read_row_group,
+    )
+
+    def counted_batches(self, *args, **kwargs):
+        for batch in iter_batches(self, *args, **kwargs):
+            decoded[0] += batch.num_rows
+            yield batch
+
+    def counted_group(self, *args, **kwargs):
+        table = read_row_group(self, *args, **kwargs)
+        decoded[0] += table.num_rows
+        return table
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counted_batches)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", counted_group)
+    return decoded
+
+
+def test_parquet_blocks_read_in_order_decode_each_row_once(tmp_path, monkeypatch):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "in.parquet"
+    rows = 5000
+    table = pa.table({"id": [f"r{i}" for i in range(rows)],
+                      "text": [f"text {i}" for i in range(rows)]})  # fmt: skip
+    pq.write_table(table, path, row_group_size=2000)
+    decoded = _count_parquet_rows_decoded(monkeypatch)
+    found = records(path, block_size=100)
+    assert [r.id for r in found] == [f"r{i}" for i in range(rows)]
+    assert [r.text for r in found] == [f"text {i}" for i in range(rows)]
+    assert decoded[0] == rows  # one row decoded per row read (18 before)
+
+
+def test_parquet_blocks_read_in_any_order_are_the_right_rows(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": [f"t{i}" for i in range(50)]}), path,
+                   row_group_size=20)  # fmt: skip
+    specs = list(scan(path, 7, 0))
+    for spec in [specs[3], specs[1], specs[2], specs[-1], specs[0], specs[5]]:
+        texts = [r.text for r in read_block(spec, Options())]
+        first = spec.first_row
+        assert texts == [f"t{i}" for i in range(first, first + spec.count)]

@@ -1,0 +1,22 @@
+"""Set up in every Ray worker of tests/batch/test_ray.py (its cluster's
+`worker_process_setup_hook`): a record whose text holds KILLER kills the worker
+that indexes it, as running out of memory or a crash in a backend would."""
+
+from __future__ import annotations
+
+import os
+
+KILLER = "this record kills the worker that indexes it"
+
+
+def install() -> None:
+    from indexer.batch.work import BlockIndexer
+
+    index_records = BlockIndexer.index_records
+
+    def index_or_die(self, records):
+        if any(r.text and KILLER in r.text for r in records):
+            os._exit(1)
+        return index_records(self, records)
+
+    BlockIndexer.index_records = index_or_die
