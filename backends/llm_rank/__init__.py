@@ -308,6 +308,14 @@ class LlmRankBackend(Backend):
         )
         yes = (p.yes_words or templates["yes"].split(","))[0].strip()
         no = (p.no_words or templates["no"].split(","))[0].strip()
+        for word in (yes, no):
+            pieces = tokenizer(word, add_special_tokens=False)["input_ids"]
+            if len(pieces) != 1:
+                raise ConfigError(
+                    f"{where}: the answer '{word}' is {len(pieces)} tokens for model "
+                    f"'{self._llm_name()}', and a decision server reads one: set "
+                    "yes_words and no_words (or prompt_language) to words of one token"
+                )
         return {
             "labels": {"noul": [yes, no]},
             "chat_template": builder.decision_template(),
@@ -377,7 +385,25 @@ class LlmRankBackend(Backend):
             if p.on_error != "retrieval":
                 raise ServiceError(f"{where}: {exc.message}") from None
             log.warning("%s: %s; suggesting from retrieval alone", where, exc.message)
-        return ServerJudge(client, templates, p.label_context, p.max_doc_tokens)
+        return ServerJudge(
+            client, templates, p.label_context, p.max_doc_tokens, self._tokenizer()
+        )
+
+    def _tokenizer(self):
+        """The served model's tokenizer when it is on this machine (a local
+        directory, a packaged model, a hub id in the local cache), to cut the
+        document as the local engine does; None otherwise."""
+        from indexer.errors import DependencyError
+        from indexer.neural.llm import load_tokenizer
+        from indexer.neural.models import resolve_model
+
+        try:
+            model = resolve_model(self.params.model)
+            if model.identity.startswith("hub ") and "(cached)" not in model.identity:
+                return None  # not here: loading it would try to download it
+            return load_tokenizer(model)
+        except DependencyError:
+            return None
 
     def _setup(self, directory: Path | None) -> None:
         self._parts(directory)

@@ -76,11 +76,20 @@ class LocalJudge:
 class ServerJudge:
     """A System One server (`indexer.neural.systemone.SystemOneClient`)."""
 
-    def __init__(self, client, templates: dict[str, str], context, max_doc_tokens: int):
+    def __init__(
+        self,
+        client,
+        templates: dict[str, str],
+        context,
+        max_doc_tokens: int,
+        tokenizer=None,
+    ):
         self.client = client
         self.templates = templates
         self.context = set(context)
+        self.max_doc_tokens = max_doc_tokens
         self.max_chars = max_doc_tokens * CHARS_PER_TOKEN
+        self.tokenizer = tokenizer
 
     @property
     def identity(self) -> str:
@@ -104,7 +113,11 @@ class ServerJudge:
 
     def state(self, document: str) -> tuple[str, bool]:
         """The document as the prompt shows it (runs of white space as one
-        space), cut at a word to about max_doc_tokens tokens."""
+        space), cut to max_doc_tokens tokens of the model's tokenizer as the
+        local engine cuts it, or without one at a word to about as many
+        characters as CHARS_PER_TOKEN says."""
+        if self.tokenizer is not None:
+            return self._cut_to_tokens(document)
         text = " ".join(document.split())
         if len(text) <= self.max_chars:
             return text, False
@@ -112,3 +125,15 @@ class ServerJudge:
             return "", True
         cut = text[: self.max_chars + 1].rsplit(" ", 1)[0]
         return cut + " ...", True
+
+    def _cut_to_tokens(self, document: str) -> tuple[str, bool]:
+        ids = self.tokenizer(
+            document[: self.max_doc_tokens * 12], add_special_tokens=False
+        )["input_ids"]
+        if len(ids) <= self.max_doc_tokens:
+            return " ".join(document.split()), False
+        shown = self.tokenizer.decode(
+            ids[: self.max_doc_tokens], skip_special_tokens=True
+        )
+        cut = shown.strip() + (" ..." if self.max_doc_tokens else "")
+        return " ".join(cut.split()), True

@@ -94,8 +94,10 @@ def test_served_answers_equal_the_local_model(
     served, workspace, tiny_chat_llm, tiny_encoder
 ):
     projects = write_projects(workspace, tiny_chat_llm, tiny_encoder, served)
-    local = projects.get("llm-local").backend.analyse(TEXTS)
-    remote = projects.get("llm-served").backend.analyse(TEXTS)
+    texts = [*TEXTS, " ".join([TEXTS[1]] * 40)]  # cut to max_doc_tokens alike
+    local = projects.get("llm-local").backend.analyse(texts)
+    remote = projects.get("llm-served").backend.analyse(texts)
+    assert local[-1].truncated and remote[-1].truncated
     for ours, theirs in zip(local, remote, strict=True):
         np.testing.assert_array_equal(ours.ids, theirs.ids)
         p_local = 1 / (1 + np.exp(-ours.x[:, 1]))
