@@ -22,6 +22,7 @@ documents calibrate each engine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -56,7 +57,13 @@ def settings(args, language: str, url: str = "") -> dict:
         # SmolLM2 is English; its decision server needs one-token answers
         "prompt_language": args.prompt_language,
     }
-    local = {**common, "model": args.model, "dtype": "float32", "answer_forms": "exact"}
+    local = {
+        **common,
+        "model": args.model,
+        "device": args.device,
+        "dtype": "float32" if args.device == "cpu" else "auto",
+        "answer_forms": "exact",
+    }
     served = {
         **common,
         "engine": "systemone",
@@ -182,10 +189,15 @@ def main() -> None:
     parser.add_argument("--max-doc-tokens", type=int, default=192)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--skip", default="", help="comma-separated: quality,scale")
+    parser.add_argument(
+        "--url", default="", help="a System One server already running (its root)"
+    )
+    parser.add_argument("--served-model", default="", help="its name for --model")
+    parser.add_argument("--device", default="cpu", help="of the in-process model")
     args = parser.parse_args()
     from indexer.neural.models import resolve_model
 
-    args.model_path = resolve_model(args.model).path
+    args.model_path = args.served_model or resolve_model(args.model).path
     workdir = RESULTS / "work" / "llm_serving"
     workdir.mkdir(parents=True, exist_ok=True)
     paths = dataset_paths("kirjastonhoitaja", workdir)
@@ -203,7 +215,14 @@ def main() -> None:
     decision = workdir / "decision.json"
     decision.write_text(json.dumps(projects.get("local").backend.decision_config()))
     results: dict = {"model": args.model}
-    with transformers_serve(Path(args.model_path), decision, timeout=300) as url:
+    server = (
+        contextlib.nullcontext(args.url)
+        if args.url
+        else transformers_serve(
+            Path(args.model_path), decision, timeout=300, device=args.device
+        )
+    )
+    with server as url:
         config = write_config(
             workdir / "projects.cfg", data, paths["vocab"], settings(args, "fi", url)
         )

@@ -49,16 +49,20 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def transformers_serve(
-    model: Path, decision_config: Path | None = None, timeout: float = 120
+    model: Path,
+    decision_config: Path | None = None,
+    timeout: float = 120,
+    device: str = "cpu",
 ) -> Iterator[str]:
-    """`transformers serve MODEL` on a free port, on the CPU in float32;
-    yields its root URL once /health answers, and stops it (its whole process
-    group) at the end."""
+    """`transformers serve MODEL` on a free port (on the CPU in float32, or on
+    `device` in the model's dtype); yields its root URL once /health answers,
+    and stops it (its whole process group) at the end."""
     port = free_port()
+    dtype = "float32" if device == "cpu" else "auto"
     command = [
         sys.executable, "-c", SERVE, "serve", str(model),
         "--host", "127.0.0.1", "--port", str(port),
-        "--device", "cpu", "--dtype", "float32", "--log-level", "warning",
+        "--device", device, "--dtype", dtype, "--log-level", "warning",
     ]  # fmt: skip
     if decision_config is not None:
         command += ["--decision-config", str(decision_config)]
