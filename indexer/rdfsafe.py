@@ -8,18 +8,33 @@ Vocabulary files may come from outside, so parsing one must not
   checked first; external and parameter entities, entities that refer to
   other entities (the "billion laughs") and long ones are refused, so
   expansion stays linear in the file size;
-- run without limit: the file size and the parse time have a budget
-  (`INDEXER_VOCAB_MAX_MB`, default 4096; `INDEXER_VOCAB_MAX_SECONDS`,
-  default 1800), checked as triples arrive.
+- run without limit: the file size, the parse time and the parse's memory
+  have a budget (`INDEXER_VOCAB_MAX_MB`, default 4096, refused before
+  parsing; `INDEXER_VOCAB_MAX_SECONDS`, default 1800, and
+  `INDEXER_VOCAB_MAX_MEMORY_MB`, default 16384 or the machine's memory if
+  that is less). Time and memory are hard bounds: the parse runs in a child
+  process with that much address space (`RLIMIT_AS`), which is killed at the
+  deadline, so they hold also when a parser spends its time or memory inside
+  one token (a long literal, `\\u` escapes, entity expansion) where no
+  triple arrives to be counted. Only small files that cannot be hostile
+  that way are parsed in-process (see `_in_process`).
+
+Every way a file can be over a budget or too deeply nested is one InputError
+with a one-line message naming the setting to raise or what to change.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from indexer.errors import InputError
@@ -35,6 +50,20 @@ NETWORK_EVENTS = frozenset(
         "socket.gethostbyname",
     }
 )
+# Files up to this size are parsed in this process, without a child's start-up
+# (about 0.25 s: Python and rdflib), when they are in a format without
+# expansion: Turtle-family text, or RDF/XML without a DOCTYPE (no entities and
+# no attribute defaults: a 5 kB file of entities with line breaks takes
+# rdflib 20 s and more). There the worst cases are superlinear but small: a
+# literal of line breaks, the slowest found, takes rdflib 0.1 s at 64 KiB on
+# an idle core and 1.1 s on a saturated machine (0.3 s and 2.4 s at 128 KiB:
+# benchmarks/rdf_bound.py), a quarter of that at this size; memory stays a
+# few MB.
+IN_PROCESS_BYTES = 32 * 1024
+IN_PROCESS_FORMATS = frozenset({"turtle", "nt", "nquads", "trig", "xml"})
+# ... and only when the budgets leave ample room for that worst case
+IN_PROCESS_MIN_SECONDS = 5.0
+IN_PROCESS_MIN_MEMORY = 256 * 2**20
 _OFFLINE = threading.local()
 _HOOK_INSTALLED = threading.Lock()
 _hooked = False
@@ -56,6 +85,22 @@ def budget() -> tuple[int, float]:
     return int(megabytes * 1024 * 1024), seconds
 
 
+def memory_budget() -> int:
+    """The most bytes of address space a vocabulary parse may use:
+    `INDEXER_VOCAB_MAX_MEMORY_MB`, by default 16384 MB or the machine's
+    physical memory if that is less (so that a hostile file meets this limit,
+    not the kernel's out-of-memory killer)."""
+    value = os.environ.get("INDEXER_VOCAB_MAX_MEMORY_MB")
+    if value is not None:
+        return int(float(value) * 2**20)
+    default = 16384 * 2**20
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return default
+    return min(default, physical) if physical > 0 else default
+
+
 def check_size(path: Path, size: int) -> None:
     """An InputError when `size` bytes are over the budget."""
     limit, _ = budget()
@@ -66,28 +111,79 @@ def check_size(path: Path, size: int) -> None:
         )
 
 
+def _too_slow(path: Path, seconds: float) -> InputError:
+    return InputError(
+        f"Parsing '{path}' took longer than {seconds:g} s and was stopped; "
+        "raise INDEXER_VOCAB_MAX_SECONDS to allow more"
+    )
+
+
+def _too_big(path: Path) -> InputError:
+    return InputError(
+        f"Parsing '{path}' needed more than {memory_budget() / 2**20:g} MB of "
+        "memory and was stopped; raise INDEXER_VOCAB_MAX_MEMORY_MB to allow more"
+    )
+
+
+def _too_deep(path: Path, rdf_format: str) -> InputError:
+    return InputError(
+        f"Cannot parse '{path}' as {rdf_format}: it is nested too deeply for the "
+        "parser (Python's recursion limit was reached); flatten the nesting"
+    )
+
+
+def parse_extract(data: bytes, rdf_format: str, path: Path, extract: str):
+    """`extract(graph)` of the rdflib Graph of `data`, parsed as `parse_graph`
+    does but with hard bounds: in a child process (see the module docstring)
+    that returns the result as JSON, so `extract` ("module:function") must
+    return what `json` can write. InputError naming `path` otherwise."""
+    check_size(path, len(data))
+    if _in_process(data, rdf_format):
+        return _function(extract)(parse_graph(data, rdf_format, path))
+    return _parse_in_child(data, rdf_format, path, extract)
+
+
+def _in_process(data: bytes, rdf_format: str) -> bool:
+    """Whether `data` is too small and plain to break a budget (see
+    IN_PROCESS_BYTES), so that the child process can be saved."""
+    _, seconds = budget()
+    if (
+        len(data) > IN_PROCESS_BYTES
+        or rdf_format not in IN_PROCESS_FORMATS
+        or seconds < IN_PROCESS_MIN_SECONDS
+        or memory_budget() < IN_PROCESS_MIN_MEMORY
+    ):
+        return False
+    return rdf_format != "xml" or not has_doctype(data)
+
+
 def parse_graph(data: bytes, rdf_format: str, path: Path):
     """An rdflib Graph of `data`, parsed offline, with bounded XML entities and
-    within the time budget; InputError naming `path` otherwise."""
+    within the time budget; InputError naming `path` otherwise. This runs in
+    the calling process, where the time budget is checked only as triples
+    arrive and memory is not bounded: for untrusted files use `parse_extract`."""
     import rdflib
 
     check_size(path, len(data))
-    if rdf_format == "json-ld":
-        _refuse_remote_contexts(data, path)
-    if rdf_format == "xml":
-        check_xml_entities(data, path)
     _, seconds = budget()
-    graph = rdflib.Graph(store=_budget_store(time.monotonic() + seconds))
     _install_network_guard()
     _OFFLINE.active = True
     _OFFLINE.refused = None
     try:
+        if rdf_format == "json-ld":
+            _refuse_remote_contexts(data, path)
+        if rdf_format == "xml":
+            check_xml_entities(data, path)
+        graph = rdflib.Graph(store=_budget_store(time.monotonic() + seconds))
         graph.parse(data=data, format=rdf_format)
     except _OverBudget:
-        raise InputError(
-            f"Parsing '{path}' took longer than {seconds:g} s and was stopped; "
-            "raise INDEXER_VOCAB_MAX_SECONDS to allow more"
-        ) from None
+        raise _too_slow(path, seconds) from None
+    except RecursionError:
+        raise _too_deep(path, rdf_format) from None
+    except MemoryError:
+        raise _too_big(path) from None
+    except InputError:
+        raise
     except Exception as exc:  # rdflib raises many parser-specific types
         refused = _OFFLINE.refused
         if refused:
@@ -117,6 +213,157 @@ def _budget_store(deadline: float):
             return super().add(triple, context, quoted)
 
     return BudgetStore()
+
+
+def _function(name: str) -> Callable:
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+# -- the child process ----------------------------------------------------
+
+# The child imports this copy of the package (from sys.argv[2]), whatever the
+# working directory and sys.path; -P keeps the working directory off sys.path,
+# and the package's folder is on it only while `indexer` is imported.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+_CHILD = (
+    "import sys; sys.path.insert(0, sys.argv[2]); "
+    "from indexer.rdfsafe import _child_main; "
+    "sys.path.remove(sys.argv[2]); _child_main()"
+)
+
+
+def _parse_in_child(data: bytes, rdf_format: str, path: Path, extract: str):
+    """`extract(graph)`, computed in a child process that has `memory_budget()`
+    bytes of address space and is killed when the time budget is over."""
+    _, seconds = budget()
+    timeout = max(seconds, 0.0) if math.isfinite(seconds) else None
+    job = {
+        "format": rdf_format,
+        "path": str(path),
+        "extract": extract,
+        "memory": memory_budget(),
+        # a backstop for a child left alone (its parent killed, where the
+        # parent-death signal is not there): a process cannot use more CPU
+        # seconds than wall-clock seconds
+        "cpu": None if timeout is None else math.ceil(timeout) + 1,
+        "parent": os.getpid(),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-P", "-c", _CHILD, json.dumps(job), _PACKAGE_ROOT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out, err = proc.communicate(data, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise _too_slow(path, seconds) from None
+    finally:  # the deadline, an interrupt, or any error here: the child goes
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    try:
+        reply = json.loads(out)
+    except ValueError:  # no reply: it died (out of memory, a crash)
+        if hasattr(signal, "SIGXCPU") and proc.returncode == -signal.SIGXCPU:
+            raise _too_slow(path, seconds) from None  # the CPU-time backstop
+        raise _child_failed(path, rdf_format, proc.returncode, err) from None
+    if "error" in reply:
+        raise InputError(reply["error"])
+    return reply["result"]
+
+
+def _child_failed(path: Path, rdf_format: str, status: int, err: bytes) -> InputError:
+    """The error for a child that ended without a reply."""
+    text = err.decode("utf-8", "replace")
+    if "MemoryError" in text or "Cannot allocate memory" in text:
+        return _too_big(path)
+    if "RecursionError" in text:
+        return _too_deep(path, rdf_format)
+    if status < 0:
+        try:
+            why = f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            why = f"was killed by signal {-status}"
+        if -status in (signal.SIGSEGV, signal.SIGBUS):
+            why += " (a crash, e.g. from nesting too deep for the parser)"
+        elif -status == signal.SIGKILL:
+            why += " (perhaps by the system, for want of memory)"
+    else:
+        last = [line for line in text.splitlines() if line.strip()][-1:]
+        why = f"stopped with exit status {status}" + (
+            f": {' '.join(last[0].split())[:300]}" if last else ""
+        )
+    return InputError(f"Cannot parse '{path}' as {rdf_format}: the parser {why}")
+
+
+def _child_main() -> None:
+    """The child's side of `_parse_in_child`: the job (JSON) in argv[1], the
+    file's bytes on stdin, `{"result": ...}` or `{"error": message}` on stdout."""
+    job = json.loads(sys.argv[1])
+    _die_with_parent(job["parent"])
+    try:
+        import resource
+
+        memory = job["memory"]
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if job["cpu"] is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, (job["cpu"], job["cpu"] + 1))
+    except (ImportError, ValueError, OSError):  # no such limits here
+        pass
+    reply = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever a parser prints does not garble the reply
+    sys.stdout = sys.stderr
+    path = Path(job["path"])
+    reserve = bytearray(1 << 20)  # room to report running out of memory
+    failure = None
+    try:
+        encoded = _child_work(job, path)
+    except InputError as exc:
+        failure = exc.message
+    except RecursionError:
+        failure = _too_deep(path, job["format"]).message
+    except MemoryError:
+        failure = "memory"
+    if failure == "memory":  # out of the handler, the parser's frames are gone
+        del reserve
+        failure = _too_big(path).message
+    if failure is not None:
+        encoded = json.dumps({"error": failure}).encode("utf-8")
+    reply.write(encoded)
+    reply.close()
+    sys.stderr.flush()
+    os._exit(0)  # at once: freeing a large graph object by object takes long
+
+
+def _die_with_parent(parent: int) -> None:
+    """On Linux, have the kernel kill this process when its parent dies (a
+    killed `indexer load-vocab` leaves no parse running). And keep 64 MB at
+    the top of the heap when freeing: in a fresh process, glibc otherwise
+    gives back and asks again for the memory of a string that grows (a long
+    literal), which made such a parse take three times as long."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None)
+            pr_set_pdeathsig, m_top_pad = 1, -2
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+            libc.mallopt(m_top_pad, 64 * 2**20)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before that
+        os._exit(1)
+
+
+def _child_work(job: dict, path: Path) -> bytes:
+    data = sys.stdin.buffer.read()
+    graph = parse_graph(data, job["format"], path)
+    del data
+    result = _function(job["extract"])(graph)
+    del graph
+    return json.dumps({"result": result}, ensure_ascii=False).encode("utf-8")
 
 
 # -- network --------------------------------------------------------------
@@ -216,3 +463,29 @@ def check_xml_entities(data: bytes, path: Path) -> None:
         return
     except expat.ExpatError as exc:
         raise InputError(f"Cannot parse '{path}' as xml: {exc}") from None
+
+
+def has_doctype(data: bytes) -> bool:
+    """Whether the XML in `data` has a DOCTYPE (entities, attribute defaults)
+    before its first element; also True when expat cannot read that far."""
+    from xml.parsers import expat
+
+    parser = expat.ParserCreate()
+    seen = []
+
+    def on_doctype(*_):
+        seen.append(True)
+        raise _DocumentStarted
+
+    def on_start(*_):
+        raise _DocumentStarted
+
+    parser.StartDoctypeDeclHandler = on_doctype
+    parser.StartElementHandler = on_start
+    try:
+        parser.Parse(data, True)
+    except _DocumentStarted:
+        return bool(seen)
+    except expat.ExpatError:
+        return True  # the child process reports what is wrong
+    return True

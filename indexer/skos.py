@@ -1,7 +1,8 @@
 """Read vocabulary files (SKOS in any rdflib format, TSV/CSV) into records.
 
-Files are untrusted: RDF is parsed offline and within a budget
-(`indexer.rdfsafe`), and text is decoded as strict UTF-8 (`indexer.textfile`).
+Files are untrusted: RDF is parsed offline and within hard time and memory
+bounds (`indexer.rdfsafe`, in a child process), and text is decoded as strict
+UTF-8 (`indexer.textfile`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexer.errors import InputError
-from indexer.rdfsafe import budget, check_size, parse_graph
+from indexer.rdfsafe import budget, check_size, parse_extract
 from indexer.textfile import decode_text, read_bytes
 
 UNTAGGED = "und"
@@ -93,13 +94,20 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _read_rdf(path: Path, rdf_format: str) -> list[ConceptRecord]:
-    from rdflib.namespace import DCTERMS, OWL, RDF, SKOS
-
     if rdf_format == "xml":  # XML declares its own encoding
         data = _read_bytes(path)
     else:
         data = _read_text(path).encode("utf-8")
-    graph = parse_graph(data, rdf_format, path)
+    # parsed in a bounded child process (small plain files in this one), which
+    # sends back graph_records' rows
+    rows = parse_extract(data, rdf_format, path, "indexer.skos:graph_records")
+    return [ConceptRecord(*row) for row in rows]
+
+
+def graph_records(graph) -> list[list]:
+    """The concepts of an rdflib Graph, each as the fields of a ConceptRecord
+    in order (a list, so that they can travel as JSON)."""
+    from rdflib.namespace import DCTERMS, OWL, RDF, SKOS
 
     uris = {str(s) for s in graph.subjects(RDF.type, SKOS.Concept)}
     if not uris:  # some vocabularies do not type their concepts
@@ -148,7 +156,10 @@ def _read_rdf(path: Path, rdf_format: str) -> list[ConceptRecord]:
         record.alt = {k: sorted(set(v)) for k, v in record.alt.items()}
         record.broader.sort()
         record.related = sorted(set(record.related))
-    return list(records.values())
+    return [
+        [r.uri, r.notation, r.deprecated, r.pref, r.alt, r.note, r.broader, r.related]
+        for r in records.values()
+    ]
 
 
 def _read_table(

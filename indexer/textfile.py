@@ -7,7 +7,9 @@ so it can be found and converted; nothing is guessed or silently replaced.
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +18,8 @@ from indexer.errors import InputError
 
 #: how much of a file is looked at to tell binary files (NUL bytes) from text
 SNIFF_BYTES = 8192
+#: the piece size of reading a file up to a limit
+READ_CHUNK = 16 * 2**20
 
 
 class BadBytes(ValueError):
@@ -46,7 +50,18 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes:
     corrupt file is an InputError."""
     with open_binary(path) as f:
         try:
-            return f.read(-1 if limit is None else limit + 1)
+            if limit is None:
+                return f.read()
+            # in pieces: read(limit + 1) would reserve limit + 1 bytes at once
+            # (4 GiB by default, a problem under a memory limit)
+            buffer, left = io.BytesIO(), limit + 1
+            while left > 0:
+                chunk = f.read(min(left, READ_CHUNK))
+                if not chunk:
+                    break
+                buffer.write(chunk)
+                left -= len(chunk)
+            return buffer.getvalue()  # without a copy
         except (OSError, EOFError) as exc:
             raise InputError(f"Cannot read '{path}': {exc}") from None
 
@@ -58,12 +73,14 @@ def decode_bytes(data: bytes, base: int = 0, first: bool = True) -> str:
     nul = data.find(b"\x00")
     if 0 <= nul < SNIFF_BYTES:  # binary data, whatever else is wrong with it
         raise BadBytes("a NUL byte (binary data)", base + nul)
+    # the mark is cut off here, not by the "utf-8-sig" codec, whose error
+    # positions count from after it
+    skip = len(codecs.BOM_UTF8) if first and data.startswith(codecs.BOM_UTF8) else 0
     try:
-        text = data.decode("utf-8-sig" if first else "utf-8")
+        text = str(memoryview(data)[skip:], "utf-8")
     except UnicodeDecodeError as exc:
-        raise BadBytes(
-            f"the invalid UTF-8 byte 0x{data[exc.start]:02x}", base + exc.start
-        ) from None
+        at = skip + exc.start
+        raise BadBytes(f"the invalid UTF-8 byte 0x{data[at]:02x}", base + at) from None
     if nul >= 0:
         raise BadBytes("a NUL byte (binary data)", base + nul)
     return text

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from indexer.storage import read_manifest
 
@@ -356,6 +357,147 @@ def test_size_and_time_budgets(workspace, run_cli, monkeypatch):
     assert run_cli("load-vocab", "big", str(big)).exit_code == 0
 
 
+RDF_PREFIXES = (
+    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"\n'
+    '         xmlns:skos="http://www.w3.org/2004/02/skos/core#">\n'
+)
+TURTLE_PREFIX = "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
+
+
+def rdfxml_label(label: str, dtd: str = "") -> str:
+    """RDF/XML of one concept with `label` (markup allowed), after `dtd`."""
+    return (
+        f'<?xml version="1.0"?>\n{dtd}{RDF_PREFIXES}'
+        '  <skos:Concept rdf:about="http://example.org/x/1">\n'
+        f"    <skos:prefLabel>{label}</skos:prefLabel>\n"
+        "  </skos:Concept>\n</rdf:RDF>\n"
+    )
+
+
+def turtle_label(literal: str) -> str:
+    return (
+        f"{TURTLE_PREFIX}<http://example.org/x/1> a skos:Concept ;\n"
+        f"    skos:prefLabel {literal} .\n"
+    )
+
+
+# Files whose parse yields no triple for a long time: rdflib spends it inside
+# one literal (superlinear in its length). Without a deadline each takes 15 to
+# 60 s on one core of a shared 2-core machine (so each stays well over the
+# 2 s budget on faster ones); with a 2 s budget they took as long before the
+# parse had a child process to kill at the deadline.
+ONE_TOKEN = {
+    # 1.5 MB, one literal of line breaks
+    "rdfxml-long-literal": ("rdf", lambda: rdfxml_label("a\n" * 750_000)),
+    # 2 MB, one long string
+    "turtle-long-string": (
+        "ttl",
+        lambda: turtle_label('"""' + "a\n" * 1_000_000 + '"""'),
+    ),
+    # 6 MB, one literal of a million escapes
+    "turtle-escapes": ("ttl", lambda: turtle_label('"' + "\\u0041" * 1_000_000 + '"')),
+    # 6 kB: one plain entity (1024 characters, allowed) used 1500 times, a
+    # 1.5 MB label (and small enough for the in-process shortcut, but for its
+    # DOCTYPE)
+    "rdfxml-entity-amplification": (
+        "rdf",
+        lambda: rdfxml_label(
+            "&e;" * 1500,
+            '<!DOCTYPE rdf:RDF [\n  <!ENTITY e "' + "b\n" * 512 + '">\n]>\n',
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_TOKEN))
+def test_one_long_token_cannot_outlast_the_time_budget(
+    workspace, run_cli, monkeypatch, case
+):
+    suffix, make = ONE_TOKEN[case]
+    source = workspace / f"{case}.{suffix}"
+    source.write_text(make())
+    monkeypatch.setenv("INDEXER_VOCAB_MAX_SECONDS", "2")
+    started = time.perf_counter()
+    result = run_cli("load-vocab", "long", str(source))
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 1
+    assert error_of(result) == (
+        f"Error: Parsing '{source}' took longer than 2 s and was stopped; raise "
+        "INDEXER_VOCAB_MAX_SECONDS to allow more"
+    )
+    assert elapsed < 2 + 1.5
+    assert not (workspace / "data" / "vocabs" / "long").exists()
+
+
+def test_only_small_files_without_expansion_skip_the_child_process(monkeypatch):
+    from indexer import rdfsafe
+
+    for name in ("SECONDS", "MEMORY_MB", "MB"):
+        monkeypatch.delenv(f"INDEXER_VOCAB_MAX_{name}", raising=False)
+    amplified = ONE_TOKEN["rdfxml-entity-amplification"][1]()
+    assert len(amplified) < rdfsafe.IN_PROCESS_BYTES
+    assert rdfsafe._in_process(rdfxml_label("one").encode(), "xml")
+    assert rdfsafe._in_process(turtle_label('"one"').encode(), "turtle")
+    assert not rdfsafe._in_process(amplified.encode(), "xml")
+    utf16 = amplified.replace('"1.0"?>', '"1.0" encoding="UTF-16"?>')
+    assert not rdfsafe._in_process(utf16.encode("utf-16"), "xml")
+    assert not rdfsafe._in_process(PLAIN_ENTITIES.encode(), "xml")
+    assert not rdfsafe._in_process(b'{"@id": "http://example.org/x"}', "json-ld")
+    large = turtle_label('"one"') + " " * rdfsafe.IN_PROCESS_BYTES
+    assert not rdfsafe._in_process(large.encode(), "turtle")
+    monkeypatch.setenv("INDEXER_VOCAB_MAX_SECONDS", "2")  # too little to risk it
+    assert not rdfsafe._in_process(turtle_label('"one"').encode(), "turtle")
+
+
+DEEP = {
+    # 2.6 MB, 100,000 nested objects (was a RecursionError traceback)
+    "deep.jsonld": lambda: (
+        '{"@id": "http://example.org/x/1", "http://example.org/p": '
+        + '{"http://example.org/p": ' * 100_000
+        + "1"
+        + "}" * 100_001
+    ),
+    # 1.7 MB (in the child process) and 34 kB (parsed in-process)
+    "deep.ttl": lambda: turtle_label(
+        "[ skos:related " * 100_000 + '"x"' + " ]" * 100_000
+    ),
+    "small-deep.ttl": lambda: turtle_label(
+        "[ skos:related " * 2000 + '"x"' + " ]" * 2000
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEEP))
+def test_deep_nesting_is_one_clear_error(workspace, run_cli, name):
+    source = workspace / name
+    source.write_text(DEEP[name]())
+    started = time.perf_counter()
+    result = run_cli("load-vocab", "deep", str(source))
+    assert time.perf_counter() - started < 5
+    assert result.exit_code == 1
+    fmt = "json-ld" if name.endswith(".jsonld") else "turtle"
+    assert error_of(result) == (
+        f"Error: Cannot parse '{source}' as {fmt}: it is nested too deeply for the "
+        "parser (Python's recursion limit was reached); flatten the nesting"
+    )
+
+
+def test_the_parse_has_a_memory_bound(workspace, run_cli, monkeypatch):
+    # 12 MB of JSON-LD: four million empty nodes, no triple, about 300 MB of
+    # Python objects
+    source = workspace / "wide.jsonld"
+    source.write_text('{"@graph": [' + ",".join(["{}"] * 4_000_000) + "]}")
+    monkeypatch.setenv("INDEXER_VOCAB_MAX_MEMORY_MB", "200")
+    started = time.perf_counter()
+    result = run_cli("load-vocab", "wide", str(source))
+    assert time.perf_counter() - started < 10
+    assert result.exit_code == 1
+    assert error_of(result) == (
+        f"Error: Parsing '{source}' needed more than 200 MB of memory and was "
+        "stopped; raise INDEXER_VOCAB_MAX_MEMORY_MB to allow more"
+    )
+
+
 # -- 4. strict decoding ----------------------------------------------------------
 
 
@@ -377,6 +519,29 @@ def test_latin1_vocabulary_table_names_the_byte(workspace, run_cli, projects):
     )
     projects.vocab("tiny").refresh()
     assert len(projects.vocab("tiny")) == size  # the loaded version is kept
+
+
+def test_a_byte_order_mark_does_not_shift_the_bad_byte(workspace, run_cli):
+    import codecs
+
+    from indexer.textfile import BadBytes, decode_bytes
+
+    table = workspace / "bom.csv"
+    body = "uri,label_en\nhttp://example.org/t/physics,physique générale\n"
+    table.write_bytes(codecs.BOM_UTF8 + body.encode("latin-1"))
+    offset = table.read_bytes().index(b"\xe9")
+    result = run_cli("load-vocab", "bom", str(table))
+    assert result.exit_code == 1
+    assert error_of(result) == (
+        f"Error: Vocabulary file '{table}' is not UTF-8 text: the invalid UTF-8 "
+        f"byte 0xe9 at byte offset {offset} (line 2); convert it to UTF-8 first "
+        "(e.g. `iconv -f latin1 -t utf-8`)"
+    )
+    # the first line of a corpus read line by line, from its offset
+    with pytest.raises(BadBytes) as bad:
+        decode_bytes(codecs.BOM_UTF8 + b"ok \xff", base=0, first=True)
+    assert (bad.value.reason, bad.value.offset) == ("the invalid UTF-8 byte 0xff", 6)
+    assert decode_bytes(codecs.BOM_UTF8 + b"ok") == "ok"
 
 
 def test_latin1_configuration_names_the_byte(workspace, run_cli):

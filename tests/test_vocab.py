@@ -7,7 +7,7 @@ import pytest
 from indexer.errors import InputError, NotFoundError
 from indexer.vocab import Vocabulary
 
-from .conftest import DATA, shared_dataset
+from .conftest import DATA, SHARED, shared_dataset
 
 
 def load(tmp_path, source, vocab_id="v", **kwargs) -> Vocabulary:
@@ -191,3 +191,23 @@ def test_reopening_is_fast(tmp_path):
     assert reopened.id_of("http://example.org/t/music") is not None
     assert reopened.label(0, "en")
     assert time.perf_counter() - started < 1.0
+
+
+def test_the_child_process_reads_what_an_in_process_parse_reads(monkeypatch):
+    """Small plain files skip the child process; both ways give the same."""
+    from indexer import rdfsafe
+    from indexer.skos import read_vocabulary_file
+
+    sources = [DATA / "tiny.ttl"]
+    archaeology = SHARED / "yso-archaeology" / "vocab.ttl"
+    if archaeology.is_file():
+        sources.append(archaeology)
+    assert rdfsafe._in_process((DATA / "tiny.ttl").read_bytes(), "turtle")
+    for source in sources:
+        ways = []
+        for limit in (2**20, 0):  # in this process, in the child process
+            with monkeypatch.context() as patch:
+                patch.setattr(rdfsafe, "IN_PROCESS_BYTES", limit)
+                assert rdfsafe._in_process(source.read_bytes(), "turtle") == bool(limit)
+                ways.append(read_vocabulary_file(source))
+        assert ways[0] == ways[1]
