@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 _TASK: Callable | None = None  # inherited by forked workers, so it needs no pickling
+
+
+def die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this process (SIGKILL) when its parent
+    dies, however the parent dies; elsewhere nothing (callers that must not
+    outlive their parent also watch os.getppid())."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def available_cores() -> int:

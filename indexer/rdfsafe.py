@@ -343,14 +343,15 @@ def _die_with_parent(parent: int) -> None:
     the top of the heap when freeing: in a fresh process, glibc otherwise
     gives back and asks again for the memory of a string that grows (a long
     literal), which made such a parse take three times as long."""
+    from indexer.parallel import die_with_parent
+
+    die_with_parent()
     if sys.platform.startswith("linux"):
         try:
             import ctypes
 
-            libc = ctypes.CDLL(None)
-            pr_set_pdeathsig, m_top_pad = 1, -2
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-            libc.mallopt(m_top_pad, 64 * 2**20)
+            m_top_pad = -2
+            ctypes.CDLL(None).mallopt(m_top_pad, 64 * 2**20)
         except (OSError, AttributeError):
             pass
     if os.getppid() != parent:  # it died before that

@@ -10,8 +10,6 @@ process ends, however it ends (kill -9 too).
 from __future__ import annotations
 
 import os
-import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -21,6 +19,7 @@ from indexer.batch.readers import read_block
 from indexer.batch.records import BlockSpec, DocResult, Options, Record
 from indexer.batch.work import BlockIndexer, ProjectRef
 from indexer.errors import IndexerError
+from indexer.parallel import die_with_parent
 
 OnBlock = Callable[[BlockSpec, list[DocResult]], None]
 
@@ -46,21 +45,11 @@ def _start_worker(parent: int, ref: ProjectRef, options: Options) -> None:
 def _end_with_parent(parent: int) -> None:
     """Exit when the process `parent` ends: a worker left behind by a killed
     run would wait on its queue forever, holding its memory."""
-    _ask_for_a_signal_on_parent_death()
+    die_with_parent()  # on Linux the kernel kills this process at once
     watcher = threading.Thread(
         target=_watch_parent, args=(parent,), name="watch-parent", daemon=True
     )
     watcher.start()
-
-
-def _ask_for_a_signal_on_parent_death() -> None:
-    """On Linux the kernel kills this process at once when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _watch_parent(parent: int) -> None:
