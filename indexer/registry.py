@@ -18,6 +18,7 @@ BUILTIN = {
     "knn": "backends.knn:KnnBackend",
     "embed": "backends.embed:EmbedBackend",
     "llm_rank": "backends.llm_rank:LlmRankBackend",
+    "llm_generate": "backends.llm_generate:LlmGenerateBackend",
     "llm_head": "backends.llm_head:LlmHeadBackend",
 }
 ENTRY_POINT_GROUP = "indexer.backends"
@@ -34,6 +35,7 @@ BACKEND_EXTRAS = {
     "knn": "dense",
     "embed": "dense",
     "llm_rank": "llm",
+    "llm_generate": "llm",
     "llm_head": "llm",
     "xmc": "xmc",
 }

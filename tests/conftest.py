@@ -297,6 +297,20 @@ model = {tiny_chat_llm}
 embed_model = {tiny_encoder}
 calibration_docs = 5
 dtype = float32
+
+; random weights write random words: the contract checks the plumbing, so
+; the answer is kept to one short term (12 tokens) that maps by embedding
+; to every concept of the tiny vocabulary (8 of them)
+[llm_generate-en]
+language = en
+vocab = tiny
+backend = llm_generate
+model = {tiny_chat_llm}
+embed_model = {tiny_encoder}
+dtype = float32
+max_new_tokens = 12
+map_candidates = 8
+calibration_docs = 10
 """
     )
     return workspace

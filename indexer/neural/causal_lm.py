@@ -83,6 +83,30 @@ class CausalLM:
         longer = [i for i in out if len(self.decode([i]).strip()) > 1]
         return longer or out
 
+    # -- generating --------------------------------------------------------
+    def generate(self, messages: list[dict], max_new_tokens: int = 128) -> str:
+        """The model's greedy answer to chat `messages` ({role, content}),
+        rendered with its chat template; the text generated, without the
+        prompt and special tokens."""
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        prompt = self.encode(text)
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            ids = torch.tensor([prompt], device=self.device)
+            output = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=self.pad_id,
+            )
+        return self.decode(output[0, len(prompt) :].tolist()).strip()
+
     # -- scoring -----------------------------------------------------------
     def yes_no_logits(
         self,
