@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -223,27 +222,10 @@ class LlmGenerateBackend(Backend):
     def _chat_client(self):
         """The chat server of `url`, checked with one small request."""
         from indexer.neural.chat import ChatClient
-        from indexer.neural.http import ModelServer
+        from indexer.neural.http import configured_server
 
         p, where = self.params, self._where
-        if not p.url:
-            raise ConfigError(f"{where}: engine = chat needs url = http://HOST:PORT")
-        if p.model == "auto":
-            raise ConfigError(
-                f"{where}: engine = chat needs model = the model's name on the server"
-            )
-        key = ""
-        if p.api_key_env:
-            key = os.environ.get(p.api_key_env, "")
-            if not key:
-                raise ConfigError(
-                    f"{where}: the environment variable {p.api_key_env} "
-                    "(api_key_env) that should hold the server's API key is not set"
-                )
-        try:
-            server = ModelServer(p.url, key, p.timeout, p.retries)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: url: {exc}") from None
+        server = configured_server(p, where, "chat")
         client = ChatClient(server, p.model, p.concurrency)
         try:
             client.check()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -346,19 +345,11 @@ class LlmRankBackend(Backend):
     def _server_judge(self, templates: dict[str, str], where: str) -> ServerJudge:
         """The System One server of `url`, checked with one request (with
         on_error = retrieval, a failed check is logged and suggest goes on)."""
-        from indexer.neural.http import ModelServer
+        from indexer.neural.http import configured_server
         from indexer.neural.systemone import SystemOneClient
 
         p = self.params
-        if not p.url:
-            raise ConfigError(
-                f"{where}: engine = systemone needs url = http://HOST:PORT"
-            )
-        if p.model == "auto":
-            raise ConfigError(
-                f"{where}: engine = systemone needs model = the model's name on the "
-                "server"
-            )
+        server = configured_server(p, where, "systemone")
         if p.few_shot:
             raise ConfigError(
                 f"{where}: few_shot needs engine = local (a decision server's state "
@@ -366,18 +357,6 @@ class LlmRankBackend(Backend):
             )
         if "{document}" not in templates["prompt_template"]:
             raise ConfigError(f"{where}: prompt_template has no {{document}}")
-        key = ""
-        if p.api_key_env:
-            key = os.environ.get(p.api_key_env, "")
-            if not key:
-                raise ConfigError(
-                    f"{where}: the environment variable {p.api_key_env} "
-                    "(api_key_env) that should hold the server's API key is not set"
-                )
-        try:
-            server = ModelServer(p.url, key, p.timeout, p.retries)
-        except ValueError as exc:
-            raise ConfigError(f"{where}: url: {exc}") from None
         client = SystemOneClient(server, p.model, p.concurrency)
         try:
             client.check()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -96,6 +97,32 @@ class ModelServer:
             return parse(json.loads(raw))
         except (ValueError, KeyError, TypeError) as exc:
             raise _Transient(f"a malformed answer ({exc}): {_short(raw)}") from None
+
+
+def configured_server(params, where: str, engine: str) -> ModelServer:
+    """The server that a backend's `url`, `api_key_env`, `timeout` and
+    `retries` name (llm_rank's systemone, llm_generate's chat); ConfigError
+    for a missing URL, an unset key variable or a URL that is none."""
+    from indexer.errors import ConfigError
+
+    if not params.url:
+        raise ConfigError(f"{where}: engine = {engine} needs url = http://HOST:PORT")
+    if params.model == "auto":
+        raise ConfigError(
+            f"{where}: engine = {engine} needs model = the model's name on the server"
+        )
+    key = ""
+    if params.api_key_env:
+        key = os.environ.get(params.api_key_env, "")
+        if not key:
+            raise ConfigError(
+                f"{where}: the environment variable {params.api_key_env} "
+                "(api_key_env) that should hold the server's API key is not set"
+            )
+    try:
+        return ModelServer(params.url, key, params.timeout, params.retries)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: url: {exc}") from None
 
 
 def _short(raw: bytes, limit: int = 200) -> str:
