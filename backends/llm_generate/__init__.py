@@ -200,8 +200,14 @@ class LlmGenerateBackend(Backend):
     def _make_generator(self) -> LocalGenerator | ServerGenerator:
         p = self.params
         if p.engine == "chat":
+            from indexer.neural.llm import local_tokenizer
+
             return ServerGenerator(
-                self._chat_client(), self._prompt(), p.max_doc_tokens, p.max_new_tokens
+                self._chat_client(),
+                self._prompt(),
+                p.max_doc_tokens,
+                p.max_new_tokens,
+                local_tokenizer(p.model),
             )
         from indexer.neural.causal_lm import load_causal_lm
 

@@ -71,11 +71,18 @@ class ServerGenerator:
     """A chat-completions server (`indexer.neural.chat.ChatClient`)."""
 
     def __init__(
-        self, client, prompt: TermsPrompt, max_doc_tokens: int, max_new_tokens
+        self,
+        client,
+        prompt: TermsPrompt,
+        max_doc_tokens: int,
+        max_new_tokens,
+        tokenizer=None,
     ):
         self.client, self.prompt = client, prompt
         self.max_new_tokens = max_new_tokens
+        self.max_doc_tokens = max_doc_tokens
         self.max_chars = max_doc_tokens * CHARS_PER_TOKEN
+        self.tokenizer = tokenizer
 
     @property
     def identity(self) -> str:
@@ -92,10 +99,22 @@ class ServerGenerator:
         ]
 
     def cut(self, document: str) -> tuple[str, bool]:
-        """The document (runs of white space as one space) cut at a word to
-        about `max_doc_tokens` tokens."""
+        """The document (runs of white space as one space) cut to its first
+        `max_doc_tokens` tokens as the local engine cuts it, with the served
+        model's tokenizer when it is on this machine; else at a word to about
+        as many tokens (CHARS_PER_TOKEN)."""
         text = " ".join(document.split())
+        if self.tokenizer is not None:
+            return self._cut_to_tokens(text)
         if len(text) <= self.max_chars:
             return text, False
         cut = text[: self.max_chars + 1].rsplit(" ", 1)[0]
         return cut + " ...", True
+
+    def _cut_to_tokens(self, text: str) -> tuple[str, bool]:
+        limit = self.max_doc_tokens
+        ids = self.tokenizer(text[: limit * 12], add_special_tokens=False)["input_ids"]
+        if len(ids) <= limit and len(text) <= limit * 12:
+            return text, False
+        shown = self.tokenizer.decode(ids[:limit], skip_special_tokens=True)
+        return shown.strip() + " ...", True

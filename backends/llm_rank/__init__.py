@@ -346,6 +346,7 @@ class LlmRankBackend(Backend):
         """The System One server of `url`, checked with one request (with
         on_error = retrieval, a failed check is logged and suggest goes on)."""
         from indexer.neural.http import configured_server
+        from indexer.neural.llm import local_tokenizer
         from indexer.neural.systemone import SystemOneClient
 
         p = self.params
@@ -365,24 +366,12 @@ class LlmRankBackend(Backend):
                 raise ServiceError(f"{where}: {exc.message}") from None
             log.warning("%s: %s; suggesting from retrieval alone", where, exc.message)
         return ServerJudge(
-            client, templates, p.label_context, p.max_doc_tokens, self._tokenizer()
+            client,
+            templates,
+            p.label_context,
+            p.max_doc_tokens,
+            local_tokenizer(p.model),
         )
-
-    def _tokenizer(self):
-        """The served model's tokenizer when it is on this machine (a local
-        directory, a packaged model, a hub id in the local cache), to cut the
-        document as the local engine does; None otherwise."""
-        from indexer.errors import DependencyError
-        from indexer.neural.llm import load_tokenizer
-        from indexer.neural.models import resolve_model
-
-        try:
-            model = resolve_model(self.params.model)
-            if model.identity.startswith("hub ") and "(cached)" not in model.identity:
-                return None  # not here: loading it would try to download it
-            return load_tokenizer(model)
-        except DependencyError:
-            return None
 
     def _setup(self, directory: Path | None) -> None:
         self._parts(directory)

@@ -19,6 +19,20 @@ from indexer.neural.models import ResolvedModel, resolve_model
 _load_lock = threading.Lock()
 
 
+def local_tokenizer(name: str):
+    """The tokenizer of the model `name` when the model is on this machine (a
+    local directory, a packaged model, a hub id in the local cache), so that
+    a document for a server is cut as the local engine cuts it; None
+    otherwise (loading a hub id that is not here would try to download it)."""
+    try:
+        model = resolve_model(name)
+        if model.identity.startswith("hub ") and "(cached)" not in model.identity:
+            return None
+        return load_tokenizer(model)
+    except DependencyError:
+        return None
+
+
 def load_tokenizer(model: ResolvedModel, padding_side: str = "right"):
     """The model's tokenizer, with a pad token (eos or unk when it has none)."""
     import transformers

@@ -337,8 +337,10 @@ def test_a_served_model_writes_the_terms_of_the_local_one(
 ):
     project = served_project(dense_workspace, served, tiny_chat_llm, tiny_encoder)
     local = Projects.from_path(dense_workspace / "projects.cfg").get("llm_generate-en")
-    remote = project.backend.analyse(TEXTS)
-    for ours, theirs in zip(local.backend.analyse(TEXTS), remote, strict=True):
+    texts = [*TEXTS, " ".join([TEXTS[0]] * 60)]  # cut to max_doc_tokens alike
+    remote = project.backend.analyse(texts)
+    assert remote[-1].truncated
+    for ours, theirs in zip(local.backend.analyse(texts), remote, strict=True):
         assert theirs.answer and theirs.answer == ours.answer
         assert theirs.terms == ours.terms
         np.testing.assert_array_equal(theirs.ids, ours.ids)
