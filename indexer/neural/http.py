@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from indexer.errors import ServiceError
+from indexer.errors import ConfigError, ServiceError
 
 #: statuses worth another try: the server is overloaded, restarting or broken
 RETRIED_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -103,8 +103,6 @@ def configured_server(params, where: str, engine: str) -> ModelServer:
     """The server that a backend's `url`, `api_key_env`, `timeout` and
     `retries` name (llm_rank's systemone, llm_generate's chat); ConfigError
     for a missing URL, an unset key variable or a URL that is none."""
-    from indexer.errors import ConfigError
-
     if not params.url:
         raise ConfigError(f"{where}: engine = {engine} needs url = http://HOST:PORT")
     if params.model == "auto":
