@@ -30,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from backends.ensemble import EnsembleBackend, UnseenSlotsParams
+from indexer.backend import LEXICAL
 from indexer.errors import InputError, NotTrainedError
 from indexer.features import subject_matrix
 from indexer.linear import sigmoid
@@ -57,6 +58,18 @@ class CalibratedParams(UnseenSlotsParams):
     per_source: int = param(50, "candidates taken from each source", min=1)
     candidates: int = param(100, "subjects kept per document", min=1)
     batch_size: int = param(256, "documents scored at once while training", min=1)
+    cross_fit: int = param(
+        0,
+        "0: fit on the training corpus as the trained sources score it (a tuning "
+        "split); K >= 2: train the sources on K folds and fit on every training "
+        "document, scored by sources that did not see it (see README)",
+        min=0,
+    )
+    cross_fit_reuse: str = param(
+        "",
+        "sources trained once on all documents and reused for every fold: 'a, b' "
+        "(slow ones whose training does not memorise documents)",
+    )
 
 
 # -- calibration ----------------------------------------------------------
@@ -214,6 +227,7 @@ class FusionModel:
         self.per_source = per_source
         self.interactions = interactions
         self.info = info or {}
+        self.held_out_scores: np.ndarray | None = None  # set by fit
 
     def calibrate(self, raw: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """Calibrated score of each candidate per source (0 where not suggested)."""
@@ -245,7 +259,12 @@ class FusionModel:
         interactions: bool = True,
     ) -> FusionModel:
         """Cross-fitted calibration, then a logistic regression whose
-        regularisation is chosen on folds of documents."""
+        regularisation is chosen on folds of documents. `frequency` is each
+        candidate's training frequency as its sources knew it.
+
+        The model's `held_out_scores` are the fused scores of every candidate
+        from a combination fitted without its document (None with too few
+        documents), for choices made after the fit, such as the unseen slots."""
         splits = _document_folds(candidates.docs, gold, folds)
         everything = np.ones(len(gold), bool)
         calibrators = _fit_calibrators(calibration, candidates, gold, everything)
@@ -253,12 +272,14 @@ class FusionModel:
         x = features(
             calibrated,
             candidates.rank,
-            frequency[candidates.subjects],
+            np.asarray(frequency, np.float64),
             per_source,
             interactions,
         )
         mean, scale = _standardisation(x)
-        coef, intercept, c = _fit_combination((x - mean) / scale, gold, splits)
+        coef, intercept, c, held_out = _fit_combination(
+            (x - mean) / scale, gold, splits
+        )
         info = {
             "features": feature_names(candidates.raw.shape[1], interactions),
             "C": c,
@@ -266,7 +287,7 @@ class FusionModel:
             "positives": int(gold.sum()),
             "folds": len(splits),
         }
-        return cls(
+        model = cls(
             calibrators,
             coef,
             intercept,
@@ -276,6 +297,8 @@ class FusionModel:
             interactions,
             info,
         )
+        model.held_out_scores = held_out
+        return model
 
     # -- persistence (JSON and npz, no pickle) --------------------------------
     def save(self, directory: Path) -> None:
@@ -397,40 +420,103 @@ def _document_folds(docs: np.ndarray, gold: np.ndarray, folds: int) -> list:
 
 
 def _fit_logistic(x: np.ndarray, y: np.ndarray, splits: list):
-    """(coef, intercept, C): the regularisation with the best log loss on
-    held-out documents, then refitted on all of them."""
+    """(coef, intercept, C, held-out scores): the regularisation with the best
+    log loss on held-out documents, then refitted on all of them; the
+    held-out scores are those of the chosen C (None without usable folds)."""
     from sklearn.linear_model import LogisticRegression
 
     if y.min(initial=0) == y.max(initial=0):
         # one class only: nothing to combine; a constant probability
         rate = np.clip(y.mean() if len(y) else 0.5, EPS, 1 - EPS)
-        return np.zeros(x.shape[1]), float(_logit(rate)), None
+        return np.zeros(x.shape[1]), float(_logit(rate)), None, None
     usable = [
         (a, b) for a, b in splits if 0 < y[a].sum() < len(a) and 0 < y[b].sum() < len(b)
     ]
-    best_c, best_loss = 1.0, math.inf
+    best_c, best_loss, best_scores = 1.0, math.inf, None
     if len(usable) >= 2:
         for c in CS:
-            loss = 0.0
+            loss, scores = 0.0, np.zeros(len(y))
             for train, test in usable:
                 model = LogisticRegression(C=c, max_iter=1000).fit(x[train], y[train])
                 p = np.clip(model.predict_proba(x[test])[:, 1], EPS, 1 - EPS)
                 loss -= np.sum(y[test] * np.log(p) + (1 - y[test]) * np.log1p(-p))
+                scores[test] = p
             if loss < best_loss:
-                best_c, best_loss = c, loss
+                best_c, best_loss, best_scores = c, loss, scores
+    if len(usable) < len(splits):  # some candidates were never held out
+        best_scores = None
     model = LogisticRegression(C=best_c, max_iter=1000).fit(x, y)
-    return model.coef_[0], float(model.intercept_[0]), best_c
+    return model.coef_[0], float(model.intercept_[0]), best_c, best_scores
 
 
 @dataclass
 class HeldOut:
-    """The sources' scores on held-out documents, kept so that `learn` can
-    refit on all documents seen so far without scoring them again."""
+    """The sources' scores on documents they were not trained on, kept so that
+    `learn` can refit on all documents seen so far without scoring them again.
+
+    Documents come in groups, each scored by sources with one training: the
+    folds of a cross-fitting, the tuning corpus, each `learn` call.
+    `group_seen` holds each group's training frequency of every subject, so a
+    candidate is "unseen" exactly when its sources had not seen it; `doc_gold`
+    keeps each document's gold subjects (also those no source suggested) for
+    choosing the unseen slots by cross-validation.
+    """
 
     candidates: Candidates
     gold: np.ndarray
     n_documents: int
     per_source: int
+    doc_group: np.ndarray | None = None  # group of each document
+    group_seen: sp.csr_matrix | None = None  # groups x subjects frequencies
+    doc_gold: list[list[int]] | None = None
+
+    @classmethod
+    def of_group(
+        cls,
+        candidates: Candidates,
+        gold: list[list[int]],
+        per_source: int,
+        seen: np.ndarray | None,
+    ) -> HeldOut:
+        """One group of documents scored by sources that saw `seen`."""
+        n = candidates.n_subjects
+        counts = np.zeros(n) if seen is None else np.asarray(seen, float)[:n]
+        counts = np.pad(counts, (0, n - len(counts)))
+        return cls(
+            candidates,
+            candidates.gold(gold),
+            len(gold),
+            per_source,
+            np.zeros(len(gold), np.int64),
+            sp.csr_matrix(counts[None, :]),
+            [list(s) for s in gold],
+        )
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the groups are known (saved by older versions: not)."""
+        return self.doc_group is not None
+
+    def frequency(self, fallback: np.ndarray) -> np.ndarray:
+        """Each candidate's training frequency as its sources knew it
+        (`fallback`, per subject, where the groups are not known)."""
+        c = self.candidates
+        if not self.grouped:
+            return np.asarray(fallback, float)[c.subjects]
+        seen = self._group_seen(c.n_subjects)
+        return np.asarray(seen[self.doc_group[c.docs], c.subjects]).ravel()
+
+    def _group_seen(self, n_subjects: int) -> sp.csr_matrix:
+        seen = self.group_seen.tocsr().copy()
+        seen.resize((seen.shape[0], n_subjects))
+        return seen
+
+    def unseen_examples(self) -> int:
+        """Gold candidates whose sources had not seen the subject in training."""
+        if not self.grouped:
+            return 0
+        unseen = self.frequency(np.zeros(0)) == 0
+        return int((self.gold[unseen] > 0).sum())
 
     def extend(self, other: HeldOut) -> HeldOut:
         """These documents followed by `other`'s (document numbers shifted)."""
@@ -443,26 +529,47 @@ class HeldOut:
             np.concatenate([a.rank, b.rank]),
             n_subjects,
         )
+        grouped = self.grouped and other.grouped
+        groups = seen = doc_gold = None
+        if grouped:
+            groups = np.concatenate(
+                [self.doc_group, other.doc_group + self.group_seen.shape[0]]
+            )
+            seen = sp.vstack(
+                [self._group_seen(n_subjects), other._group_seen(n_subjects)], "csr"
+            )
+            doc_gold = self.doc_gold + other.doc_gold
         return HeldOut(
             candidates,
             np.concatenate([self.gold, other.gold]),
             self.n_documents + other.n_documents,
             self.per_source,
+            groups,
+            seen,
+            doc_gold,
         )
 
     def save(self, path: Path) -> None:
         c = self.candidates
-        save_arrays(
-            path,
-            {
-                "docs": c.docs,
-                "subjects": c.subjects,
-                "raw": c.raw,
-                "rank": c.rank,
-                "gold": self.gold,
-                "shape": np.asarray([self.n_documents, c.n_subjects, self.per_source]),
-            },
-        )
+        arrays = {
+            "docs": c.docs,
+            "subjects": c.subjects,
+            "raw": c.raw,
+            "rank": c.rank,
+            "gold": self.gold,
+            "shape": np.asarray([self.n_documents, c.n_subjects, self.per_source]),
+        }
+        if self.grouped:
+            lengths = [len(g) for g in self.doc_gold]
+            arrays.update(
+                doc_group=self.doc_group,
+                group_seen=self.group_seen,
+                doc_gold=np.asarray(
+                    [s for g in self.doc_gold for s in g], dtype=np.int64
+                ),
+                doc_gold_lengths=np.asarray(lengths, dtype=np.int64),
+            )
+        save_arrays(path, arrays)
 
     @classmethod
     def load(cls, path: Path) -> HeldOut:
@@ -470,7 +577,13 @@ class HeldOut:
         n_documents, n_subjects, per_source = (int(x) for x in arrays["shape"])
         columns = (arrays[k] for k in ("docs", "subjects", "raw", "rank"))
         candidates = Candidates(*columns, n_subjects)
-        return cls(candidates, arrays["gold"], n_documents, per_source)
+        held = cls(candidates, arrays["gold"], n_documents, per_source)
+        if "doc_group" in arrays:
+            bounds = np.cumsum(arrays["doc_gold_lengths"])[:-1]
+            held.doc_group = arrays["doc_group"].astype(np.int64)
+            held.group_seen = arrays["group_seen"]
+            held.doc_gold = [g.tolist() for g in np.split(arrays["doc_gold"], bounds)]
+        return held
 
 
 # -- the backend --------------------------------------------------------------
@@ -493,15 +606,25 @@ class CalibratedBackend(EnsembleBackend):
 
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
         sources = self.sources()
+        ids = [p.id for p, _ in sources]
+        if self.params.cross_fit:
+            from backends.fusion_crossfit import CrossFit
+
+            crossfit = CrossFit(self, sources, corpus, self.params.cross_fit, jobs)
+            heldout = crossfit.run()
+            info = {**self._fit(heldout, ids, directory), **crossfit.info(heldout)}
+            crossfit.finish()
+            return info
         for source, _ in sources:
             if not source.is_ready:
                 raise NotTrainedError(
                     f"Source '{source.id}' of project '{self.project.id}' is not "
                     f"trained: run `indexer train {source.id} CORPUS` on other "
-                    f"documents than the ones {self.project.id} is trained on"
+                    f"documents than the ones {self.project.id} is trained on, "
+                    f"or train {self.project.id} with --cross-fit K"
                 )
         heldout = self._score(sources, corpus, self.params.per_source)
-        return self._fit(heldout, [p.id for p, _ in sources], directory)
+        return self._fit(heldout, ids, directory)
 
     def _learn(self, corpus, previous: Path, directory: Path) -> dict:
         """Score the new documents with the sources, add them to the held-out
@@ -550,13 +673,13 @@ class CalibratedBackend(EnsembleBackend):
         candidates = Candidates.from_batches(batches, per_source)
         if len(candidates) == 0:
             raise InputError("The sources suggested nothing for the corpus")
-        return HeldOut(candidates, candidates.gold(gold), len(gold), per_source)
+        return HeldOut.of_group(candidates, gold, per_source, self.seen_subjects())
 
     def _fit(self, heldout: HeldOut, source_ids: list[str], directory: Path) -> dict:
         model = FusionModel.fit(
             heldout.candidates,
             heldout.gold,
-            self._frequency(self.seen_subjects()),
+            heldout.frequency(self._frequency(self.seen_subjects())),
             calibration=self.params.calibration,
             folds=self.params.folds,
             per_source=heldout.per_source,
@@ -564,6 +687,19 @@ class CalibratedBackend(EnsembleBackend):
         )
         model.info["sources"] = source_ids
         model.info["heldout_documents"] = heldout.n_documents
+        model.info["unseen_examples"] = heldout.unseen_examples()
+        if heldout.grouped and model.held_out_scores is not None:
+            from backends.fusion_slots import choose_unseen_slots
+
+            zero_shot = [
+                s for s, (p, _) in enumerate(self.sources()) if p.kind == LEXICAL
+            ]
+            model.info["unseen_slots"] = choose_unseen_slots(
+                heldout,
+                model.held_out_scores,
+                self.params.unseen_depth,
+                zero_shot,
+            )
         model.save(directory)
         heldout.save(directory / HELDOUT)
         return {k: v for k, v in model.info.items() if k != "features"}
@@ -581,6 +717,9 @@ class CalibratedBackend(EnsembleBackend):
             )
         self._seen = self.seen_subjects()
         self._slots = self.unseen_slots(self._seen)
+        chosen = self._model.info.get("unseen_slots")
+        if chosen and str(self.params.unseen_slots).strip().lower() == "auto":
+            self._slots = int(chosen["slots"])  # cross-validated when it was fitted
         self._frequency_cache = self._frequency(self._seen)
 
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:

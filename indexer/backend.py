@@ -70,6 +70,10 @@ class Backend:
     search_space: ClassVar[dict[str, list]] = {}
     #: can train under torchrun, one process per device (DistributedDataParallel)
     trains_distributed: ClassVar[bool] = False
+    #: in a cross-fitted fusion (backends/fusion_crossfit.py): "refit" trains a
+    #: model per fold; "reuse" trains once on all documents and scores every
+    #: fold with it (slow backends whose training does not memorise documents)
+    cross_fit: ClassVar[str] = "refit"
 
     def __init__(self, project: Project, params: dict[str, Any] | None = None):
         # No work here: listing projects must stay instant.

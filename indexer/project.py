@@ -131,9 +131,10 @@ class Project:
     @cached_property
     def backend(self):
         """The backend instance (parameters and dependencies are checked here)."""
-        return self._new_backend()
+        return self.new_backend()
 
-    def _new_backend(self):
+    def new_backend(self):
+        """A fresh, unloaded backend of this project (not the one it serves)."""
         check_dependencies(self.config.backend)
         return self.backend_class(self, self.config.params)
 
@@ -141,7 +142,7 @@ class Project:
         """Load the saved model into a fresh backend, then swap it in: suggestions
         running meanwhile finish on the old one and none sees a half-loaded model.
         On an error the previous backend stays."""
-        backend = self._new_backend()
+        backend = self.new_backend()
         backend._ensure_loaded()
         self.__dict__["backend"] = backend
 

@@ -56,6 +56,16 @@ ray_options = together(  # for --engine ray
     is_flag=True,
     help="If another process is training, clearing or loading it, wait for it.",
 )
+@click.option(
+    "--cross-fit",
+    "cross_fit",
+    type=click.IntRange(min=2),
+    default=None,
+    metavar="K",
+    help="A calibrated fusion: train its sources on K folds of PATHS and fit on "
+    "every document scored by sources that did not see it, then train the "
+    "sources on all of PATHS (K = 5 is usual).",
+)
 @pass_context
 def train(
     ctx: Context,
@@ -63,6 +73,7 @@ def train(
     paths: tuple[str, ...],
     jobs: int,
     wait: bool,
+    cross_fit: int | None,
     **engine,
 ) -> None:
     """Train PROJECT on the corpus at PATHS (TSV, CSV, JSONL or a directory).
@@ -73,6 +84,14 @@ def train(
     from indexer import distributed
 
     project = ctx.project(project_id)
+    if cross_fit is not None:
+        if project.config.backend != "calibrated":
+            raise UsageError(
+                f"--cross-fit fits a calibrated fusion; project '{project_id}' is "
+                f"a {project.config.backend} project"
+            )
+        project.config.params["cross_fit"] = cross_fit
+        project.unload()
     world = distributed.join_from_environment()
     try:
         if world.active and not project.backend_class.trains_distributed:

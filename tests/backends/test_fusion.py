@@ -121,7 +121,9 @@ def synthetic(seed: int, n_docs: int = 400, n_subjects: int = 150):
 def fit_and_predict(train, test, **options):
     gold, a, b, frequency = train
     candidates = Candidates.from_batches([a, b], per_source=50)
-    model = FusionModel.fit(candidates, candidates.gold(gold), frequency, **options)
+    model = FusionModel.fit(
+        candidates, candidates.gold(gold), frequency[candidates.subjects], **options
+    )
     test_gold, ta, tb, _ = test
     test_candidates = Candidates.from_batches([ta, tb], per_source=50)
     scores = model.predict(test_candidates, frequency)
@@ -159,7 +161,8 @@ def test_fusion_beats_the_weighted_mean_on_held_out_documents(calibration):
 def test_small_tuning_sets_do_not_break_the_fit():
     gold, a, b, frequency = synthetic(3, n_docs=3)
     candidates = Candidates.from_batches([a, b], per_source=50)
-    model = FusionModel.fit(candidates, candidates.gold(gold), frequency, folds=5)
+    gold_flags, per_candidate = candidates.gold(gold), frequency[candidates.subjects]
+    model = FusionModel.fit(candidates, gold_flags, per_candidate, folds=5)
     scores = model.predict(candidates, frequency)
     assert np.all((scores >= 0) & (scores <= 1))
 

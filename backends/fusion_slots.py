@@ -1,0 +1,96 @@
+"""The calibrated fusion's unseen slots, chosen by cross-validation.
+
+How many of the top suggestions to keep for subjects that no source saw in
+training is a trade-off: each slot given to a new subject may push out a known
+one that was right. The fusion decides it on the documents it was fitted on,
+with scores they get from combinations fitted without them (cross-validated),
+never on the split it is evaluated on: of the slot counts that keep at least
+`KEEP` of the best zero-shot source's unseen recall@10, the one with the best
+nDCG@10; when none does, the one that keeps the most.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from indexer.eval import Evaluator
+from indexer.suggestion import SuggestionBatch
+
+#: share of the best zero-shot source's unseen recall@10 the fusion must keep
+KEEP = 0.95
+
+
+def choose_unseen_slots(
+    held, scores: np.ndarray, depth: int, zero_shot: list[int], keep: float = KEEP
+) -> dict:
+    """{"slots": n, "options": [...], ...} for the fused held-out `scores` of
+    the candidates of `held` (a grouped HeldOut); `zero_shot` are the column
+    numbers of the zero-shot sources, whose unseen recall is the bar."""
+    options = [
+        {"slots": n, **_metrics(held, scores, n, depth)} for n in range(depth + 1)
+    ]
+    bars = [
+        _metrics(held, _rank_scores(held.candidates.rank[:, s]), 0, depth)
+        for s in zero_shot
+    ]
+    best_zero_shot = max((b["unseen_recall@10"] for b in bars), default=0.0)
+    target = keep * best_zero_shot
+    feasible = [o for o in options if o["unseen_recall@10"] >= target]
+    if feasible:
+        chosen = max(feasible, key=lambda o: (o["ndcg@10"], -o["slots"]))
+    else:
+        chosen = max(options, key=lambda o: (o["unseen_recall@10"], o["ndcg@10"]))
+    return {
+        "slots": chosen["slots"],
+        "by": "cross-validation",
+        "zero_shot_unseen_recall@10": best_zero_shot,
+        "target_unseen_recall@10": target,
+        "options": options,
+    }
+
+
+def _rank_scores(rank: np.ndarray) -> np.ndarray:
+    """A source's ranking as scores (0 where it did not suggest the subject)."""
+    return np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0)
+
+
+def _metrics(held, scores: np.ndarray, slots: int, depth: int) -> dict:
+    """F1@5, nDCG@10 and unseen recall@10 over every group of `held`, each
+    group's suggestions promoted and judged with what its sources had seen."""
+    c = held.candidates
+    seen = held.group_seen.tocsr()
+    groups = held.doc_group
+    weighted = {"f1@5": 0.0, "ndcg@10": 0.0}
+    documents = unseen_gold = unseen_hits = 0
+    for g in np.unique(groups):
+        docs = np.flatnonzero(groups == g)
+        local = np.full(held.n_documents, -1)
+        local[docs] = np.arange(len(docs))
+        keep = (local[c.docs] >= 0) & (scores > 0)
+        matrix = sp.csr_matrix(
+            (scores[keep], (local[c.docs[keep]], c.subjects[keep])),
+            shape=(len(docs), c.n_subjects),
+        )
+        counts = np.zeros(c.n_subjects)
+        row = seen[g]
+        counts[row.indices[row.indices < c.n_subjects]] = row.data[
+            row.indices < c.n_subjects
+        ]
+        batch = SuggestionBatch(matrix).promote(counts == 0, slots, depth)
+        evaluator = Evaluator(c.n_subjects, limit=5, seen=counts)
+        evaluator.add([held.doc_gold[d] for d in docs], batch)
+        r = evaluator.results()
+        n = r.get("documents_with_subjects", 0)
+        if n:
+            documents += n
+            for key in weighted:
+                weighted[key] += n * r[key]
+        unseen_gold += r.get("unseen_gold", 0)
+        if r.get("unseen_gold"):
+            unseen_hits += r["unseen_recall@10"] * r["unseen_gold"]
+    return {
+        **{k: v / max(documents, 1) for k, v in weighted.items()},
+        "unseen_recall@10": unseen_hits / unseen_gold if unseen_gold else 0.0,
+        "unseen_gold": int(unseen_gold),
+    }
