@@ -100,7 +100,7 @@ def projects_for(name: str, workdir: Path, folds: int) -> Projects:
         }
         for source in SOURCES
     }
-    fusion = {"language": language, "backend": "calibrated"}
+    fusion = {"language": language, "backend": "calibrated", "measure_sources": 1}
     fusion["sources"] = ", ".join(SOURCES)
     settings["fusion-split"] = dict(fusion)
     settings["fusion-crossfit"] = {**fusion, "cross_fit": folds}
@@ -161,6 +161,7 @@ def _fusion_info(info: dict) -> dict:
         "heldout_documents": info.get("heldout_documents"),
         "unseen_slots": slots.get("slots"),
         "cross_fit": info.get("cross_fit"),
+        "source_gains": info.get("source_gains"),
     }
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from backends.fusion import Candidates, FusionModel, HeldOut
 from backends.fusion_crossfit import CrossFit, fold_of
-from backends.fusion_slots import choose_unseen_slots
+from backends.fusion_cv import choose_unseen_slots, source_gains
 from indexer.backend import Backend
 from indexer.errors import ConfigError
 from indexer.eval import evaluate_arrays
@@ -260,3 +260,31 @@ def test_scores_saved_without_groups_still_load(tmp_path):
     assert not old.grouped and not old.extend(held).grouped
     fallback = np.arange(c.n_subjects, dtype=float)
     np.testing.assert_array_equal(old.frequency(fallback), fallback[c.subjects])
+
+
+def test_what_each_source_adds_is_measured_without_it():
+    held, gold, a, b, frequency = grouped(10)
+
+    def fit(candidates, gold, frequency):
+        return FusionModel.fit(candidates, gold, frequency, folds=5)
+
+    model = fit(held.candidates, held.gold, held.frequency(np.zeros(0)))
+    gains = source_gains(held, fit, model.held_out_scores, ["associative", "zero"])
+    assert set(gains) == {"associative", "zero"}
+    # only the zero-shot source finds unseen subjects; both help the ranking
+    assert gains["zero"]["unseen_recall@10"] > 0.3
+    assert gains["associative"]["unseen_recall@10"] == pytest.approx(0, abs=0.05)
+    assert gains["associative"]["ndcg@10"] > 0 and gains["zero"]["ndcg@10"] > 0
+
+
+def test_the_fusion_records_what_each_source_adds(projects, corpus):
+    project = cross_fitted(projects)
+    project.config.params["measure_sources"] = True
+    project.unload()
+    project.train([corpus])
+    fusion = json.loads((project.model_dir / "fusion.json").read_text())
+    gains = fusion["info"]["source_gains"]
+    assert set(gains) == {"tfidf-en", "xmc-en", "lexical-en"}
+    assert all(
+        set(g) == {"f1@5", "ndcg@10", "unseen_recall@10"} for g in gains.values()
+    )

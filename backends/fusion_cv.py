@@ -1,12 +1,17 @@
-"""The calibrated fusion's unseen slots, chosen by cross-validation.
+"""Choices about the calibrated fusion made on its cross-validated scores.
 
-How many of the top suggestions to keep for subjects that no source saw in
-training is a trade-off: each slot given to a new subject may push out a known
-one that was right. The fusion decides it on the documents it was fitted on,
-with scores they get from combinations fitted without them (cross-validated),
-never on the split it is evaluated on: of the slot counts that keep at least
-`KEEP` of the best zero-shot source's unseen recall@10, the one with the best
-nDCG@10; when none does, the one that keeps the most.
+Both are made on the documents the fusion was fitted on (a tuning split or the
+folds of a cross-fitting), with the scores each gets from a combination fitted
+without it, never on the split the fusion is evaluated on.
+
+- The unseen slots: how many of the top suggestions to keep for subjects that
+  no source saw in training is a trade-off: each slot given to a new subject
+  may push out a known one that was right. Of the slot counts that keep at
+  least `KEEP` of the best zero-shot source's unseen recall@10, the one with
+  the best nDCG@10 is taken; when none does, the one that keeps the most.
+- What each source adds (`measure_sources`): the fusion fitted again without
+  it, and the difference in F1@5, nDCG@10 and unseen recall@10, to decide
+  whether a slow source is worth its cost.
 """
 
 from __future__ import annotations
@@ -48,6 +53,41 @@ def choose_unseen_slots(
         "target_unseen_recall@10": target,
         "options": options,
     }
+
+
+def source_gains(held, fit, scores: np.ndarray, names: list[str]) -> dict:
+    """{source: {"f1@5": gain, "ndcg@10": gain, "unseen_recall@10": gain}}: what
+    the fusion loses without each source. `fit(candidates, gold, frequency)`
+    fits the fusion as it was fitted; `scores` are its held-out scores."""
+    from backends.fusion import Candidates
+
+    c = held.candidates
+    frequency = held.frequency(np.zeros(0))
+    full = _metrics(held, scores, 0, 10)
+    gains = {}
+    for s, name in enumerate(names):
+        others = [o for o in range(len(names)) if o != s]
+        if not others:
+            continue
+        rows = (c.rank[:, others] > 0).any(axis=1)
+        part = Candidates(
+            c.docs[rows],
+            c.subjects[rows],
+            c.raw[rows][:, others],
+            c.rank[rows][:, others],
+            c.n_subjects,
+        )
+        model = fit(part, held.gold[rows], frequency[rows])
+        if model.held_out_scores is None:
+            continue
+        without = np.zeros(len(c))
+        without[rows] = model.held_out_scores
+        reduced = _metrics(held, without, 0, 10)
+        gains[name] = {
+            key: full[key] - reduced[key]
+            for key in ("f1@5", "ndcg@10", "unseen_recall@10")
+        }
+    return gains
 
 
 def _rank_scores(rank: np.ndarray) -> np.ndarray:
