@@ -80,6 +80,10 @@ def bench(name: str, workdir: Path | None, tune_docs: int) -> tuple[list, dict]:
         paths["tune"] = workdir / f"tune-{tune_docs}.tsv"
         paths["tune"].write_text("".join(lines[:tune_docs]), encoding="utf-8")
     settings = example_settings(paths["language"])
+    # this protocol fits the fusions on the tuning split (heldout.py compares
+    # that with cross-fitting)
+    for fusion in ("full", "full-short-texts"):
+        settings[fusion]["cross_fit"] = "0"
     projects = Projects.from_path(
         write_config(workdir, "vocab", paths["vocab"], settings)
     )

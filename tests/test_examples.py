@@ -29,11 +29,20 @@ def test_demo_is_the_zero_shot_ensemble():
     assert not any(p.backend.needs_training for p, _ in sources)
 
 
-def test_full_example_fuses_six_backends_and_keeps_llm_rank_apart():
+def test_full_examples_fuse_every_backend_and_keep_llm_rank_apart():
     projects = Projects.from_path(ROOT / "examples/full.cfg")
     full = projects.get("full").backend
-    assert full.name == "calibrated"
+    assert full.name == "calibrated" and full.params.cross_fit == 5
     assert {p.backend.name for p, _ in full.sources()} == {
+        "xmc",
+        "tfidf",
+        "knn",
+        "lexical",
+        "embed",
+    }
+    short = projects.get("full-short-texts").backend
+    assert short.params.cross_fit == 0  # six LLM trainings would be too many
+    assert {p.backend.name for p, _ in short.sources()} == {
         "xmc",
         "tfidf",
         "knn",
