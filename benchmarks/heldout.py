@@ -2,7 +2,8 @@
 the cross-fitted one, judged on a split that nothing was tuned on.
 
     python benchmarks/heldout.py [--datasets kirjastonhoitaja,ykl-makupalat,...]
-        [--folds 5] [--tag TAG]
+        [--folds 5] [--methods split,crossfit] [--extra embed]
+        [--set embed.finetune=1] [--tag TAG]
 
 Protocol, per dataset:
 
@@ -44,11 +45,12 @@ from common import (  # noqa: E402
     training_counts,
     write_config,
 )
+from ensembles import parse_changes  # noqa: E402
 
+from indexer.backend import LEXICAL  # noqa: E402
 from indexer.project import Projects  # noqa: E402
 
 SOURCES = ["tfidf", "xmc", "lexical"]
-ZERO_SHOT = ["lexical"]
 # name -> (vocabulary, language, train, validate split or None)
 SPEC = {
     "kirjastonhoitaja": (
@@ -71,7 +73,13 @@ SPEC = {
     ),
     "gnd-tibkat-en": ("gnd-tibkat/vocab.ttl", "en", "gnd-tibkat/train-en.tsv", None),
 }
-SETTINGS = {"gnd-tibkat-en": {"lexical": {"label_language": "de"}}}
+SETTINGS = {
+    "gnd-tibkat-en": {
+        "lexical": {"label_language": "de"},
+        "embed": {"label_language": "de", "model": "multilingual-e5-small"},
+    }
+}
+METHODS = {"split": "fusion-split", "crossfit": "fusion-crossfit"}
 
 
 def splits(name: str, workdir: Path) -> dict:
@@ -90,18 +98,21 @@ def splits(name: str, workdir: Path) -> dict:
     return {**parts, **tuning}
 
 
-def projects_for(name: str, workdir: Path, folds: int) -> Projects:
+def projects_for(
+    name: str, workdir: Path, folds: int, sources: list[str], changes: dict
+) -> Projects:
     vocab, language, _, _ = SPEC[name]
     settings = {
         source: {
             "language": language,
             "backend": source,
             **SETTINGS.get(name, {}).get(source, {}),
+            **changes.get(source, {}),
         }
-        for source in SOURCES
+        for source in sources
     }
     fusion = {"language": language, "backend": "calibrated", "measure_sources": 1}
-    fusion["sources"] = ", ".join(SOURCES)
+    fusion["sources"] = ", ".join(sources)
     settings["fusion-split"] = dict(fusion)
     settings["fusion-crossfit"] = {**fusion, "cross_fit": folds}
     return Projects.from_path(
@@ -109,32 +120,48 @@ def projects_for(name: str, workdir: Path, folds: int) -> Projects:
     )
 
 
-def bench(name: str, folds: int) -> tuple[list[dict], dict]:
+def bench(
+    name: str, folds: int, sources: list[str], methods: list[str], changes: dict
+) -> tuple[list[dict], dict]:
     workdir = RESULTS / "work" / f"heldout-{name}"
     workdir.mkdir(parents=True, exist_ok=True)
     paths = splits(name, workdir)
-    projects = projects_for(name, workdir, folds)
+    projects = projects_for(name, workdir, folds, sources, changes)
     info: dict = {}
 
-    with Timer() as t:
-        for source in SOURCES:
-            projects.get(source).train([paths["fit"]], jobs=2)
-        split_info = projects.get("fusion-split").train([paths["tune"]])
-    info["fusion-split"] = {"train_s": round(t.seconds, 1), **_fusion_info(split_info)}
-    print(f"{name}: tuning-split fusion in {t.seconds:.0f} s", flush=True)
+    if "split" in methods:
+        with Timer() as t:
+            for source in sources:
+                projects.get(source).train([paths["fit"]], jobs=2)
+            split_info = projects.get("fusion-split").train([paths["tune"]])
+        info["fusion-split"] = {
+            "train_s": round(t.seconds, 1),
+            **_fusion_info(split_info),
+        }
+        print(f"{name}: tuning-split fusion in {t.seconds:.0f} s", flush=True)
 
-    with Timer() as t:  # also trains the sources on all of the rest
-        crossfit_info = projects.get("fusion-crossfit").train([paths["rest"]], jobs=2)
-    info["fusion-crossfit"] = {
-        "train_s": round(t.seconds, 1),
-        **_fusion_info(crossfit_info),
-    }
-    print(f"{name}: cross-fitted fusion in {t.seconds:.0f} s", flush=True)
+    if "crossfit" in methods:
+        with Timer() as t:  # also trains the sources on all of the rest
+            crossfit_info = projects.get("fusion-crossfit").train(
+                [paths["rest"]], jobs=2
+            )
+        info["fusion-crossfit"] = {
+            "train_s": round(t.seconds, 1),
+            **_fusion_info(crossfit_info),
+        }
+        print(f"{name}: cross-fitted fusion in {t.seconds:.0f} s", flush=True)
+    else:
+        with Timer() as t:
+            for source in sources:
+                projects.get(source).train([paths["rest"]], jobs=2)
+        info["fusion-split"]["refit_s"] = round(t.seconds, 1)
 
-    seen = training_counts(projects.get(SOURCES[0]), paths["rest"])
+    seen = training_counts(projects.get(sources[0]), paths["rest"])
+    fusions = [METHODS[m] for m in methods]
+    zero_shot = [s for s in sources if projects.get(s).kind == LEXICAL]
     rows = []
     for split in ("validate", "heldout"):
-        for project_id in [*SOURCES, "fusion-split", "fusion-crossfit"]:
+        for project_id in [*sources, *fusions]:
             project = projects.get(project_id)
             project.unload()
             row = evaluated_row(name, project_id, project, paths[split], seen)
@@ -146,10 +173,10 @@ def bench(name: str, folds: int) -> tuple[list[dict], dict]:
         best = max(
             r["unseen_recall@10"]
             for r in rows
-            if r["split"] == split and r["backend"] in ZERO_SHOT
+            if r["split"] == split and r["backend"] in zero_shot
         )
         for r in rows:
-            if r["split"] == split and r["backend"].startswith("fusion"):
+            if r["split"] == split and r["backend"] in fusions:
                 r["unseen kept"] = r["unseen_recall@10"] / best if best else 1.0
     return rows, info
 
@@ -169,15 +196,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", default=",".join(SPEC))
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--methods", default="split,crossfit")
+    parser.add_argument("--extra", default="", help="more sources, e.g. embed")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SOURCE.KEY=VALUE",
+        help="change a source's setting, e.g. embed.finetune=1 (repeatable)",
+    )
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
+    sources = SOURCES + [s for s in args.extra.split(",") if s]
+    methods = [m for m in args.methods.split(",") if m]
+    changes = parse_changes(args.set, sources)
     rows, info = [], {}
     for name in args.datasets.split(","):
         with Timer() as t:
-            dataset_rows, info[name] = bench(name, args.folds)
+            dataset_rows, info[name] = bench(
+                name, args.folds, sources, methods, changes
+            )
         info[name]["total_s"] = round(t.seconds, 1)
         rows += dataset_rows
-        for project_id in ("fusion-split", "fusion-crossfit"):
+        for project_id in (METHODS[m] for m in methods):
             for row in dataset_rows:
                 if row["backend"] == project_id:
                     row["train s"] = info[name][project_id]["train_s"]
@@ -200,7 +241,11 @@ def main() -> None:
         "ms/doc",
     ]
     print(markdown_table(rows, columns))
-    save_results("heldout", {"rows": rows, "info": info}, args.tag)
+    save_results(
+        "heldout",
+        {"rows": rows, "info": info, "sources": sources, "changes": changes},
+        args.tag,
+    )
 
 
 if __name__ == "__main__":
