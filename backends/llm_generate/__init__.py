@@ -25,7 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from backends.embed import EmbedBackend
-from backends.llm_generate.generators import LocalGenerator, ServerGenerator
+from backends.llm_generate.generators import (
+    ChatPrompt,
+    LocalGenerator,
+    ServerGenerator,
+)
 from backends.llm_generate.mapping import (
     EMBEDDING,
     EXACT,
@@ -40,6 +44,7 @@ from backends.llm_generate.terms import parse_terms
 from indexer.backend import LEXICAL, Backend
 from indexer.errors import ConfigError, InputError, NotTrainedError, ServiceError
 from indexer.linear import LinearScorer
+from indexer.neural.http import ModelServerParams
 from indexer.params import param
 from indexer.suggestion import SuggestionBatch
 
@@ -73,7 +78,7 @@ CHAT_BATCH = 32  # documents handed to the server's `concurrency` requests at on
 
 
 @dataclass
-class LlmGenerateParams:
+class LlmGenerateParams(ModelServerParams):
     model: str = param(
         "auto",
         "instruction-following causal LM with a chat template: smollm2, a local "
@@ -85,17 +90,6 @@ class LlmGenerateParams:
         "who writes the terms: local (the model in this process) or chat (an "
         "OpenAI-compatible chat-completions server at url)",
         choices=ENGINES,
-    )
-    url: str = param("", "chat: the server's root URL (http://host:port)")
-    api_key_env: str = param(
-        "", "chat: the environment variable that holds the server's API key"
-    )
-    timeout: float = param(60.0, "chat: seconds to wait for one answer", min=0.1)
-    concurrency: int = param(
-        4, "chat: requests (one per document) in flight at once", min=1
-    )
-    retries: int = param(
-        2, "chat: further attempts after a failed request (with backoff)", min=0
     )
     terms: int = param(10, "subject terms asked for and kept per document", min=1)
     max_new_tokens: int = param(128, "tokens the model may write per document", min=4)
@@ -135,6 +129,11 @@ class LlmGenerateParams:
         "bfloat16 support, else float32)",
         choices=["auto", "float32", "bfloat16", "float16"],
     )
+    adapter: str = param(
+        "",
+        "local: a LoRA adapter directory (peft, safetensors) trained on model, "
+        "e.g. by backends.llm_generate.finetune; merged into the weights at load",
+    )
 
 
 @dataclass
@@ -157,6 +156,8 @@ class LlmGenerateBackend(Backend):
     kind = LEXICAL
     Params = LlmGenerateParams
     needs_training = False
+    # its training fits a few match-quality weights, nothing of the documents
+    cross_fit = "reuse"
 
     # -- parts ---------------------------------------------------------------
     @property
@@ -197,8 +198,30 @@ class LlmGenerateBackend(Backend):
         except ConfigError as exc:
             raise ConfigError(f"{self._where}: {exc.message}") from None
 
+    def _model_name(self) -> str:
+        return "smollm2" if self.params.model == "auto" else self.params.model
+
+    def _adapter(self) -> str:
+        """The adapter directory, relative to projects.cfg unless absolute."""
+        p = self.params
+        if not p.adapter:
+            return ""
+        if p.engine != "local":
+            raise ConfigError(
+                f"{self._where}: adapter needs engine = local (load it into the "
+                "server, or serve the merged weights)"
+            )
+        path = Path(p.adapter).expanduser()
+        sources = self.project.projects.config.sources
+        if not path.is_absolute() and sources:
+            path = Path(sources[0]).parent / path
+        if not path.is_dir():
+            raise ConfigError(f"{self._where}: adapter '{path}' is not a directory")
+        return str(path.resolve())
+
     def _make_generator(self) -> LocalGenerator | ServerGenerator:
         p = self.params
+        adapter = self._adapter()
         if p.engine == "chat":
             from indexer.neural.llm import local_tokenizer
 
@@ -211,13 +234,13 @@ class LlmGenerateBackend(Backend):
             )
         from indexer.neural.causal_lm import load_causal_lm
 
-        name = "smollm2" if p.model == "auto" else p.model
-        lm = load_causal_lm(name, p.device, p.dtype)
+        name = self._model_name()
+        try:
+            lm = load_causal_lm(name, p.device, p.dtype, adapter)
+        except ConfigError as exc:
+            raise ConfigError(f"{self._where}: {exc.message}") from None
         if not lm.has_chat_template:
-            raise ConfigError(
-                f"{self._where}: model '{name}' has no chat template; llm_generate "
-                "needs an instruction-following (chat) model"
-            )
+            raise self._no_chat_template(name)
         try:
             return LocalGenerator(
                 lm, self._prompt(), p.max_doc_tokens, p.max_new_tokens
@@ -225,13 +248,19 @@ class LlmGenerateBackend(Backend):
         except ConfigError as exc:
             raise ConfigError(f"{self._where}: {exc.message}") from None
 
+    def _no_chat_template(self, name: str) -> ConfigError:
+        return ConfigError(
+            f"{self._where}: model '{name}' has no chat template; llm_generate "
+            "needs an instruction-following (chat) model"
+        )
+
     def _chat_client(self):
         """The chat server of `url`, checked with one small request."""
         from indexer.neural.chat import ChatClient
         from indexer.neural.http import configured_server
 
         p, where = self.params, self._where
-        server = configured_server(p, where, "chat")
+        server = configured_server(p, where)
         client = ChatClient(server, p.model, p.concurrency)
         try:
             client.check()
@@ -302,6 +331,10 @@ class LlmGenerateBackend(Backend):
             dict(by_concept),
         )
 
+    def scores(self, analysis: Analysis) -> np.ndarray:
+        """The score of each concept of `analysis` (in the order of its ids)."""
+        return self._scorer(analysis.x)
+
     def _suggest_batch(self, texts: list[str]) -> SuggestionBatch:
         analyses = self.analyse(texts)
         with self._lock:
@@ -310,7 +343,7 @@ class LlmGenerateBackend(Backend):
                 self._recent.move_to_end(text)
             while len(self._recent) > RECENT:
                 self._recent.popitem(last=False)
-        rows = [(a.ids, self._scorer(a.x)) for a in analyses]
+        rows = [(a.ids, self.scores(a)) for a in analyses]
         return SuggestionBatch.from_rows(rows, len(self.project.vocab))
 
     # -- training: the score weights -------------------------------------------
@@ -349,6 +382,36 @@ class LlmGenerateBackend(Backend):
             / len(analyses),
         }
 
+    # -- fine-tuning data ------------------------------------------------------
+    def chat_prompt(self) -> ChatPrompt:
+        """What the generator reads for a document, rendered from the model's
+        tokenizer alone (the weights are not loaded): with engine = local,
+        the document cut as the local engine cuts it; with engine = chat, as
+        the server is sent it, rendered with the model's own chat template."""
+        from indexer.neural.causal_lm import load_prompt_side
+
+        p, name = self.params, self._model_name()
+        if p.engine == "chat":
+            from indexer.neural.llm import local_tokenizer
+
+            tokenizer, window = local_tokenizer(name), None
+            if tokenizer is None:
+                raise ConfigError(
+                    f"{self._where}: the tokenizer of model '{name}' is not on this "
+                    "machine, so its prompts cannot be rendered: name a local "
+                    "directory or a cached hub id as model"
+                )
+        else:
+            tokenizer, window = load_prompt_side(name)
+        if not getattr(tokenizer, "chat_template", None):
+            raise self._no_chat_template(name)
+        try:
+            return ChatPrompt(
+                tokenizer, window, self._prompt(), p.max_doc_tokens, p.max_new_tokens
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{self._where}: {exc.message}") from None
+
     # -- explanations --------------------------------------------------------
     def explain(self, text: str, subjects) -> dict[int, dict]:
         """Per subject: the generated terms behind it, how each was matched,
@@ -359,7 +422,7 @@ class LlmGenerateBackend(Backend):
         if analysis is None:
             analysis = self.analyse([text])[0]
         position = {int(c): i for i, c in enumerate(analysis.ids)}
-        scores = self._scorer(analysis.x)
+        scores = self.scores(analysis)
         out = {}
         for subject in (int(s) for s in subjects):
             if subject not in position:

@@ -4,7 +4,10 @@ scores. Any concept of the vocabulary can be suggested, and nothing outside it.
 
 Candidates are the union of the `lexical` label matches, the `embed` concept
 retrieval and, after training, the subjects of the nearest indexed documents
-(`knn`): those backends run inside this one, on the same project. The LLM
+(`knn`), and, when asked for, the concepts that the terms an instruction
+model writes map to (`generate`, an `llm_generate` with its hand-set
+weights: one generation per document): those backends run inside this one,
+on the same project. The LLM
 reads one shared prefix (instruction, similar indexed documents with their
 subjects, the document) whose KV cache is reused for every candidate's short
 suffix, and P(yes) is the next-token probability of "yes" against "no".
@@ -28,6 +31,9 @@ import numpy as np
 from backends.embed import EmbedBackend
 from backends.knn import KnnBackend
 from backends.lexical import QUALIFIER, LexicalBackend
+from backends.llm_generate import Analysis as Generation
+from backends.llm_generate import LlmGenerateBackend
+from backends.llm_generate import describe as described_term
 from backends.llm_rank.judges import LocalJudge, ServerJudge
 from backends.llm_rank.prompts import (
     ConceptText,
@@ -38,11 +44,14 @@ from backends.llm_rank.prompts import (
 from indexer.analyzer import get_analyzer
 from indexer.backend import LEXICAL, Backend
 from indexer.errors import ConfigError, InputError, NotTrainedError, ServiceError
+from indexer.neural.http import SERVER_SETTINGS, ModelServerParams
 from indexer.params import param
 from indexer.suggestion import SuggestionBatch
 
-SOURCES = ("lexical", "embed", "knn")
-FEATURES = ("bias", "llm", "lexical", "embed", "similarity", "knn", "sources")
+SOURCES = ("lexical", "embed", "knn", "generate")
+DEFAULT_SOURCES = ("lexical", "embed", "knn")  # generate costs a generation
+SCORES = ("lexical", "embed", "similarity", "knn", "generate")  # from sources
+FEATURES = ("bias", "llm", *SCORES, "sources")
 RETRIEVAL_FEATURES = tuple(f for f in FEATURES if f != "llm")
 COMBINE = ("learned", "configured", "llm", "retrieval")
 ENGINES = ("local", "systemone")
@@ -54,7 +63,7 @@ log = logging.getLogger("indexer.llm_rank")
 
 
 @dataclass
-class LlmRankParams:
+class LlmRankParams(ModelServerParams):
     model: str = param(
         "auto",
         "causal LM: smollm2, gemma-3-270m, a local directory or a hub id "
@@ -66,17 +75,6 @@ class LlmRankParams:
         "who answers: local (the model in this process) or systemone (a System "
         "One decision server at url)",
         choices=ENGINES,
-    )
-    url: str = param("", "systemone: the server's root URL (http://host:port)")
-    api_key_env: str = param(
-        "", "systemone: the environment variable that holds the server's API key"
-    )
-    timeout: float = param(60.0, "systemone: seconds to wait for one answer", min=0.1)
-    concurrency: int = param(
-        4, "systemone: requests of one document in flight at once", min=1
-    )
-    retries: int = param(
-        2, "systemone: further attempts after a failed request (with backoff)", min=0
     )
     on_error: str = param(
         "fail",
@@ -118,7 +116,10 @@ class LlmRankParams:
         20, "candidates taken from each source before the union", min=1
     )
     sources: list[str] = param(
-        list(SOURCES), "candidate sources (knn only after training)", choices=SOURCES
+        list(DEFAULT_SOURCES),
+        "candidate sources (knn only after training; generate: the terms an "
+        "instruction model writes, one generation per document)",
+        choices=SOURCES,
     )
     few_shot: int = param(
         0,
@@ -174,6 +175,18 @@ class LlmRankParams:
         "", "language of the labels embedded and shown (default: the project's)"
     )
     knn_k: int = param(10, "nearest indexed documents consulted", min=1)
+    generate_model: str = param(
+        "",
+        "chat model of the generate source (default: model, loaded once for "
+        "both; with engine = systemone, asked on the same server's chat "
+        "completions)",
+    )
+    generate_terms: int = param(
+        10, "terms the generate source's model writes per document", min=1
+    )
+    generate_tokens: int = param(
+        128, "tokens the generate source's model may write per document", min=4
+    )
     device: str = param("auto", "auto, cpu or cuda")
     dtype: str = param(
         "auto",
@@ -199,6 +212,7 @@ class Analysis:
     judged: int = 0  # candidates the LLM was asked about
     llm_seconds: float = 0.0
     llm_failed: bool = False  # the server failed: retrieval scores alone
+    generation: Generation | None = None  # the generate source's terms
 
 
 class LlmRankBackend(Backend):
@@ -208,6 +222,7 @@ class LlmRankBackend(Backend):
     kind = LEXICAL
     Params = LlmRankParams
     needs_training = False
+    model_format = 2  # 2: the generate source's feature in the calibration
 
     # -- parts ---------------------------------------------------------------
     def _sub_params(self) -> dict[str, dict]:
@@ -225,24 +240,51 @@ class LlmRankBackend(Backend):
             "k": p.knn_k,
             "candidates": p.source_candidates,
         }
+        generate = {
+            "model": p.generate_model or self._llm_name(),
+            "engine": "chat" if p.engine == "systemone" else "local",
+            **{name: getattr(p, name) for name in SERVER_SETTINGS},
+            "terms": p.generate_terms,
+            "max_new_tokens": p.generate_tokens,
+            "embed_model": p.embed_model,
+            "device": p.device,
+            "dtype": p.dtype,
+        }
+        for key in ("prompt_language", "label_language"):
+            if getattr(p, key):
+                generate[key] = getattr(p, key)
         return {
             "lexical": {"candidates": p.source_candidates},
             "embed": embed,
             "knn": knn,
+            "generate": generate,
         }
 
     def _parts(self, directory: Path | None) -> None:
         """Instantiate the source backends; trained ones read `directory`/NAME."""
         params = self._sub_params()
-        classes = {"lexical": LexicalBackend, "embed": EmbedBackend, "knn": KnnBackend}
+        classes = {
+            "lexical": LexicalBackend,
+            "embed": EmbedBackend,
+            "knn": KnnBackend,
+            "generate": LlmGenerateBackend,  # never trained: hand-set weights
+        }
         self._sources: dict[str, Backend] = {}
         for name in self.params.sources:
             sub_dir = directory / name if directory is not None else None
             if name == "knn" and (sub_dir is None or not sub_dir.is_dir()):
                 continue  # knn needs indexed documents
-            backend = classes[name](self.project, params[name])
             trained = sub_dir is not None and sub_dir.is_dir()
-            backend.load_part(sub_dir if trained else None)
+            try:
+                backend = classes[name](self.project, params[name])
+                backend.load_part(sub_dir if trained else None)
+            except ConfigError as exc:
+                if name != "generate":
+                    raise
+                raise ConfigError(
+                    f"{exc.message} (in the generate source, an llm_generate with "
+                    "this project's settings: see the generate_* parameters)"
+                ) from None
             self._sources[name] = backend
 
     @property
@@ -350,7 +392,7 @@ class LlmRankBackend(Backend):
         from indexer.neural.systemone import SystemOneClient
 
         p = self.params
-        server = configured_server(p, where, "systemone")
+        server = configured_server(p, where)
         if p.few_shot:
             raise ConfigError(
                 f"{where}: few_shot needs engine = local (a decision server's state "
@@ -398,7 +440,7 @@ class LlmRankBackend(Backend):
     # -- candidates ----------------------------------------------------------
     def _retrieve(self, texts: list[str]) -> list[dict]:
         """Per text: {"candidates": {id: {source: score}}, "neighbours": [...]}."""
-        out = [{"candidates": {}, "neighbours": []} for _ in texts]
+        out = [{"candidates": {}, "neighbours": [], "generation": None} for _ in texts]
         lexical = self._sources.get("lexical")
         if lexical is not None:
             batch = lexical.suggest_batch(texts)
@@ -426,6 +468,15 @@ class LlmRankBackend(Backend):
                 ]
                 for s in batch.row(i)[: self.params.source_candidates]:
                     out[i]["candidates"].setdefault(s.subject, {})["knn"] = s.score
+        generate = self._sources.get("generate")
+        if generate is not None:
+            for i, generation in enumerate(generate.analyse(texts)):
+                out[i]["generation"] = generation
+                scores = generate.scores(generation)
+                best = np.argsort(-scores, kind="stable")
+                for j in best[: self.params.source_candidates]:
+                    entry = out[i]["candidates"].setdefault(int(generation.ids[j]), {})
+                    entry["generate"] = float(scores[j])
         return out
 
     def _union(self, found: dict[int, dict]) -> list[int]:
@@ -576,13 +627,14 @@ class LlmRankBackend(Backend):
                 for row, cid in enumerate(ids):
                     scores = info["candidates"][cid]
                     x[row, 0] = 1.0
-                    for name in ("lexical", "embed", "similarity", "knn"):
+                    for name in SCORES:
                         x[row, FEATURES.index(name)] = scores.get(name, 0.0)
                     sources.append([s for s in SOURCES if s in scores])
                     x[row, FEATURES.index("sources")] = len(sources[-1]) / len(SOURCES)
                 analysis = Analysis(
                     np.asarray(ids, np.int64), x, sources, info["neighbours"]
                 )
+                analysis.generation = info["generation"]
                 if use_llm and ids:
                     self._llm_logits(text, info["neighbours"], analysis, fallback)
                 out.append(analysis)
@@ -705,7 +757,8 @@ class LlmRankBackend(Backend):
     # -- explanations --------------------------------------------------------
     def explain(self, text: str, subjects) -> dict[int, dict]:
         """Per subject: the sources that proposed it (matched labels, embedding
-        similarity, similar indexed documents) and the LLM's probability."""
+        similarity, similar indexed documents, the generated terms behind it)
+        and the LLM's probability."""
         self._ensure_loaded()
         with self._lock:
             analysis = self._recent.get(text)
@@ -744,6 +797,14 @@ class LlmRankBackend(Backend):
                 entry["embedding"] = {
                     "similarity": round(float(row[FEATURES.index("similarity")]), 3),
                     "score": round(float(row[FEATURES.index("embed")]), 4),
+                }
+            if "generate" in entry["retrieved_by"]:
+                entry["generated_terms"] = {
+                    "terms": [
+                        described_term(m) for m in analysis.generation.matches[subject]
+                    ],
+                    "score": round(float(row[FEATURES.index("generate")]), 4),
+                    "generated": analysis.generation.terms,
                 }
             documents = self._documents_with(subject, analysis.neighbours)
             if documents:

@@ -8,6 +8,7 @@ from indexer.cli import (  # noqa: F401
     catalog,
     documents,
     evaluation,
+    finetuning,
     importing,
     language,
     learning,

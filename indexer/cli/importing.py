@@ -40,7 +40,7 @@ def import_annif(annif_file, output, force, vocab_sources) -> None:
 
     vocabs = dict(_vocab_source(v) for v in vocab_sources)
     if output:
-        _check_output(Path(output), force)
+        check_output(Path(output), force)
     projects = convert_projects(read_annif_projects(Path(annif_file)))
     text = render(projects, Path(annif_file), vocabs)
     warn(f"project '{p.id}': {note}" for p in projects for note in p.notes)
@@ -82,7 +82,7 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _check_output(output: Path, force: bool) -> None:
+def check_output(output: Path, force: bool) -> None:
     """Refuse, before anything is read, an OUTPUT that cannot be written."""
     if output.exists() and not force:
         raise UsageError(f"'{output}' exists: use --force to overwrite it")

@@ -8,26 +8,42 @@ The log-odds of "yes" against "no" as the next token come from the hidden
 state of each prompt's last token, multiplied with only the answer tokens'
 rows of the output matrix (a 262k-token vocabulary costs nothing here). The
 shared prefix is run once and its KV cache serves every suffix.
+
+A LoRA adapter (peft, safetensors) can be merged into the weights at load
+(`load_causal_lm(name, adapter=DIR)`): the model then generates as the
+fine-tuned one, at the base model's speed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import threading
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from indexer.errors import ConfigError
 from indexer.neural.models import ResolvedModel, resolve_model
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: written beside a LoRA adapter by its training: the base model's identity
+ADAPTER_INFO = "finetune.json"
 
 
 class CausalLM:
     """A tokenizer and a causal LM on one device, with yes/no scoring."""
 
-    def __init__(self, model: ResolvedModel, device: str = "auto", dtype="auto"):
+    def __init__(
+        self,
+        model: ResolvedModel,
+        device: str = "auto",
+        dtype="auto",
+        adapter: Path | None = None,
+    ):
         import torch
 
         from indexer.neural.encoder import pick_device
@@ -37,12 +53,14 @@ class CausalLM:
         self.device = pick_device(device)
         if dtype == "auto":
             dtype = auto_dtype(self.device)
+        # the adapter is checked before the weights load
+        self.adapter = adapter_identity(adapter, model) if adapter else ""
         self.tokenizer = load_tokenizer(model)
         self.model = load_decoder(model, self.device, dtype=dtype, causal_lm=True)
+        if adapter:
+            self.model = merged_adapter(self.model, adapter)
         config = self.model.config
-        positions = getattr(config, "max_position_embeddings", None) or 2048
-        limit = self.tokenizer.model_max_length
-        self.max_positions = min(positions, limit) if limit else positions
+        self.max_positions = context_window(config, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
         self._softcap = getattr(config, "final_logit_softcapping", None)
         self._cache_argument = _cache_argument(self.model.get_decoder())
@@ -51,7 +69,8 @@ class CausalLM:
 
     @property
     def identity(self) -> str:
-        return self.model_info.identity
+        identity = self.model_info.identity
+        return f"{identity} + adapter {self.adapter}" if self.adapter else identity
 
     @property
     def has_chat_template(self) -> bool:
@@ -88,9 +107,11 @@ class CausalLM:
         """The model's greedy answer to chat `messages` ({role, content}),
         rendered with its chat template; the text generated, without the
         prompt and special tokens."""
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
+        return self.complete(chat_text(self.tokenizer, messages), max_new_tokens)
+
+    def complete(self, text: str, max_new_tokens: int = 128) -> str:
+        """The model's greedy continuation of the prompt `text` (a rendered
+        chat, see `chat_text`), without the prompt and special tokens."""
         prompt = self.encode(text)
         torch = self._torch
         with self._lock, torch.inference_mode():
@@ -186,6 +207,87 @@ class CausalLM:
         return (yes - no).cpu().numpy()
 
 
+def chat_text(tokenizer, messages: list[dict]) -> str:
+    """The text a chat model reads for `messages`: its chat template with the
+    assistant's turn opened (what `generate` sends, and what fine-tuning
+    data must show it)."""
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )
+
+
+def context_window(config, tokenizer) -> int:
+    """Tokens the model reads at most: its position embeddings, or the
+    tokenizer's limit when that is lower."""
+    positions = getattr(config, "max_position_embeddings", None) or 2048
+    limit = tokenizer.model_max_length
+    return min(positions, limit) if limit else positions
+
+
+def load_prompt_side(name: str):
+    """(tokenizer, context window) of the causal LM `name`, without loading
+    its weights (to render prompts for fine-tuning data)."""
+    import transformers
+
+    from indexer.neural.llm import load_tokenizer
+
+    model = resolve_model(name)
+    tokenizer = load_tokenizer(model)
+    config = transformers.AutoConfig.from_pretrained(model.path)
+    return tokenizer, context_window(config, tokenizer)
+
+
+def check_adapter(adapter: Path, model: ResolvedModel) -> None:
+    """A LoRA adapter directory that can go on `model`: peft's config and
+    safetensors weights (never a pickle), and, when its training recorded
+    one, the same base model; ConfigError otherwise."""
+    if not (adapter / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"adapter '{adapter}' is not a LoRA adapter directory (it has no "
+            "adapter_config.json)"
+        )
+    if not (adapter / ADAPTER_WEIGHTS).is_file():
+        raise ConfigError(
+            f"adapter '{adapter}' has no {ADAPTER_WEIGHTS}: save adapters with "
+            "safetensors (a pickled adapter_model.bin is not loaded)"
+        )
+    info = adapter / ADAPTER_INFO
+    if info.is_file():
+        base = json.loads(info.read_text()).get("base_model", {})
+        if base.get("identity") and base["identity"] != model.identity:
+            raise ConfigError(
+                f"adapter '{adapter}' was trained on model '{base.get('name')}' "
+                f"({base['identity']}), but model = {model.name} is "
+                f"'{model.identity}': name the base model it was trained on"
+            )
+
+
+def adapter_identity(adapter: Path, model: ResolvedModel) -> str:
+    """The adapter's name and a digest of its config and weights (checked
+    first): distinct for two trainings, recorded in calibrations."""
+    check_adapter(adapter, model)
+    sha = hashlib.sha256((adapter / "adapter_config.json").read_bytes())
+    weights = adapter / ADAPTER_WEIGHTS
+    sha.update(str(weights.stat().st_size).encode())
+    with open(weights, "rb") as f:
+        sha.update(f.read(1 << 20))
+    return f"{adapter.name} {sha.hexdigest()[:16]}"
+
+
+def merged_adapter(lm, adapter: Path):
+    """`lm` with the LoRA adapter at `adapter` merged into its weights."""
+    from peft import PeftModel
+
+    try:
+        wrapped = PeftModel.from_pretrained(lm, str(adapter))
+    except (OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(
+            f"adapter '{adapter}' does not fit the model: {first}"
+        ) from None
+    return wrapped.merge_and_unload().eval()
+
+
 def auto_dtype(device: str) -> str:
     """bfloat16 on GPUs and on CPUs that compute it natively (AVX512-BF16,
     AMX: about 3x faster than float32 for gemma-3-270m on 2 EPYC cores),
@@ -215,10 +317,16 @@ def _cache_argument(decoder) -> str:
 
 
 @lru_cache(maxsize=2)
-def _load(name: str, device: str, dtype: str) -> CausalLM:
-    return CausalLM(resolve_model(name), device, dtype)
+def _load(name: str, device: str, dtype: str, adapter: str) -> CausalLM:
+    return CausalLM(
+        resolve_model(name), device, dtype, Path(adapter) if adapter else None
+    )
 
 
-def load_causal_lm(name: str, device: str = "auto", dtype: str = "auto") -> CausalLM:
-    """The causal LM `name` (packaged, local directory or hub id), loaded once."""
-    return _load(name, device, dtype)
+def load_causal_lm(
+    name: str, device: str = "auto", dtype: str = "auto", adapter: str = ""
+) -> CausalLM:
+    """The causal LM `name` (packaged, local directory or hub id), with the
+    LoRA adapter directory `adapter` merged in when one is named; loaded
+    once."""
+    return _load(name, device, dtype, adapter)

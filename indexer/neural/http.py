@@ -6,6 +6,10 @@ traceback or a hang. Only the standard library: no client package needed.
 
     server = ModelServer("http://localhost:8000", api_key="", timeout=30)
     answer = server.post("/v1/systemone", body, parse=read_answers)
+
+A backend whose model may run on a server declares its parameters by
+inheriting `ModelServerParams`, and `configured_server(params, where)` turns
+them into a `ModelServer`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from indexer.errors import ConfigError, ServiceError
+from indexer.params import param
 
 #: statuses worth another try: the server is overloaded, restarting or broken
 RETRIED_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -99,10 +104,50 @@ class ModelServer:
             raise _Transient(f"a malformed answer ({exc}): {_short(raw)}") from None
 
 
-def configured_server(params, where: str, engine: str) -> ModelServer:
+@dataclass
+class ModelServerParams:
+    """The parameters of a backend whose model runs in this process
+    (`engine = local`) or on a model server (any other engine), one
+    definition for every such backend. A backend's Params inherit them and
+    redeclare `model` and `engine` with their own help and choices; a
+    redeclared field keeps its place, so every listing of parameters reads
+    model, engine, then the server's settings, then the backend's own."""
+
+    model: str = param(
+        "auto",
+        "the model: a packaged model, a local directory or a hub id; on a "
+        "server, the model's name there",
+    )
+    engine: str = param(
+        "local", "who runs the model: local (this process) or a model server"
+    )
+    url: str = param("", "server engines: the server's root URL (http://host:port)")
+    api_key_env: str = param(
+        "",
+        "server engines: the environment variable that holds the server's API key",
+    )
+    timeout: float = param(
+        60.0, "server engines: seconds to wait for one answer", min=0.1
+    )
+    concurrency: int = param(
+        4, "server engines: requests to the server in flight at once", min=1
+    )
+    retries: int = param(
+        2,
+        "server engines: further attempts after a failed request (with backoff)",
+        min=0,
+    )
+
+
+#: the settings of ModelServerParams that name the server (not the model)
+SERVER_SETTINGS = ("url", "api_key_env", "timeout", "concurrency", "retries")
+
+
+def configured_server(params: ModelServerParams, where: str) -> ModelServer:
     """The server that a backend's `url`, `api_key_env`, `timeout` and
-    `retries` name (llm_rank's systemone, llm_generate's chat); ConfigError
-    for a missing URL, an unset key variable or a URL that is none."""
+    `retries` name for its `engine` and `model`; ConfigError for a missing
+    URL or model name, an unset key variable or a URL that is none."""
+    engine = params.engine
     if not params.url:
         raise ConfigError(f"{where}: engine = {engine} needs url = http://HOST:PORT")
     if params.model == "auto":

@@ -80,6 +80,7 @@ def test_calibration_is_saved_as_json_and_reloads(projects):
         "embed",
         "similarity",
         "knn",
+        "generate",
         "sources",
     }
     assert {"slope", "intercept"} == set(calibration["platt"])
@@ -274,6 +275,81 @@ def test_templates_come_from_configuration(dense_workspace, tiny_chat_llm, tmp_p
         ConfigError, match=r"template 'candidate' has a bad placeholder"
     ):
         projects.get("rank-bad").suggest([ASTRONOMY])
+
+
+def test_generated_terms_are_a_source_and_show_in_explain(
+    dense_workspace, tiny_chat_llm, tiny_encoder, monkeypatch
+):
+    from indexer.neural.causal_lm import CausalLM
+
+    projects = _add(
+        dense_workspace,
+        "rank-generate",
+        model=tiny_chat_llm,
+        embed_model=tiny_encoder,
+        dtype="float32",
+        sources="lexical, generate",
+        generate_tokens=12,
+        calibration_docs=5,
+    )
+    project = projects.get("rank-generate")
+    backend = project.backend
+    backend._ensure_loaded()
+    generator = backend._sources["generate"]._generator
+    assert generator.lm is backend._lm  # one model judges and writes
+    [written] = backend.analyse([SOLAR])
+    assert written.generation.answer  # the tiny model wrote something
+
+    asked = []
+
+    def answer(lm, text, max_new_tokens):
+        asked.append(text)
+        return '["astronomy", "music"]'
+
+    monkeypatch.setattr(CausalLM, "complete", answer)
+    vocab = project.vocab
+    astronomy = vocab.id_of("http://example.org/t/astronomy")
+    music = vocab.id_of("http://example.org/t/music")
+    [analysis] = backend.analyse([ASTRONOMY])
+    assert asked == [generator.chat.render(ASTRONOMY)[0]]
+    sources = dict(zip(analysis.ids.tolist(), analysis.sources, strict=True))
+    assert sources[astronomy] == ["lexical", "generate"]
+    assert sources[music] == ["generate"]  # no label of it in the text
+    why = backend.explain(ASTRONOMY, [music])[music]
+    assert why["generated_terms"]["terms"] == [
+        {"term": "music", "rank": 2, "match": "exact", "label": "music"}
+    ]
+    assert why["generated_terms"]["generated"] == ["astronomy", "music"]
+    assert 0 < why["llm_probability"] < 1
+
+    project.train([DATA / "tiny.tsv"])
+    calibration = json.loads((project.model_dir / "calibration.json").read_text())
+    assert calibration["learned"]["generate"] != 0
+    assert not (project.model_dir / "generate").exists()  # hand-set weights
+
+
+def test_both_llm_backends_declare_the_server_settings_once(dense_workspace):
+    from dataclasses import fields
+
+    from backends.llm_generate import LlmGenerateParams
+    from backends.llm_rank import LlmRankParams
+    from indexer.neural.http import SERVER_SETTINGS, ModelServerParams
+
+    shared = {f.name: f for f in fields(ModelServerParams)}
+    for params in (LlmRankParams, LlmGenerateParams):
+        declared = fields(params)
+        assert [f.name for f in declared[:7]] == ["model", "engine", *SERVER_SETTINGS]
+        for f in declared[2:7]:
+            assert f is shared[f.name]
+    for backend in ("llm_rank", "llm_generate"):
+        cfg = dense_workspace / "projects.cfg"
+        cfg.write_text(
+            cfg.read_text()
+            + f"\n[{backend}-typo]\nlanguage = en\nvocab = tiny\n"
+            + f"backend = {backend}\nretires = 3\n"
+        )
+        with pytest.raises(ConfigError, match="Did you mean 'retries'"):
+            Projects.from_path(cfg).get(f"{backend}-typo").new_backend()
 
 
 def test_default_templates_per_language():

@@ -1,0 +1,274 @@
+"""Fine-tuning llm_generate's generator: the data `indexer finetune-data`
+writes (the prompts the generator reads, the labels it should answer), two
+LoRA steps on the tiny random model, and the adapter loaded by
+`adapter = DIR`."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from backends.llm_generate.finetune import (
+    Example,
+    LoraSettings,
+    examples,
+    fine_tune,
+    read_examples,
+)
+from indexer.errors import ConfigError, InputError, NotTrainedError
+from indexer.project import Projects
+
+from ..conftest import DATA
+
+ASTRONOMY = "Telescopes show stars and galaxies: astronomy for beginners"
+
+
+@pytest.fixture
+def projects(dense_workspace):
+    return Projects.from_path(dense_workspace / "projects.cfg")
+
+
+def gold_labels(project, corpus_path) -> list[list[str]]:
+    """The English prefLabels of each document's live subjects."""
+    vocab = project.vocab
+    out = []
+    for doc in project.corpus([corpus_path]):
+        labels = [vocab.label(s, "en") for s in doc.subjects if not vocab.deprecated[s]]
+        if labels:
+            out.append(labels)
+    return out
+
+
+def test_finetune_data_prompts_are_what_the_generator_reads(
+    projects, run_cli, tmp_path, monkeypatch
+):
+    from indexer.neural.causal_lm import CausalLM
+
+    out = tmp_path / "train.jsonl"
+    result = run_cli(
+        "finetune-data", "llm_generate-en", str(DATA / "tiny.tsv"), "-o", str(out)
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    project = projects.get("llm_generate-en")
+    gold = gold_labels(project, DATA / "tiny.tsv")
+    assert [json.loads(r["completion"]) for r in records] == gold
+    assert all(set(r) == {"prompt", "completion"} for r in records)
+    assert f"Wrote {len(gold)} prompts and answers" in result.output
+
+    sent = []
+    monkeypatch.setattr(
+        CausalLM, "complete", lambda lm, text, tokens: sent.append(text) or "[]"
+    )
+    docs = [d for d in project.corpus([DATA / "tiny.tsv"]) if d.subjects]
+    project.backend.analyse([d.text for d in docs])
+    assert sent == [r["prompt"] for r in records]
+
+
+def test_a_long_document_is_cut_as_the_generator_cuts_it(projects):
+    backend = projects.get("llm_generate-en").backend
+    long = " ".join([ASTRONOMY] * 200)
+    corpus = projects.get("llm_generate-en").corpus([])
+    astronomy = "http://example.org/t/astronomy"
+    corpus._documents = [_raw(long, astronomy)]
+    [example] = list(examples(backend, corpus))
+    backend._ensure_loaded()
+    assert example.cut
+    assert example.prompt == backend._generator.chat.render(long)[0]
+    assert json.loads(example.completion) == ["astronomy"]
+
+
+def _raw(text: str, uri: str):
+    from indexer.corpus import RawDocument
+
+    return RawDocument(text, uris=[uri])
+
+
+def test_finetune_data_refuses_what_it_cannot_write(run_cli, dense_workspace, tmp_path):
+    out = tmp_path / "train.jsonl"
+    refused = run_cli(
+        "finetune-data", "tfidf-en", str(DATA / "tiny.tsv"), "-o", str(out)
+    )
+    assert refused.exit_code == 2
+    assert (
+        "tfidf project: finetune-data writes the prompts of llm_generate"
+        in refused.output
+    )
+    assert not out.exists()
+    out.write_text("keep me\n")
+    exists = run_cli(
+        "finetune-data", "llm_generate-en", str(DATA / "tiny.tsv"), "-o", str(out)
+    )
+    assert exists.exit_code == 2 and "--force" in exists.output
+    assert out.read_text() == "keep me\n"
+    nowhere = tmp_path / "missing" / "train.jsonl"
+    missing = run_cli(
+        "finetune-data", "llm_generate-en", str(DATA / "tiny.tsv"), "-o", str(nowhere)
+    )
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    forced = run_cli(
+        "finetune-data",
+        "llm_generate-en",
+        str(DATA / "tiny.tsv"),
+        "-o",
+        str(out),
+        "--force",
+    )
+    assert forced.exit_code == 0, forced.output
+    assert out.read_text().startswith('{"prompt": ')
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_read_examples_names_a_bad_line(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"prompt": "a", "completion": "[\\"b\\"]"}\n\n{"prompt": 1}\n')
+    with pytest.raises(InputError, match="data.jsonl:3: each line must be"):
+        read_examples(path)
+    path.write_text('{"prompt": "a", "completion": "[]"}\n')
+    assert read_examples(path) == [Example("a", "[]")]
+
+
+# -- LoRA training and loading ---------------------------------------------------
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_chat_llm):
+    """Two LoRA steps on the tiny chat model (a large learning rate, so that
+    the merged weights visibly move)."""
+    pairs = [
+        Example(f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n", answer)
+        for text, answer in [
+            (ASTRONOMY, '["astronomy"]'),
+            ("Orchestras and symphonies", '["music"]'),
+            ("Cells and genes", '["biology", "science"]'),
+        ]
+    ]
+    target = tmp_path_factory.mktemp("adapters") / "generator"
+    settings = LoraSettings(steps=2, batch_size=2, learning_rate=0.05, device="cpu")
+    info = fine_tune(str(tiny_chat_llm), pairs, settings, target)
+    return target, info
+
+
+def test_two_steps_give_a_finite_loss_and_a_safetensors_adapter(adapter):
+    from safetensors import safe_open
+
+    target, info = adapter
+    assert info["steps"] == 2 and len(info["losses"]) == 2
+    assert all(math.isfinite(x) and x > 0 for x in info["losses"])
+    files = {p.name for p in target.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "finetune.json"} <= (
+        files
+    )
+    assert not [n for n in files if n.endswith((".bin", ".pkl", ".pt"))]
+    with safe_open(target / "adapter_model.safetensors", "pt") as weights:
+        names = list(weights.keys())
+    assert names and all("lora_" in n for n in names)
+    saved = json.loads((target / "finetune.json").read_text())
+    assert saved["base_model"]["identity"].startswith("local ")
+    assert saved["settings"]["steps"] == 2
+    assert not list(target.parent.glob(f".{target.name}.*"))
+
+
+def _with(workspace, **settings):
+    """llm_generate-en of a fresh read of projects.cfg, with `settings`."""
+    project = Projects.from_path(workspace / "projects.cfg").get("llm_generate-en")
+    project.config.params.update({k: str(v) for k, v in settings.items()})
+    return project
+
+
+def test_the_adapter_loads_into_the_generator(dense_workspace, adapter, tiny_chat_llm):
+    import torch
+
+    from indexer.neural.causal_lm import load_causal_lm
+
+    target, _ = adapter
+    project = _with(dense_workspace, adapter=target)
+    assert len(project.suggest([ASTRONOMY])) == 1
+    lm = project.backend._generator.lm
+    base = load_causal_lm(str(tiny_chat_llm), "cpu", "float32")
+    assert lm.adapter.startswith(f"{target.name} ")
+    assert lm.identity == f"{base.identity} + adapter {lm.adapter}"
+    name = "model.layers.0.self_attn.q_proj.weight"
+    tuned, plain = lm.model.state_dict()[name], base.model.state_dict()[name]
+    assert tuned.shape == plain.shape and not torch.equal(tuned, plain)
+    assert not any("lora" in k for k in lm.model.state_dict())  # merged
+
+
+def test_a_calibration_without_the_adapter_needs_retraining(
+    projects, dense_workspace, adapter
+):
+    target, _ = adapter
+    projects.get("llm_generate-en").train([DATA / "tiny.tsv"])
+    project = _with(dense_workspace, adapter=target)
+    with pytest.raises(NotTrainedError, match="calibrated with the LLM"):
+        project.suggest([ASTRONOMY])
+
+
+def test_a_wrong_adapter_is_a_configuration_error(
+    dense_workspace, adapter, tmp_path, tiny_llm
+):
+    target, _ = adapter
+    with pytest.raises(ConfigError, match="is not a directory"):
+        _with(dense_workspace, adapter=tmp_path / "nothing").suggest([ASTRONOMY])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no adapter_config.json"):
+        _with(dense_workspace, adapter=tmp_path / "empty").suggest([ASTRONOMY])
+    served = {"engine": "chat", "url": "http://127.0.0.1:1"}
+    with pytest.raises(ConfigError, match="adapter needs engine = local"):
+        _with(dense_workspace, adapter=target, **served).suggest([ASTRONOMY])
+    with pytest.raises(ConfigError, match="was trained on model"):
+        _with(dense_workspace, adapter=target, model=tiny_llm).suggest([ASTRONOMY])
+
+
+def test_an_interrupted_save_leaves_the_previous_adapter_whole(
+    adapter, tmp_path, monkeypatch
+):
+    import os
+    import shutil
+
+    from backends.llm_generate import finetune
+
+    target = tmp_path / "generator"
+    shutil.copytree(adapter[0], target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    class Adapted:  # saves like a peft model, then the swap is interrupted
+        def save_pretrained(self, directory, safe_serialization):
+            assert safe_serialization
+            os.makedirs(directory)
+
+    renames = []
+
+    def interrupted(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:  # after moving the old one aside
+            raise KeyboardInterrupt
+        os.rename(src, dst)
+
+    monkeypatch.setattr(finetune.os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.save_adapter(Adapted(), {"steps": 1}, target)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert not list(tmp_path.glob(".generator.*"))
+
+
+def test_the_command_line_trains_an_adapter_from_jsonl(tmp_path, tiny_chat_llm, capsys):
+    from backends.llm_generate.finetune import main
+
+    data = tmp_path / "train.jsonl"
+    data.write_text(
+        json.dumps({"prompt": "Stars and telescopes", "completion": '["astronomy"]'})
+        + "\n"
+    )
+    out = tmp_path / "adapter"
+    args = ["--model", str(tiny_chat_llm), "--steps", "1", "--batch-size", "1"]
+    assert main([str(data), str(out), *args, "--device", "cpu"]) == 0
+    assert (out / "adapter_model.safetensors").is_file()
+    assert "1 examples, 1 steps" in capsys.readouterr().err
+    data.write_text("not json\n")
+    assert main([str(data), str(out), *args]) == 1
+    assert "train.jsonl:1: invalid JSON" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.jsonl"), str(out), *args]) == 1
+    assert "No such file" in capsys.readouterr().err
+    assert (out / "adapter_model.safetensors").is_file()  # untouched
