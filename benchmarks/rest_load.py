@@ -1,12 +1,17 @@
 """REST load benchmark: concurrent clients on loopback against `indexer serve`.
 
 Trains a tfidf project on yso-kirjastonhoitaja in a temporary workspace (the
-repository's demo projects beside it), starts the real server (waitress) in a
-subprocess, and for each project and client count sends ~3 kB documents as fast
-as the clients can for a bounded time. Prints requests/s, latency percentiles
-and errors.
+repository's demo projects beside it), starts the real server (`indexer serve`,
+waitress or gunicorn) in a subprocess, and for each project and client count
+sends ~3 kB documents as fast as the clients can for a bounded time. Prints
+requests/s, latency percentiles, errors and the memory of the worker
+processes: resident (RSS, pages shared between workers counted in each) and
+proportional (PSS, shared pages divided among the processes that share them;
+summed over the workers and gunicorn's master, it is what the server really
+takes).
 
-    python benchmarks/rest_load.py [--clients 1,8] [--seconds 15] [--servers 1x4,2x1]
+    python benchmarks/rest_load.py [--clients 8] [--seconds 15]
+        [--servers waitress:1x4,gunicorn:1x4,gunicorn:2x4,gunicorn:4x4]
 """
 
 from __future__ import annotations
@@ -92,7 +97,7 @@ def english_documents() -> list[str]:
 
 
 def start_server(
-    config: Path, workers: int, threads: int
+    config: Path, kind: str, workers: int, threads: int
 ) -> tuple[subprocess.Popen, str]:
     command = [
         sys.executable,
@@ -107,6 +112,8 @@ def start_server(
         str(threads),
         "--workers",
         str(workers),
+        "--server",
+        kind,
     ]
     server = subprocess.Popen(
         command, stderr=subprocess.PIPE, text=True, cwd=config.parent
@@ -122,6 +129,45 @@ def start_server(
             ).start()
             return server, found.group(1)
     raise RuntimeError("The server did not start:\n" + "".join(log))
+
+
+def worker_pids(server: int) -> list[int]:
+    """The processes that answer requests: the server's children where it
+    forked workers, else the server itself."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == server:
+            children.append(int(stat.parent.name))
+    return sorted(children) or [server]
+
+
+def memory_mb(server: int) -> dict:
+    """Mean RSS per worker, and PSS summed over the workers and a forking
+    server's master (which holds the models it loaded before the fork), in
+    MB (Linux)."""
+    workers = worker_pids(server)
+    rss, pss = [], []
+    for pid in sorted({*workers, server}):
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        values = {
+            line.split(":")[0]: int(line.split()[1]) for line in rollup.splitlines()[1:]
+        }
+        if pid in workers:
+            rss.append(values.get("Rss", 0) / 1024)
+        pss.append(values.get("Pss", 0) / 1024)
+    if not rss:
+        return {"RSS MB/worker": "", "PSS MB total": ""}
+    return {
+        "RSS MB/worker": round(statistics.mean(rss)),
+        "PSS MB total": round(sum(pss)),
+    }
 
 
 def warm_up(base: str, project: str, docs: list[str], count: int) -> None:
@@ -218,14 +264,14 @@ def load(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--clients", default="1,8", help="client counts to run")
+    parser.add_argument("--clients", default="8", help="client counts to run")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--warmup", type=int, default=30, help="requests per project")
     parser.add_argument(
         "--servers",
-        default="1x4,2x1",
-        help="server set-ups to run, as WORKERSxTHREADS (default: indexer serve's "
-        "1x4, and two single-threaded processes)",
+        default="waitress:1x4,gunicorn:1x4,gunicorn:2x4,gunicorn:4x4",
+        help="server set-ups to run, as SERVER:WORKERSxTHREADS (default: indexer "
+        "serve's waitress with 4 threads, and gunicorn with 1, 2 and 4 workers)",
     )
     parser.add_argument("--projects", default="tfidf-fi,demo")
     args = parser.parse_args()
@@ -250,8 +296,10 @@ def main() -> None:
         )
         rows = []
         for setup in args.servers.split(","):
-            workers, threads = map(int, setup.split("x"))
-            server, base = start_server(config, workers, threads)
+            kind, _, shape = setup.rpartition(":")
+            kind = kind or "waitress"
+            workers, threads = map(int, shape.split("x"))
+            server, base = start_server(config, kind, workers, threads)
             try:
                 for project in args.projects.split(","):
                     docs = documents.get(project) or english_documents()
@@ -265,7 +313,9 @@ def main() -> None:
                     warm_up(base, project, docs, args.warmup * workers)
                     for clients in map(int, args.clients.split(",")):
                         row = load(base, project, docs, clients, args.seconds)
-                        row = {"server": f"{workers}x{threads}", **row}
+                        memory = memory_mb(server.pid)
+                        row = {"server": f"{kind} {workers}x{threads}", **row}
+                        row.update(memory)
                         print(row, flush=True)
                         rows.append(row)
             finally:

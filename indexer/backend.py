@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -50,6 +51,12 @@ ASSOCIATIVE = "associative"
 LEXICAL = "lexical"
 ENSEMBLE = "ensemble"
 KINDS = (ASSOCIATIVE, LEXICAL, ENSEMBLE)
+#: while a list is set here, every backend's suggestions append (project id,
+#: seconds) to it: the REST layer sets one per request to see how long each
+#: source of an ensemble took
+SUGGEST_TIMES: ContextVar[list[tuple[str, float]] | None] = ContextVar(
+    "suggest_times", default=None
+)
 
 
 class Backend:
@@ -307,6 +314,7 @@ class Backend:
     def _scored(self, texts: list[str]) -> SuggestionBatch:
         """The hook's scores; NaN or out-of-range scores are refused with the
         backend's name rather than hidden."""
+        times, started = SUGGEST_TIMES.get(), time.perf_counter()
         try:
             return self._suggest_batch(texts)
         except InvalidScores as exc:
@@ -314,6 +322,9 @@ class Backend:
                 f"Backend '{self.name}' of project '{self.project.id}' returned "
                 f"invalid scores: {exc}"
             ) from None
+        finally:
+            if times is not None:
+                times.append((self.project.id, time.perf_counter() - started))
 
     def _ensure_loaded(self) -> None:
         with self._lock:

@@ -1129,7 +1129,8 @@ def test_real_server_over_http(config_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes need fork()")
-def test_serve_with_worker_processes(config_path):
+@pytest.mark.parametrize("kind", ["gunicorn", "waitress"])
+def test_serve_with_worker_processes(config_path, kind):
     command = [
         sys.executable,
         "-c",
@@ -1143,12 +1144,14 @@ def test_serve_with_worker_processes(config_path):
         "2",
         "--threads",
         "1",
+        "--server",
+        kind,
     ]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
         base = None
         for line in server.stderr:
-            found = re.search(r"on (http://127\.0\.0\.1:\d+)/ \(waitress, 2 proc", line)
+            found = re.search(rf"on (http://127\.0\.0\.1:\d+)/ \({kind}, 2 proc", line)
             if found:
                 base = found.group(1)
                 break

@@ -44,7 +44,23 @@ _serve_options = together(
         "--preload/--no-preload",
         default=True,
         show_default=True,
-        help="Load every model at start rather than on first use.",
+        help="Load every model at start rather than on first use (one process "
+        "answers meanwhile: /v1/ready says when it is done).",
+    ),
+    click.option(
+        "--metrics",
+        type=click.Choice(["public", "key", "off"]),
+        default="key",
+        show_default=True,
+        help="/metrics (Prometheus): for anyone, only with the API key "
+        "(X-API-Key), or not at all.",
+    ),
+    click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: one JSON object a line, with a line per request.",
     ),
 )
 
@@ -61,12 +77,21 @@ _serve_options = together(
     1,
     "--workers",
     default=1,
-    help_text="Processes, each with its own models (use more cores).",
+    help_text="Processes (use more cores): gunicorn loads the models once "
+    "before it forks them.",
+)
+@click.option(
+    "--server",
+    type=click.Choice(["auto", "waitress", "gunicorn"]),
+    default="auto",
+    show_default=True,
+    help="auto: waitress for one process, gunicorn for several.",
 )
 @click.option("--dev", is_flag=True, help="Flask's development server instead.")
 @pass_context
 def serve(ctx: Context, **settings) -> None:
-    """Serve the REST API (/v1) and the web demo (/) with waitress."""
+    """Serve the REST API (/v1) and the web demo (/): waitress in one
+    process, gunicorn with --workers N."""
     from indexer.rest import run
 
     run(ctx.projects, **settings)

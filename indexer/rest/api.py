@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 
 from indexer import __version__
 from indexer.backend import Backend
@@ -23,7 +24,15 @@ from indexer.rendering import jsonable, render_suggestions
 from indexer.rest import schemas as s
 from indexer.rest.input import ANY_BODY, JSON, read_request
 from indexer.rest.openapi import documented
-from indexer.rest.served import ServedProjects, Unavailable
+from indexer.rest.served import (
+    LOADING,
+    NOT_READY,
+    NOT_TRAINED,
+    STATES,
+    UNAVAILABLE,
+    ServedProjects,
+    Unavailable,
+)
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 log = logging.getLogger("indexer.rest")
@@ -64,6 +73,45 @@ def health():
         "projects": len(served.listed(False)),
         "models_loaded": served.loaded,
     }
+
+
+@v1.get("/ready")
+@documented(s.Readiness, problems={503: s.NotReady})
+def ready():
+    """Whether every project that can serve is loaded
+
+    200 once no project is loading or failed to load; 503 while one is
+    loading (at start) or after one failed. A project without a model (not
+    trained) is listed but does not make the server unready: waiting does not
+    train it, and the others serve. The lists name only projects the caller
+    may see; the counts are of all. /v1/health stays 200 throughout.
+    """
+    from indexer.rest.app import problem
+
+    served = _served()
+    visible = set(served.listed(_authorised()))
+    states = served.states()
+    lists: dict = {"loading": [], "failed": [], "not_trained": []}
+    for project_id, (state, reason) in states.items():
+        if project_id not in visible:
+            continue
+        if state == LOADING:
+            lists["loading"].append(project_id)
+        elif state in (UNAVAILABLE, NOT_TRAINED):
+            key = "failed" if state == UNAVAILABLE else "not_trained"
+            lists[key].append({"project_id": project_id, "reason": reason or ""})
+    counts = Counter(state for state, _ in states.values())
+    lists["projects"] = {state: counts.get(state, 0) for state in STATES}
+    if not any(counts.get(state) for state in NOT_READY):
+        return {"status": "ready", **lists}
+    loading, failed = counts.get(LOADING, 0), counts.get(UNAVAILABLE, 0)
+    return problem(
+        503,
+        "Not ready",
+        f"{loading} projects are loading and {failed} failed to load",
+        "not-ready",
+        **lists,
+    )
 
 
 @v1.get("/openapi.json")
@@ -153,6 +201,8 @@ def _label_language(vocab, requested: str | None, default: str) -> str:
 def _suggest(project: Project, texts: list[str], options: s.Options):
     """(label language, suggestions of each text) for a suggest request."""
     _served().usable(project)
+    g.documents = len(texts)
+    g.document_bytes = sum(len(text.encode()) for text in texts)
     language = _label_language(project.vocab, options.language, project.language)
     batch = project.suggest(texts, limit=options.limit, threshold=options.threshold)
     return language, render_suggestions(
@@ -232,6 +282,7 @@ def learn(project_id: str):
             project.id,
             len(documents) - len(raw),
         )
+    g.document_bytes = sum(len(d.text.encode()) for d in raw)
     if not raw and project.backend.learns_online:
         return "", 204  # nothing to learn: Annif answers so too
     corpus = Corpus.from_documents(raw, project.vocab, project.language)
@@ -240,6 +291,7 @@ def learn(project_id: str):
             info = project.learn(corpus)
         except NotSupportedError as exc:  # Annif's status: the server cannot
             raise Unavailable(exc.message) from None
+        g.learned = int(info.get("documents", len(raw)))
         served.refresh(project, force=True)
     for warning in info.get("warnings", []):
         log.warning("Learning project '%s': %s", project.id, warning)

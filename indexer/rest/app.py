@@ -21,8 +21,10 @@ from indexer.errors import (
 )
 from indexer.project import Projects
 from indexer.rest.api import v1
+from indexer.rest.metrics import DEFAULT_METRICS, METRICS_ACCESS, Metrics
+from indexer.rest.observe import observe
 from indexer.rest.openapi import PROBLEM, openapi_document
-from indexer.rest.served import ServedProjects
+from indexer.rest.served import Forbidden, ServedProjects
 
 ENV_API_KEY = "INDEXER_API_KEY"
 ENV_CORS_ORIGINS = "INDEXER_CORS_ORIGINS"
@@ -58,6 +60,7 @@ PROBLEM_TYPES = {
     "Forbidden": "forbidden",
     "Unavailable": "unavailable",
 }
+PRELOAD_IN_BACKGROUND = "background"
 
 log = logging.getLogger("indexer.rest")
 
@@ -70,9 +73,11 @@ def create_app(
     max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH,
     max_batch: int = DEFAULT_MAX_BATCH,
     cors_origins: str | list[str] | None = None,
-    preload: bool = False,
+    preload: bool | str = False,
     check_interval: float | None = 2.0,
     web_dir: str | os.PathLike | None = WEB_DIR,
+    metrics: str = DEFAULT_METRICS,
+    log_requests: bool = False,
 ) -> Flask:
     """The WSGI app serving the projects of `projects_path` (see load_config).
 
@@ -80,8 +85,13 @@ def create_app(
     cors_origins (default: $INDEXER_CORS_ORIGINS) is "*" or a comma-separated
     list of origins allowed to call /v1 from a browser; check_interval is how
     often (seconds) a project's model is checked for a newer training (None:
-    never); preload loads every model now instead of on first use.
+    never); preload loads every model now instead of on first use, or with
+    "background" in a thread while the app answers (/v1/ready says when it
+    is done). metrics: /metrics for anyone ("public"), for the API key
+    ("key") or not at all ("off"); log_requests logs a line per request.
     """
+    if metrics not in METRICS_ACCESS:
+        raise ValueError(f"metrics must be one of {', '.join(METRICS_ACCESS)}")
     app = Flask("indexer", static_folder=None)
     projects = projects or Projects.from_path(projects_path)
     if api_key is None:
@@ -100,15 +110,20 @@ def create_app(
     app.register_error_handler(IndexerError, _indexer_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+    observe(app, None if metrics == "off" else Metrics(served, metrics), log_requests)
     app.before_request(_check_request)
     app.after_request(_add_headers)
+    if metrics != "off":
+        app.add_url_rule("/metrics", "metrics", _metrics)
     if web_dir is not None:
         _add_web(app, Path(web_dir))
     if cors_origins is None:
         cors_origins = os.environ.get(ENV_CORS_ORIGINS)
     if cors_origins:
         _add_cors(app, cors_origins)
-    if preload:
+    if preload == PRELOAD_IN_BACKGROUND:
+        served.preload_in_background()
+    elif preload:
         for line in served.preload():
             log.warning("Not ready: %s", line)
     return app
@@ -118,14 +133,21 @@ def create_app(
 
 
 def problem(
-    status: int, title: str, detail: str, kind: str | None = None, headers=None
+    status: int,
+    title: str,
+    detail: str,
+    kind: str | None = None,
+    headers=None,
+    **members,
 ) -> Response:
-    """An application/problem+json response (RFC 9457)."""
+    """An application/problem+json response (RFC 9457); `members` are its
+    extension members."""
     body = {
         "type": f"urn:indexer:problem:{kind}" if kind else "about:blank",
         "title": title,
         "status": status,
         "detail": detail,
+        **members,
     }
     return Response(
         json.dumps(body),  # ASCII: details may quote what the caller sent
@@ -207,7 +229,6 @@ def _unexpected_error(exc: Exception) -> Response:
 
 
 def _check_request() -> None:
-    g.started = time.perf_counter()
     # a wrong key is refused on every path, also where none is needed
     current_app.extensions["indexer"].authorised(request.headers.get("X-API-Key"))
     limit = current_app.config["MAX_CONTENT_LENGTH"]
@@ -225,6 +246,21 @@ def _add_headers(response: Response) -> Response:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("Referrer-Policy", "no-referrer")
     return response
+
+
+def _metrics() -> Response:
+    """Prometheus' text format; with access "key" only for the API key."""
+    served = current_app.extensions["indexer"]
+    metrics: Metrics = current_app.extensions["indexer_metrics"]
+    if metrics.access == "key" and served.api_key is None:
+        raise Forbidden(
+            "/metrics needs the API key and this server has none: start it with "
+            "INDEXER_API_KEY set, or with --metrics public"
+        )
+    if metrics.access == "key":
+        served.require_key(request.headers.get("X-API-Key"))
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
 
 
 # -- the web demo and CORS --------------------------------------------------

@@ -45,6 +45,7 @@ class Doc:
     query: type[BaseModel] | None
     success: int
     key: str
+    problems: dict[int, type[BaseModel]]
 
 
 def documented(
@@ -55,13 +56,17 @@ def documented(
     query: type[BaseModel] | None = None,
     success: int = 200,
     key: str = "optional",  # optional | required | none
+    problems: dict[int, type[BaseModel]] | None = None,
 ):
-    """Marks a view for the document: its models and the statuses it answers;
+    """Marks a view for the document: its models and the statuses it answers
+    (`problems`: a status whose problem document has a schema of its own);
     the path and method come from its route, the summary and description
     from its docstring (`{max_batch}` and `{max_content_length}` filled in)."""
 
     def mark(view):
-        view.openapi = Doc(response, errors, body, media, query, success, key)
+        view.openapi = Doc(
+            response, errors, body, media, query, success, key, problems or {}
+        )
         return view
 
     return mark
@@ -130,6 +135,7 @@ API_KEY_SCHEME = {
 def _schemas(docs: list[Doc]) -> dict:
     models = [(d.body, "validation") for d in docs if d.body]
     models += [(d.response, "serialization") for d in docs if d.response]
+    models += [(m, "serialization") for d in docs for m in d.problems.values()]
     models.append((s.Problem, "serialization"))
     _, top = models_json_schema(models, ref_template="#/components/schemas/{model}")
     return _without_null_defaults(top["$defs"])
@@ -173,6 +179,12 @@ def _operation(view, path: str, limits: dict) -> dict:
         "responses": {
             str(doc.success): success,
             **{str(c): {"$ref": f"#/components/responses/{c}"} for c in doc.errors},
+            **{
+                str(c): _content(
+                    PROBLEM, _ref(m.__name__), " ".join(inspect.getdoc(m).split())
+                )
+                for c, m in doc.problems.items()
+            },
         },
         "security": {
             "optional": [{}, {"apiKey": []}],

@@ -157,6 +157,36 @@ class Health(Response):
     models_loaded: int = Field(ge=0)
 
 
+class ProjectReason(Response):
+    project_id: str
+    reason: str = Field(description="Why it is not loaded (no file paths).")
+
+
+class ProjectStates(Response):
+    """How many configured projects are in each state (all of them, also
+    those the caller cannot see)."""
+
+    loading: int = Field(ge=0)
+    loaded: int = Field(ge=0)
+    not_trained: int = Field(ge=0)
+    unavailable: int = Field(ge=0)
+    unloaded: int = Field(ge=0, description="With preloading off: not used yet.")
+
+
+class ReadinessLists(BaseModel):
+    loading: list[str] = Field(description="Projects whose models are loading.")
+    failed: list[ProjectReason] = Field(description="Projects that failed to load.")
+    not_trained: list[ProjectReason] = Field(
+        description="Projects without a model: they answer 409 until trained, "
+        "and do not make the server unready."
+    )
+    projects: ProjectStates
+
+
+class Readiness(ReadinessLists, Response):
+    status: Literal["ready"]
+
+
 class Vocab(Response):
     vocab_id: str
     languages: list[str]
@@ -285,3 +315,8 @@ class Problem(BaseModel):
     title: str
     status: int = Field(ge=400, le=599)
     detail: str
+
+
+class NotReady(ReadinessLists, Problem):
+    """Not every project that can serve is loaded: the lists say which are
+    still loading and which failed (only those the caller may see)."""

@@ -7,6 +7,13 @@ and swaps the `model` link; the server notices the new link within
 model into a fresh backend and swaps that in. Requests running meanwhile finish
 on the old backend, which nobody mutates, so every answer comes from exactly one
 model.
+
+Each project is in one of the STATES: `loading` (the preload has not reached
+it yet), `loaded`, `not_trained` (nothing to load until a training), or
+`unavailable` (loading failed; a reason without paths is kept), and with
+preloading off `unloaded` until its first use. The server is ready when none
+is loading or unavailable: a project without a model cannot become ready by
+waiting, so it does not hold the others back.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from indexer.errors import (
     IndexerError,
     NotFoundError,
     NotTrainedError,
+    ServiceError,
 )
 from indexer.project import Project, Projects
 
@@ -54,6 +62,16 @@ class Unavailable(IndexerError):
 
 
 _UNLOADED = object()
+LOADING, LOADED, NOT_TRAINED, UNAVAILABLE, UNLOADED = (
+    "loading",
+    "loaded",
+    "not_trained",
+    "unavailable",
+    "unloaded",
+)
+STATES = (LOADING, LOADED, NOT_TRAINED, UNAVAILABLE, UNLOADED)
+#: the states that make the server not ready
+NOT_READY = (LOADING, UNAVAILABLE)
 
 
 @dataclass
@@ -65,6 +83,23 @@ class _Model:
     version: object = _UNLOADED
     checked: float = float("-inf")
     ready: bool = False
+    state: str = UNLOADED
+    reason: str | None = None  # why it is not loaded, fit for any caller
+
+
+def safe_reason(exc: BaseException) -> str:
+    """Why a project could not be loaded, in words that name no file: what the
+    API tells callers anyway (not trained, a missing package), else the kind
+    of failure (the server log has the details)."""
+    if isinstance(exc, NotTrainedError | DependencyError):
+        return exc.message
+    if isinstance(exc, ServiceError):
+        return "its model server did not answer (the server log says why)"
+    if isinstance(exc, IndexerError):
+        return "it is misconfigured on the server (the server log says how)"
+    return (
+        f"its model could not be loaded: {type(exc).__name__} (the server log says why)"
+    )
 
 
 def model_version(project: Project) -> tuple[str | None, int | None]:
@@ -95,6 +130,7 @@ class ServedProjects:
         self.check_interval = check_interval
         self._models: dict[str, _Model] = {}
         self._lock = threading.Lock()
+        self.sources = self._ensemble_sources()
         self.access = self._effective_access()
 
     def _effective_access(self) -> dict[str, str]:
@@ -102,7 +138,7 @@ class ServedProjects:
         visible source's: else a public ensemble would serve a private source."""
         configs = self.projects.config.projects
         access = {pid: config.access for pid, config in configs.items()}
-        ensembles = self._ensemble_sources()
+        ensembles = self.sources
         for _ in configs:  # ensembles of ensembles: until nothing changes
             changed = False
             for project_id, sources in ensembles.items():
@@ -250,12 +286,16 @@ class ServedProjects:
         started = time.perf_counter()
         try:
             project.reload()
-        except IndexerError:
+        except IndexerError as exc:
             # not trained (yet): remember what was there, so a training is noticed
             model.version = version
+            if not model.ready:
+                failed = NOT_TRAINED if isinstance(exc, NotTrainedError) else None
+                model.state, model.reason = failed or UNAVAILABLE, safe_reason(exc)
             raise
-        except Exception:
+        except Exception as exc:
             if first:
+                model.state, model.reason = UNAVAILABLE, safe_reason(exc)
                 raise
             log.exception(
                 "Reloading project '%s' failed; serving its previous model", project.id
@@ -264,6 +304,7 @@ class ServedProjects:
         model.version = version
         model.checked = time.monotonic()
         model.ready = True
+        model.state, model.reason = LOADED, None
         log.info(
             "Loaded the model of project '%s' in %.2f s",
             project.id,
@@ -272,13 +313,82 @@ class ServedProjects:
 
     def preload(self) -> list[str]:
         """Load every project's model now; the errors, one line each."""
+        self._mark_loading()
         errors = []
         for project_id in self.projects.ids():
             try:
                 self.refresh(self.projects.get(project_id))
             except IndexerError as exc:
                 errors.append(f"{project_id}: {exc.message}")
+                self._failed(project_id, exc)
             except Exception as exc:  # a broken model must not stop the others
                 log.exception("Loading project '%s' failed", project_id)
                 errors.append(f"{project_id}: {type(exc).__name__}: {exc}")
+                self._failed(project_id, exc)
         return errors
+
+    def preload_in_background(self) -> threading.Thread:
+        """Load every model in a thread, so that the server answers (health,
+        readiness) while it loads; the errors go to the log."""
+
+        def load() -> None:
+            started = time.perf_counter()
+            errors = self.preload()
+            for line in errors:
+                log.warning("Not ready: %s", line)
+            log.info(
+                "Preloading done in %.1f s: %d of %d projects loaded",
+                time.perf_counter() - started,
+                self.loaded,
+                len(self.projects.ids()),
+            )
+
+        self._mark_loading()  # from now on, not once the thread runs
+        thread = threading.Thread(target=load, name="indexer-preload", daemon=True)
+        thread.start()
+        return thread
+
+    def _mark_loading(self) -> None:
+        for project_id in self.projects.ids():
+            model = self._model(project_id)
+            if model.state == UNLOADED:
+                model.state = LOADING
+
+    def _failed(self, project_id: str, exc: BaseException) -> None:
+        """A failure outside the project's own loading (a source's, a
+        vocabulary's) leaves it unavailable rather than loading forever."""
+        model = self._model(project_id)
+        if model.state in (LOADING, UNLOADED):
+            failed = NOT_TRAINED if isinstance(exc, NotTrainedError) else UNAVAILABLE
+            model.state, model.reason = failed, safe_reason(exc)
+
+    # -- readiness -------------------------------------------------------------
+    def states(self) -> dict[str, tuple[str, str | None]]:
+        """Each project's (state, reason); an ensemble whose sources are all
+        loaded takes the first of its sources that is not."""
+        with self._lock:
+            models = dict(self._models)
+        own = {
+            pid: (m.state, m.reason) if (m := models.get(pid)) else (UNLOADED, None)
+            for pid in self.projects.ids()
+        }
+        out = dict(own)
+        for _ in self.sources:  # ensembles of ensembles: until nothing changes
+            changed = False
+            for project_id, sources in self.sources.items():
+                if out[project_id][0] != LOADED:
+                    continue
+                for source in sources:
+                    state, reason = out.get(source, (LOADED, None))
+                    if state != LOADED:
+                        why = f"its source '{source}' is {state}"
+                        out[project_id] = (state, f"{why}: {reason}" if reason else why)
+                        changed = True
+                        break
+            if not changed:
+                break
+        return out
+
+    def ready(self) -> bool:
+        """No project is still loading or failed to load."""
+        return not any(state in NOT_READY for state, _ in self.states().values())

@@ -1,22 +1,35 @@
-"""Serving the REST app: waitress in one process or several forked workers,
-or Flask's development server."""
+"""Serving the REST app: waitress in one process, gunicorn with several
+(indexer/rest/prefork.py; waitress in forked workers where gunicorn is not
+installed), or Flask's development server.
+
+With several processes /metrics adds up every worker's counts through
+prometheus_client's multiprocess mode, in a fresh directory per server.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from importlib.util import find_spec
 
 from flask import Flask
 
 from indexer.errors import IndexerError, UsageError
 from indexer.project import Projects
-from indexer.rest.app import create_app
+from indexer.rest.app import PRELOAD_IN_BACKGROUND, create_app
+from indexer.rest.logs import configure_logging
+from indexer.rest.metrics import ENV_MULTIPROC_DIR, process_dead
 
 log = logging.getLogger("indexer.rest")
 QUEUE_LOG_INTERVAL = 60.0
+SERVERS = ("auto", "waitress", "gunicorn")
 
 
 class EveryInterval(logging.Filter):
@@ -78,27 +91,116 @@ def run(
     workers: int = 1,
     dev: bool = False,
     preload: bool = True,
+    server: str = "auto",
+    log_format: str = "text",
     **settings,
 ) -> None:
-    """Serve until interrupted: waitress (in `workers` processes), or Flask's
-    development server."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Serve until interrupted: waitress in one process, gunicorn in `workers`
+    (server "auto"; "waitress" or "gunicorn" to choose), or Flask's
+    development server. One process answers while its models load (see
+    /v1/ready); gunicorn's master loads them before it forks the workers."""
+    configure_logging(log_format)
     if settings.get("check_interval") == 0:
         settings["check_interval"] = None
+    settings["log_requests"] = log_format == "json"
     public = sum(c.access == "public" for c in projects.config.projects.values())
-    if workers > 1 and not dev:
-        _run_workers(projects, host, port, threads, workers, public, preload, settings)
+    announce = _announcer(public, log_format)
+    chosen = "dev" if dev else _choose_server(server, workers)
+    several = chosen == "gunicorn" or (chosen == "waitress" and workers > 1)
+    args = (projects, host, port, threads, workers, announce, preload, settings)
+    with _metrics_directory(several):
+        if chosen == "gunicorn":
+            _run_gunicorn(*args)
+        elif several:
+            _run_workers(*args)
+        else:
+            _run_one(*args, dev=dev)
+
+
+def _choose_server(server: str, workers: int) -> str:
+    """waitress for one process; gunicorn for several where it can run."""
+    if server not in SERVERS:
+        raise UsageError(f"--server must be one of {', '.join(SERVERS)}")
+    if server == "waitress" or (server == "auto" and workers == 1):
+        return "waitress"
+    if not hasattr(os, "fork"):
+        if server == "gunicorn":
+            raise UsageError("gunicorn needs fork(): use --server waitress")
+        raise UsageError("--workers needs fork(): use one worker with --threads")
+    if find_spec("gunicorn") is None:
+        if server == "gunicorn":
+            raise UsageError("gunicorn is not installed: pip install gunicorn")
+        log.warning("gunicorn is not installed: serving with waitress workers")
+        return "waitress"
+    return "gunicorn"
+
+
+@contextlib.contextmanager
+def _metrics_directory(several: bool) -> Iterator[None]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for several processes (set before
+    prometheus_client is imported, which reads it then), removed at the end;
+    none for one, whose own counts are the server's."""
+    if not several:
+        os.environ.pop(ENV_MULTIPROC_DIR, None)
+        yield
         return
+    if "prometheus_client" in sys.modules:
+        log.warning("prometheus_client was imported early: /metrics shows one worker")
+    owner, path = os.getpid(), tempfile.mkdtemp(prefix="indexer-metrics-")
+    os.environ[ENV_MULTIPROC_DIR] = path
+    try:
+        yield
+    finally:
+        # a forked worker unwinds through here too: only the server cleans up
+        if os.getpid() == owner:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _run_gunicorn(
+    projects: Projects,
+    host: str,
+    port: int,
+    threads: int,
+    workers: int,
+    announce: Callable[[str, str], None],
+    preload: bool,
+    settings: dict,
+) -> None:
+    """gunicorn's pre-fork workers, the models loaded first in the master."""
+    from indexer.rest import prefork
+
+    # tokenizers would warn in every worker that parallelism was used before
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app = create_app(projects=projects, preload=preload, **settings)
+    processes = f"{workers} process" + ("es" if workers > 1 else "")
+    how = f"gunicorn, {processes} x {threads} threads"
+    prefork.serve(app, host, port, workers, threads, lambda url: announce(url, how))
+
+
+def _run_one(
+    projects: Projects,
+    host: str,
+    port: int,
+    threads: int,
+    workers: int,
+    announce: Callable[[str, str], None],
+    preload: bool,
+    settings: dict,
+    dev: bool = False,
+) -> None:
+    """One process (`workers` is 1): it answers (health, readiness) while its
+    models load."""
+    preload = PRELOAD_IN_BACKGROUND if preload else False
     app = create_app(projects=projects, preload=preload, **settings)
     if dev:
-        _announce(f"http://{host}:{port}/", public, "Flask's development server")
+        announce(f"http://{host}:{port}/", "Flask's development server")
         app.run(host=host, port=port, threaded=True)
         return
     server = make_server(app, host=host, port=port, threads=threads)
     url = f"http://{server.effective_host}:{server.effective_port}/"
-    _announce(url, public, f"waitress, {threads} threads")
+    announce(url, f"waitress, {threads} threads")
+    # SIGTERM (how a service manager or Kubernetes stops it) ends it cleanly
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.run()
     except KeyboardInterrupt:
@@ -107,9 +209,19 @@ def run(
         server.close()
 
 
-def _announce(url: str, public: int, how: str) -> None:
-    print(f"Serving {public} public projects on {url} ({how})", file=sys.stderr)
-    sys.stderr.flush()
+def _announcer(public: int, log_format: str) -> Callable[[str, str], None]:
+    """Says where the server listens: a line on stderr, or a JSON log record
+    where every line must be JSON."""
+
+    def announce(url: str, how: str) -> None:
+        line = f"Serving {public} public projects on {url} ({how})"
+        if log_format == "json":
+            log.info(line)
+        else:
+            print(line, file=sys.stderr)
+            sys.stderr.flush()
+
+    return announce
 
 
 def _run_workers(
@@ -118,7 +230,7 @@ def _run_workers(
     port: int,
     threads: int,
     workers: int,
-    public: int,
+    announce: Callable[[str, str], None],
     preload: bool,
     settings: dict,
 ) -> None:
@@ -129,7 +241,6 @@ def _run_workers(
     loading may write (a vocabulary, an index) and the others read it; nothing
     heavy is loaded before the fork, which thread pools do not survive.
     """
-    import signal
     import socket
 
     if not hasattr(os, "fork"):
@@ -153,8 +264,10 @@ def _run_workers(
                 if pipe.read(1) != b"1":
                     raise IndexerError(f"A worker could not start (see above): {url}")
         sock.close()
-        _announce(url, public, f"waitress, {workers} processes x {threads} threads")
+        announce(url, f"waitress, {workers} processes x {threads} threads")
         pid, status = os.wait()  # one worker ending ends the server
+        children.remove(pid)
+        process_dead(pid)
         log.error("Worker %d ended (status %d): stopping the others", pid, status)
     except KeyboardInterrupt:
         pass
@@ -165,11 +278,11 @@ def _run_workers(
         for child in children:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(child, 0)
+            process_dead(child)
 
 
 def _worker(projects, sock, threads: int, preload: bool, settings, tell: int):
     """A forked worker: load, tell the parent, serve; never returns."""
-    import signal
     import traceback
 
     from waitress import create_server
@@ -179,6 +292,9 @@ def _worker(projects, sock, threads: int, preload: bool, settings, tell: int):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         app = create_app(projects=projects, preload=preload, **settings)
+        metrics = app.extensions.get("indexer_metrics")
+        if metrics is not None:
+            metrics.worker_started()
         quiet_queue_warnings()
         server = create_server(
             app, sockets=[sock], threads=threads, **_waitress_options(app)

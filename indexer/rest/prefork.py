@@ -1,0 +1,121 @@
+"""Several worker processes with gunicorn: the app and its models are made once
+in the master, before the fork, so that the workers share those pages.
+
+Fork safety with torch: OpenMP keeps a thread pool per thread that ran a
+parallel operation. The master runs torch while loading (an `embed`
+project's concept index is encoded then), and in a forked worker the copy of
+that thread, the worker's main thread, hangs on its next parallel operation
+with more than one thread; any other thread starts a pool of its own and is
+safe. gunicorn's gthread workers answer requests on pool threads, never on
+the main one, so sharing the master's loaded models is safe; each worker
+gets its share of the cores for torch and faiss, so that the processes do
+not oversubscribe them. Imported only when gunicorn serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from flask import Flask
+from gunicorn import glogging
+from gunicorn.app.base import BaseApplication
+
+from indexer.rest.metrics import process_dead
+
+log = logging.getLogger("indexer.rest")
+
+
+class _Logger(glogging.Logger):
+    """gunicorn's own messages through the root logger's handler, so that they
+    come out as the server's others do (text or JSON)."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for handler in list(self.error_log.handlers):
+            self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
+
+
+class _Server(BaseApplication):
+    """gunicorn serving an app made already (preload_app: before the fork)."""
+
+    def __init__(self, app: Flask, options: dict):
+        self.app, self.options = app, options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if key in self.cfg.settings:  # a setting older versions lack
+                self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        return self.app
+
+
+def share_cores(workers: int) -> None:
+    """torch and faiss in this worker on its share of the cores, also where
+    they are imported only later."""
+    from indexer.parallel import available_cores
+
+    threads = max(1, available_cores() // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    if "faiss" in sys.modules:
+        sys.modules["faiss"].omp_set_num_threads(threads)
+
+
+def serve(
+    app: Flask,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    announce: Callable[[str], None],
+) -> None:
+    """Serve `app` with gunicorn until stopped (SIGTERM, SIGINT): `workers`
+    processes with `threads` threads each; `announce(url)` once it listens."""
+    master = os.getpid()
+    metrics = app.extensions.get("indexer_metrics")
+
+    def when_ready(arbiter) -> None:
+        bound_host, bound_port = arbiter.LISTENERS[0].sock.getsockname()[:2]
+        url_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        announce(f"http://{url_host}:{bound_port}/")
+        process_dead(master)  # whatever the master wrote is no worker's
+
+    def post_fork(arbiter, worker) -> None:
+        share_cores(workers)
+        if metrics is not None:
+            metrics.worker_started()
+
+    def child_exit(arbiter, worker) -> None:
+        process_dead(worker.pid)
+
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options = {
+        "bind": [bind],
+        "workers": workers,
+        "threads": threads,
+        # requests on pool threads, never the main one (see above); its main
+        # thread heartbeats meanwhile, so a long suggestion (an LLM's) is not
+        # taken for a hung worker
+        "worker_class": "gthread",
+        "preload_app": True,
+        "backlog": 2048,
+        "keepalive": 5,
+        "proc_name": "indexer",
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "logger_class": _Logger,
+        # a runtime control socket in $HOME is not ours to open
+        "control_socket_disable": True,
+        "when_ready": when_ready,
+        "post_fork": post_fork,
+        "child_exit": child_exit,
+    }
+    _Server(app, options).run()
