@@ -33,6 +33,7 @@ import numpy as np
 from indexer.errors import ConfigError, InputError
 from indexer.neural.causal_lm import ADAPTER_INFO
 from indexer.neural.models import resolve_model
+from indexer.textfile import strict_lines
 
 IGNORED = -100  # the label of a token the loss skips (the prompt, the padding)
 
@@ -73,23 +74,22 @@ def examples(backend, corpus) -> Iterator[Example]:
 def read_examples(path: Path) -> list[Example]:
     """The prompt/completion records of a JSONL file (`indexer finetune-data`)."""
     out = []
-    with open(path, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            where = f"{path.name}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not all(
-                isinstance(record.get(k), str) for k in ("prompt", "completion")
-            ):
-                raise InputError(
-                    f"{where}: each line must be an object with the strings "
-                    "'prompt' and 'completion'"
-                )
-            out.append(Example(record["prompt"], record["completion"]))
+    for number, line in enumerate(strict_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(k), str) for k in ("prompt", "completion")
+        ):
+            raise InputError(
+                f"{where}: each line must be an object with the strings "
+                "'prompt' and 'completion'"
+            )
+        out.append(Example(record["prompt"], record["completion"]))
     return out
 
 

@@ -130,6 +130,13 @@ def test_read_examples_names_a_bad_line(tmp_path):
     assert read_examples(path) == [Example("a", "[]")]
 
 
+def test_read_examples_refuses_bytes_that_are_not_utf8(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'{"prompt": "a", "completion": "[]"}\n{"prompt": "\xff"}\n')
+    with pytest.raises(InputError, match="not UTF-8 text.*line 2"):
+        read_examples(path)
+
+
 # -- LoRA training and loading ---------------------------------------------------
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, tiny_chat_llm):
