@@ -410,11 +410,15 @@ def _read_fulltext_dir(path: Path, stats: CorpusStats) -> Iterator[RawDocument]:
         )
 
 
+# the subject files of ID.txt, in the order they are looked for
+SUBJECT_SUFFIXES = (".tsv", ".key")
+
+
 def _read_fulltext(txt: Path) -> RawDocument:
     """One document and its subject file; BadBytes naming the file when
     either is not UTF-8 text."""
     doc = RawDocument(_decode_file(txt), id=txt.stem)
-    for ext in (".tsv", ".key"):
+    for ext in SUBJECT_SUFFIXES:
         subject_file = txt.with_suffix(ext)
         if subject_file.is_file():
             _parse_subject_file(_decode_file(subject_file), doc)

@@ -20,6 +20,7 @@ from pathlib import Path
 from indexer.batch.plan import why_not_resumable
 from indexer.batch.readers import require_pyarrow
 from indexer.batch.records import DocResult
+from indexer.corpus import SUBJECT_SUFFIXES
 from indexer.errors import IndexerError, UsageError
 from indexer.locking import ResourceLock
 from indexer.rendering import tsv_line
@@ -253,6 +254,13 @@ def check_suffix(suffix: str) -> None:
         raise UsageError(
             f"--suffix {suffix!r} ends in .txt: the files written would be read "
             "as documents, or overwrite them; use another one, such as "
+            "'.suggestions.tsv'"
+        )
+    if suffix.lower() in SUBJECT_SUFFIXES:
+        raise UsageError(
+            f"--suffix {suffix!r} names the subject files of a full-text corpus "
+            f"(ID{suffix.lower()} beside ID.txt holds a document's gold subjects): "
+            "the suggestions would replace them; use another one, such as "
             "'.suggestions.tsv'"
         )
 

@@ -61,6 +61,23 @@ def test_per_document_files_that_would_be_documents_are_refused(trained, workspa
     assert sorted(p.name for p in docs.iterdir()) == ["a.txt"]
 
 
+def test_per_document_files_that_are_subject_files_are_refused(trained, workspace):
+    """ID.tsv and ID.key beside ID.txt hold the corpus's gold subjects."""
+    docs = workspace / "ds"
+    docs.mkdir()
+    (docs / "doc1.txt").write_text("stars and telescopes")
+    (docs / "doc1.tsv").write_text("<http://example.org/t/music>\tmusic\n")
+    (docs / "doc2.txt").write_text("poems and novels")
+    for force in ((), ("--force",)):
+        for suffix in (".tsv", ".key", ".TSV"):
+            result = trained("index", "tfidf-en", str(docs), "--suffix", suffix,
+                             *force)  # fmt: skip
+            assert_one_line_error(result, 2, "gold subjects", "would replace")
+    assert (docs / "doc1.tsv").read_text() == "<http://example.org/t/music>\tmusic\n"
+    names = sorted(p.name for p in docs.iterdir())
+    assert names == ["doc1.tsv", "doc1.txt", "doc2.txt"]
+
+
 def test_a_suffix_with_a_path_is_refused(trained, workspace):
     docs = workspace / "ds"
     docs.mkdir()
