@@ -398,3 +398,31 @@ def test_a_file_name_that_is_not_utf8_is_written_escaped(tmp_path):
         cli, ["import-annif", str(source), "-o", str(out), "--force", "--vocab", vocab]
     )
     assert refused.exit_code == 2 and "must be UTF-8 text" in refused.output
+
+
+def test_cli_refuses_to_write_over_the_file_it_converts(tmp_path):
+    source = tmp_path / "projects.cfg"
+    source.write_text(GOOD)
+    (tmp_path / "link.cfg").symlink_to(source)
+    (tmp_path / "sub").mkdir()
+    for output in (source, tmp_path / "link.cfg", tmp_path / "sub/../projects.cfg"):
+        for force in ((), ("--force",)):
+            result = CliRunner().invoke(
+                cli, ["import-annif", str(source), "-o", str(output), *force]
+            )
+            assert result.exit_code == 2, result.output
+            assert "is the Annif file" in result.output
+            assert "would replace it" in result.output
+    assert source.read_text() == GOOD
+    # nor into the projects.d directory it reads
+    projects_d = tmp_path / "projects.d"
+    projects_d.mkdir()
+    (projects_d / "a.cfg").write_text(GOOD)
+    for output in (projects_d / "a.cfg", projects_d / "new.cfg"):
+        result = CliRunner().invoke(
+            cli, ["import-annif", str(projects_d), "-o", str(output), "--force"]
+        )
+        assert result.exit_code == 2, result.output
+        assert "is in the Annif directory" in result.output
+    assert sorted(os.listdir(projects_d)) == ["a.cfg"]
+    assert (projects_d / "a.cfg").read_text() == GOOD
