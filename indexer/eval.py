@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 from indexer.features import subject_matrix
 from indexer.suggestion import SuggestionBatch
@@ -34,6 +35,8 @@ class Evaluator:
         self.seen = None if seen is None else np.asarray(seen) > 0
         self.ks = tuple(ks)
         self._docs: list[dict[str, np.ndarray]] = []
+        # per batch, documents x subjects tp/fp/fn counts, for resampled macro F1
+        self._subject_docs: list[tuple[sp.csr_matrix, ...]] = []
         self.tp = np.zeros(n_subjects, np.int64)
         self.fp = np.zeros(n_subjects, np.int64)
         self.fn = np.zeros(n_subjects, np.int64)
@@ -70,9 +73,10 @@ class Evaluator:
             weights=hit[chosen] / np.log2(ranks[chosen] + 1),
             minlength=n_docs,
         )
-        self._docs.append(out)
-
         chosen_hit = hit[chosen].astype(bool)
+        self._subject_docs.append(
+            _doc_subject_counts(g, rows[chosen], cols[chosen], chosen_hit)
+        )
         self.tp += np.bincount(cols[chosen][chosen_hit], minlength=self.n_subjects)
         self.fp += np.bincount(cols[chosen][~chosen_hit], minlength=self.n_subjects)
         self.fn += np.bincount(g.indices, minlength=self.n_subjects)
@@ -81,9 +85,14 @@ class Evaluator:
         if self.seen is not None:
             gold_unseen = ~self.seen[g.indices]
             self.unseen_gold += int(gold_unseen.sum())
+            gold_rows = np.repeat(np.arange(n_docs), n_gold)
+            out["unseen_gold"] = np.bincount(gold_rows[gold_unseen], minlength=n_docs)
             unseen_hit = hit.astype(bool) & ~self.seen[cols]
             for k in self.ks:
-                self.unseen_hits[k] += int((unseen_hit & (ranks <= k)).sum())
+                found = unseen_hit & (ranks <= k)
+                self.unseen_hits[k] += int(found.sum())
+                out[f"unseen_hits@{k}"] = np.bincount(rows[found], minlength=n_docs)
+        self._docs.append(out)
 
     def results(self) -> dict[str, float]:
         """All metrics as a flat name -> value mapping."""
@@ -130,6 +139,55 @@ class Evaluator:
                 )
         return r
 
+    def document_counts(self) -> dict[str, np.ndarray]:
+        """Per-document counts behind every metric (hits@k, pred@k, dcg@k, lrap,
+        n_gold, hits/pred/dcg at the configured limit and threshold, unseen
+        counts), concatenated over all batches in the order documents came."""
+        if not self._docs:
+            return {"n_gold": np.zeros(0, np.int64)}
+        return {
+            key: np.concatenate([x[key] for x in self._docs]) for key in self._docs[0]
+        }
+
+    def subject_counts(self) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+        """Documents x subjects true positive, false positive and false negative
+        counts at the configured limit and threshold (summed over documents they
+        give `tp`, `fp` and `fn`)."""
+        if not self._subject_docs:
+            empty = sp.csr_matrix((0, self.n_subjects), dtype=np.int64)
+            return empty, empty, empty
+        return tuple(  # type: ignore[return-value]
+            sp.vstack(parts, format="csr")
+            for parts in zip(*self._subject_docs, strict=True)
+        )
+
+    def per_document(self) -> dict[str, np.ndarray]:
+        """The per-document value of each document-averaged metric (their mean
+        over documents with gold subjects is the metric); NaN for documents
+        without gold subjects, which the averages skip."""
+        d = self.document_counts()
+        n_gold = d["n_gold"].astype(np.float64)
+        if not len(n_gold):
+            return {}
+        evaluated = n_gold > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = {}
+            for k in self.ks:
+                hits, pred = d[f"hits@{k}"], d[f"pred@{k}"]
+                r[f"precision@{k}"] = hits / k
+                r[f"recall@{k}"] = hits / n_gold
+                r[f"f1@{k}"] = 2 * hits / (pred + n_gold)
+                r[f"ndcg@{k}"] = d[f"dcg@{k}"] / _idcg(np.minimum(d["n_gold"], k))
+            hits, pred = d["hits"], d["pred"]
+            r["precision"] = np.divide(
+                hits, pred, out=np.zeros_like(hits, dtype=np.float64), where=pred > 0
+            )
+            r["recall"] = hits / n_gold
+            r["f1"] = 2 * hits / (pred + n_gold)
+            r["ndcg"] = d["dcg"] / _idcg(d["n_gold"])
+            r["lrap"] = d["lrap"].astype(np.float64)
+        return {key: np.where(evaluated, v, np.nan) for key, v in r.items()}
+
     def _macro_f1(self) -> float:
         active = (self.tp + self.fp + self.fn) > 0
         if not active.any():
@@ -156,6 +214,23 @@ class Evaluator:
                 }
             )
         return rows
+
+
+def _doc_subject_counts(g, rows, cols, hit) -> tuple[sp.csr_matrix, ...]:
+    """(tp, fp, fn) documents x subjects matrices of one batch: chosen
+    suggestions (rows, cols) that are hits or not, and gold ones not found."""
+    shape = g.shape
+
+    def counts(r, c):
+        return sp.csr_matrix(
+            (np.ones(len(r), np.int64), (r, c)), shape=shape, dtype=np.int64
+        )
+
+    tp = counts(rows[hit], cols[hit])
+    fp = counts(rows[~hit], cols[~hit])
+    fn = g.astype(np.int64) - tp
+    fn.eliminate_zeros()
+    return tp, fp, fn
 
 
 def _idcg(n_relevant: np.ndarray) -> np.ndarray:

@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.eval import Evaluator
+from indexer.significance import (
+    bootstrap,
+    bootstrap_interval,
+    interval_metrics,
+    metrics_for_weights,
+    paired_difference,
+)
+from indexer.suggestion import SuggestionBatch
+
+N_SUBJECTS = 15
+SEEN = np.arange(N_SUBJECTS) < 11
+
+
+def random_run(n_docs: int, seed: int, skill: float = 0.5):
+    """Gold subjects and noisy suggestions: a better `skill` ranks gold higher."""
+    rng = np.random.default_rng(seed)
+    gold = [
+        list(rng.choice(N_SUBJECTS, size=rng.integers(1, 4), replace=False))
+        for _ in range(n_docs)
+    ]
+    gold[3] = []  # documents without gold subjects are skipped by the averages
+    scores = rng.random((n_docs, N_SUBJECTS)) * (rng.random((n_docs, N_SUBJECTS)) < 0.5)
+    for i, g in enumerate(gold):
+        scores[i, g] = np.clip(scores[i, g] + skill, 0, 1)
+    return gold, SuggestionBatch.from_dense(scores)
+
+
+def evaluator_for(gold, batch, batch_size=7) -> Evaluator:
+    evaluator = Evaluator(N_SUBJECTS, limit=3, threshold=0.3, seen=SEEN)
+    for start in range(0, len(gold), batch_size):
+        rows = slice(start, start + batch_size)
+        evaluator.add(gold[rows], SuggestionBatch(batch.matrix[rows]))
+    return evaluator
+
+
+def test_per_document_values_average_to_the_metrics():
+    gold, batch = random_run(40, 0)
+    evaluator = evaluator_for(gold, batch)
+    results = evaluator.results()
+    per_doc = evaluator.per_document()
+    assert np.isnan(per_doc["f1"][3])  # document 3 has no gold subjects
+    for name, values in per_doc.items():
+        assert np.nanmean(values) == pytest.approx(results[name]), name
+
+
+def test_all_ones_weights_give_the_evaluator_results():
+    gold, batch = random_run(40, 1)
+    evaluator = evaluator_for(gold, batch)
+    results = evaluator.results()
+    point = metrics_for_weights(evaluator, np.ones(40))
+    assert set(point) == set(interval_metrics(evaluator))
+    assert "f1_macro" in point and "unseen_recall@5" in point
+    for name, value in point.items():
+        assert value == pytest.approx(results[name]), name
+
+
+def test_resample_weights_equal_evaluating_the_drawn_documents():
+    """A weight vector means 'this document drawn w times': evaluating the
+    corpus made of the drawn documents must give the same metrics, macro F1 and
+    unseen recall included."""
+    gold, batch = random_run(30, 2)
+    counts = np.random.default_rng(5).multinomial(30, np.full(30, 1 / 30))
+    drawn = np.repeat(np.arange(30), counts)
+    expected = evaluator_for(
+        [gold[i] for i in drawn], SuggestionBatch(batch.matrix[drawn])
+    ).results()
+    weighted = metrics_for_weights(evaluator_for(gold, batch), counts)
+    for name, value in weighted.items():
+        assert value == pytest.approx(expected[name]), name
+
+
+def test_bootstrap_is_seeded_and_brackets_the_point():
+    gold, batch = random_run(200, 3)
+    evaluator = evaluator_for(gold, batch)
+    first = bootstrap(evaluator, n_boot=300, seed=7)
+    assert bootstrap(evaluator, n_boot=300, seed=7) == first
+    assert bootstrap(evaluator, n_boot=300, seed=8)["f1@5"] != first["f1@5"]
+    for name, iv in first.items():
+        assert iv.low <= iv.point <= iv.high, name
+    f1 = first["f1@5"]
+    assert 0 < f1.high - f1.low < 0.2
+    assert bootstrap_interval(evaluator, "f1@5", n_boot=300, seed=7) == f1
+
+
+def test_interval_narrows_with_more_documents():
+    small = bootstrap(evaluator_for(*random_run(50, 4)), n_boot=400, metrics=["f1@5"])
+    large = bootstrap(evaluator_for(*random_run(800, 4)), n_boot=400, metrics=["f1@5"])
+    width = {
+        n: iv["f1@5"].high - iv["f1@5"].low for n, iv in [("s", small), ("l", large)]
+    }
+    assert width["l"] < width["s"] / 2
+
+
+def test_unknown_metric_names_the_choices():
+    evaluator = evaluator_for(*random_run(20, 5))
+    with pytest.raises(ValueError, match="f1_macro"):
+        bootstrap(evaluator, n_boot=10, metrics=["f1@7"])
+
+
+def test_paired_difference_of_a_system_with_itself_is_zero():
+    evaluator = evaluator_for(*random_run(100, 6))
+    diff = paired_difference(evaluator, evaluator, n_boot=200)
+    assert diff["f1@5"].difference == 0
+    assert (diff["f1@5"].low, diff["f1@5"].high) == (0, 0)
+    assert diff["f1@5"].verdict == "no difference"
+
+
+def test_paired_difference_finds_the_better_system():
+    gold, good = random_run(150, 7, skill=0.6)
+    rng = np.random.default_rng(0)
+    noise = SuggestionBatch.from_dense(rng.random((150, N_SUBJECTS)))
+    a, b = evaluator_for(gold, good), evaluator_for(gold, noise)
+    diff = paired_difference(a, b, n_boot=300, metrics=["f1@5", "f1_macro"])
+    assert diff["f1@5"].a == pytest.approx(a.results()["f1@5"])
+    assert diff["f1@5"].b == pytest.approx(b.results()["f1@5"])
+    assert diff["f1@5"].verdict == "A better"
+    assert diff["f1@5"].low > 0
+    assert paired_difference(b, a, n_boot=300)["f1@5"].verdict == "B better"
+
+
+def test_paired_difference_is_tighter_than_unpaired():
+    """Pairing cancels the per-document difficulty both systems share."""
+    gold, batch = random_run(300, 8, skill=0.4)
+    noisier = SuggestionBatch(batch.matrix * 0.97)  # same ranking, same metrics@k
+    a, b = evaluator_for(gold, batch), evaluator_for(gold, noisier)
+    diff = paired_difference(a, b, n_boot=200, metrics=["f1@5"])["f1@5"]
+    single = bootstrap(a, n_boot=200, metrics=["f1@5"])["f1@5"]
+    assert diff.high - diff.low < (single.high - single.low) / 10
+
+
+def test_paired_difference_needs_the_same_documents():
+    a = evaluator_for(*random_run(20, 9))
+    b = evaluator_for(*random_run(21, 9))
+    with pytest.raises(ValueError, match="same documents"):
+        paired_difference(a, b, n_boot=10)
