@@ -108,15 +108,19 @@ def _metrics(held, scores: np.ndarray, slots: int, depth: int) -> dict:
         local = np.full(held.n_documents, -1)
         local[docs] = np.arange(len(docs))
         keep = (local[c.docs] >= 0) & (scores > 0)
+        counts = np.zeros(c.n_subjects)
+        row = seen[g]
+        known = row.indices < c.n_subjects
+        counts[row.indices[known]] = row.data[known]
+        if not keep.any():  # nothing suggested for this group: every gold missed
+            gold = [held.doc_gold[d] for d in docs]
+            documents += sum(1 for subjects in gold if subjects)
+            unseen_gold += sum(int((counts[s] == 0).sum()) for s in gold)
+            continue
         matrix = sp.csr_matrix(
             (scores[keep], (local[c.docs[keep]], c.subjects[keep])),
             shape=(len(docs), c.n_subjects),
         )
-        counts = np.zeros(c.n_subjects)
-        row = seen[g]
-        counts[row.indices[row.indices < c.n_subjects]] = row.data[
-            row.indices < c.n_subjects
-        ]
         batch = SuggestionBatch(matrix).promote(counts == 0, slots, depth)
         evaluator = Evaluator(c.n_subjects, limit=5, seen=counts)
         evaluator.add([held.doc_gold[d] for d in docs], batch)

@@ -116,9 +116,10 @@ class Evaluator:
             r[f"ndcg@{k}"] = float(
                 np.mean(get[f"dcg@{k}"] / _idcg(np.minimum(n_gold, k)))
             )
-        hits, pred = get["hits"], get["pred"]
+        # float: a batch without suggestions gives integer (empty) bincounts
+        hits, pred = get["hits"].astype(np.float64), get["pred"]
         r["precision"] = float(
-            np.mean(np.divide(hits, pred, out=np.zeros_like(hits), where=pred > 0))
+            np.mean(np.divide(hits, pred, out=np.zeros(len(hits)), where=pred > 0))
         )
         r["recall"] = float(np.mean(hits / n_gold))
         r["f1"] = float(np.mean(2 * hits / (pred + n_gold)))

@@ -92,3 +92,12 @@ def test_per_subject_results():
         "f1": 1.0,
     }
     assert rows[1]["fn"] == 1 and rows[2]["fp"] == 1
+
+
+def test_a_batch_without_any_suggestion_scores_zero():
+    """No suggestion at all (integer, empty counts) still gives float zeros."""
+    metrics = evaluate_arrays([[1], [2, 3]], SuggestionBatch.empty(2, 5), seen=[1] * 5)
+    assert metrics["documents_with_subjects"] == 2
+    assert metrics["precision"] == metrics["recall"] == metrics["f1"] == 0.0
+    assert metrics["ndcg@10"] == metrics["f1@5"] == 0.0
+    assert metrics["unseen_gold"] == 0

@@ -223,6 +223,42 @@ def test_fusion_refits_on_all_held_out_scores(projects, workspace, halves):
         np.testing.assert_allclose(learned[key], expected[key], atol=1e-6)
 
 
+ASTRONOMY = "http://example.org/t/astronomy"
+
+
+def test_rest_learn_on_a_fusion_whose_zero_shot_source_suggests_nothing(workspace):
+    """The zero-shot source suggests nothing for the taught text, so its
+    group of held-out scores is empty: the learn answers 204, not a 500."""
+    import json
+    import urllib.request
+
+    from indexer.rest import create_app
+
+    from .test_rest import running_server
+
+    projects = Projects.from_path(workspace / "projects.cfg")
+    for source in ("tfidf-en", "xmc-en"):
+        projects.get(source).train([DATA / "tiny.tsv"])
+    projects.get("calibrated-en").train([DATA / "tiny.tsv"])
+    text = "stars and telescopes, taught once"
+    assert not projects.get("lexical-en").suggest([text]).row(0)
+
+    app = create_app(workspace / "projects.cfg", api_key="k", check_interval=0)
+    body = json.dumps([{"text": text, "subjects": [{"uri": ASTRONOMY}]}]).encode()
+    with running_server(app) as base:
+        request = urllib.request.Request(
+            f"{base}/v1/projects/calibrated-en/learn",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "X-API-Key": "k"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 204
+    manifest = projects.get("calibrated-en").backend.manifest
+    assert manifest["documents"] == len(LINES) + 1
+    assert manifest["learned"][0]["info"]["documents_learned"] == 1
+
+
 # -- the served model ----------------------------------------------------------------
 
 

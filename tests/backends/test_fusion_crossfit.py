@@ -213,6 +213,29 @@ def test_unseen_slots_keep_the_zero_shot_sources_unseen_recall():
     assert recalls == sorted(recalls)
 
 
+def test_a_group_the_zero_shot_source_suggests_nothing_for_counts_as_missed():
+    """A learnt group where the zero-shot source suggested nothing: its gold
+    subjects count as missed, as evaluating the sources on them would."""
+    first, gold_a, _, b, frequency = grouped(11, n_docs=60)
+    gold_b, a_b, _, _ = synthetic(12, n_docs=20)
+    nothing = SuggestionBatch.empty(20, b.n_subjects)
+    candidates = Candidates.from_batches([a_b, nothing], per_source=50)
+    held = first.extend(HeldOut.of_group(candidates, gold_b, 50, frequency))
+    rank = held.candidates.rank[:, 1]
+    zero_shot_only = np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0)
+
+    choice = choose_unseen_slots(held, zero_shot_only, 10, zero_shot=[1])
+
+    expected = evaluate_arrays(
+        gold_a + gold_b, SuggestionBatch.vstack([b, nothing]), seen=frequency
+    )
+    assert choice["zero_shot_unseen_recall@10"] == pytest.approx(
+        expected["unseen_recall@10"]
+    )
+    assert choice["options"][0]["ndcg@10"] == pytest.approx(expected["ndcg@10"])
+    assert choice["options"][0]["unseen_gold"] == expected["unseen_gold"]
+
+
 def _matrix(candidates, scores, n_docs, n_subjects):
     import scipy.sparse as sp
 
