@@ -36,7 +36,7 @@ def _identity(path: Path) -> list:
         for document in sorted(path.glob("*.txt")):
             stat = document.stat()
             digest.update(
-                f"{document.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode()
+                os.fsencode(f"{document.name}\0{stat.st_size}\0{stat.st_mtime_ns}\0")
             )
         return [str(path.resolve()), "documents", digest.hexdigest()]
     stat = path.stat()

@@ -99,6 +99,10 @@ def _scan_dir(path, block_size, first_number, skip_files) -> Iterator[BlockSpec]
 def _read_file(path: Path) -> Record:
     from indexer.corpus import decode_document
 
+    if not _is_unicode(path.name):  # bytes that are not UTF-8 (surrogateescape)
+        name = os.fsencode(path.name).decode("utf-8", "backslashreplace")
+        return Record(name.removesuffix(".txt"), name, error="the file name is not "
+                      "UTF-8: rename the file")  # fmt: skip
     try:
         text = decode_document(path.read_bytes(), f"File '{path.name}'")
     except (InputError, OSError) as exc:
@@ -163,6 +167,46 @@ def _checked_text(value, where: str, record_id: str) -> Record:
     return Record(record_id, where, value)
 
 
+def _record_id(value, where: str) -> tuple[str, str | None]:
+    """(the id, why it cannot be one or None). The rule, for every format: a
+    string is the id; bytes are decoded as UTF-8; an integer is written in
+    decimal; none at all, the record's place (`docs.jsonl:7`). A boolean, a
+    fraction, a list or an object is no id: the record is rejected."""
+    if value is None:
+        return where, None
+    if isinstance(value, bytes):
+        try:
+            return _decode(value, where), None
+        except InputError as exc:
+            return where, f"the id is {exc.message}"
+    if isinstance(value, str):
+        if not _is_unicode(value):
+            return where, "the id holds a lone surrogate (a \\uD800-\\uDFFF escape)"
+        return value, None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value), None
+    kind = {bool: "a boolean", float: "a number with a fraction"}.get(
+        type(value), f"of type {type(value).__name__}"
+    )
+    return where, f"the id is {kind} ({value!r:.40}): give a string or an integer"
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string with a lone surrogate, which no file can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _with_id(value, where: str, text) -> Record:
+    record_id, wrong = _record_id(value, where)
+    if wrong is not None:
+        return Record(record_id, where, error=wrong)
+    return _checked_text(text, where, record_id)
+
+
 def _parse_jsonl(line: bytes, where: str, options: Options) -> Record:
     try:
         record = json.loads(_decode(line, where))
@@ -174,9 +218,9 @@ def _parse_jsonl(line: bytes, where: str, options: Options) -> Record:
         return Record(where, where, error=f"invalid JSON ({exc.msg})")
     if not isinstance(record, dict):
         return Record(where, where, error="the line is not a JSON object")
-    record_id = record.get(options.id_column)
-    record_id = where if record_id is None else str(record_id)
-    return _checked_text(record.get(options.text_column), where, record_id)
+    return _with_id(
+        record.get(options.id_column), where, record.get(options.text_column)
+    )
 
 
 def _id_despite_bad_bytes(line: bytes, where: str, options: Options) -> str:
@@ -185,7 +229,7 @@ def _id_despite_bad_bytes(line: bytes, where: str, options: Options) -> str:
         record_id = json.loads(line.decode("utf-8", "replace")).get(options.id_column)
     except (json.JSONDecodeError, AttributeError):
         return where
-    return where if record_id is None else str(record_id)
+    return _record_id(record_id, where)[0]
 
 
 def _parse_tsv(line: bytes, where: str, options: Options) -> Record:
@@ -314,7 +358,5 @@ def _read_parquet(spec: BlockSpec, options: Options) -> list[Record]:
     records = []
     for i, (text, record_id) in enumerate(zip(texts, ids, strict=True)):
         where = f"{stream.name}:row {spec.first_row + i}"
-        records.append(
-            _checked_text(text, where, where if record_id is None else str(record_id))
-        )
+        records.append(_with_id(record_id, where, text))
     return records

@@ -147,3 +147,61 @@ def test_parquet_blocks_read_in_any_order_are_the_right_rows(tmp_path):
         texts = [r.text for r in read_block(spec, Options())]
         first = spec.first_row
         assert texts == [f"t{i}" for i in range(first, first + spec.count)]
+
+
+def test_ids_follow_one_rule_in_every_format(tmp_path):
+    """A string is the id, bytes are UTF-8, an integer is written in decimal,
+    none is the record's place; anything else rejects the record."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        '{"id": "a", "text": "stars"}\n'
+        '{"id": 12, "text": "stars"}\n'
+        '{"id": true, "text": "stars"}\n'
+        '{"id": 1.5, "text": "stars"}\n'
+        '{"id": ["x"], "text": "stars"}\n'
+        '{"id": null, "text": "stars"}\n'
+        '{"id": "\\ud800", "text": "stars"}\n'
+    )
+    found = [(r.id, r.error) for r in records(path)]
+    assert found[:2] == [("a", None), ("12", None)]
+    assert found[2] == ("in.jsonl:3", "the id is a boolean (True): give a string or "
+                        "an integer")  # fmt: skip
+    assert found[3][0] == "in.jsonl:4" and "a number with a fraction" in found[3][1]
+    assert found[4][0] == "in.jsonl:5" and "of type list" in found[4][1]
+    assert found[5] == ("in.jsonl:6", None)
+    assert found[6][0] == "in.jsonl:7" and "lone surrogate" in found[6][1]
+
+
+def test_binary_parquet_ids_are_utf8_text(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "in.parquet"
+    ids = pa.array([b"doc-1", "d\u00f6c-2".encode(), b"\xffdoc"], type=pa.binary())
+    pq.write_table(pa.table({"id": ids, "text": ["stars"] * 3}), path)
+    found = [(r.id, r.error) for r in records(path, 5)]
+    assert found[:2] == [("doc-1", None), ("d\u00f6c-2", None)]
+    assert found[2][0] == "in.parquet:row 2"
+    assert found[2][1].startswith("the id is not UTF-8 text")
+    path = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"id": [7, 8], "text": ["stars"] * 2}), path)
+    assert [r.id for r in records(path, 5)] == ["7", "8"]
+    path = tmp_path / "bools.parquet"
+    pq.write_table(pa.table({"id": [True], "text": ["stars"]}), path)
+    assert "a boolean" in records(path, 5)[0].error
+
+
+def test_a_file_name_that_is_not_utf8_is_a_rejected_record(tmp_path):
+    import os
+
+    from indexer.batch.plan import _identity
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("stars")
+    (docs / os.fsdecode(b"\xff.txt")).write_text("music")
+    found = [(r.id, r.where, r.error) for r in records(docs)]
+    assert found[0] == ("a", "a.txt", None)
+    assert found[1] == ("\\xff", "\\xff.txt", "the file name is not UTF-8: rename "
+                        "the file")  # fmt: skip
+    assert _identity(docs)[1] == "documents"  # the plan of such a directory too
