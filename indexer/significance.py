@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.eval import Evaluator
+from indexer.eval import KS, Evaluator
 
 #: replicates resampled together: bounds the (replicates x subjects) arrays of
 #: macro F1 to a few tens of MB
@@ -81,14 +81,7 @@ class _Table:
 
     def names(self) -> list[str]:
         """Metric names in the order of `Evaluator.results()`."""
-        out = []
-        for k in self.ks:
-            out += [f"precision@{k}", f"recall@{k}", f"f1@{k}", f"ndcg@{k}"]
-        out += ["precision", "recall", "f1", "ndcg"]
-        out += ["precision_micro", "recall_micro", "f1_micro", "f1_macro", "lrap"]
-        if self.has_unseen:
-            out += [f"unseen_recall@{k}" for k in self.ks]
-        return out
+        return metric_names(self.ks, self.has_unseen)
 
     def compute(self, weights: np.ndarray, names: Sequence[str]) -> dict:
         """Metric values for each row of `weights` (replicates x documents)."""
@@ -147,6 +140,19 @@ class _Table:
                 where=n_active > 0,
             )
         return result
+
+
+def metric_names(ks: Sequence[int] = KS, unseen: bool = True) -> list[str]:
+    """Names of the metrics that get intervals, in the order of
+    `Evaluator.results()`; unseen recall only where training data is known."""
+    out = []
+    for k in ks:
+        out += [f"precision@{k}", f"recall@{k}", f"f1@{k}", f"ndcg@{k}"]
+    out += ["precision", "recall", "f1", "ndcg"]
+    out += ["precision_micro", "recall_micro", "f1_micro", "f1_macro", "lrap"]
+    if unseen:
+        out += [f"unseen_recall@{k}" for k in ks]
+    return out
 
 
 def interval_metrics(evaluator: Evaluator) -> list[str]:

@@ -139,3 +139,62 @@ def test_paired_difference_needs_the_same_documents():
     b = evaluator_for(*random_run(21, 9))
     with pytest.raises(ValueError, match="same documents"):
         paired_difference(a, b, n_boot=10)
+
+
+def test_eval_bootstrap_prints_and_writes_intervals(run_cli, workspace, tiny_corpus):
+    import json
+
+    assert run_cli("train", "tfidf-en", str(tiny_corpus)).exit_code == 0
+    metrics_file = workspace / "m.json"
+    args = ("eval", "tfidf-en", str(tiny_corpus), "--bootstrap", "200")
+    result = run_cli(*args, "--metrics-file", str(metrics_file))
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("f1@5 "))
+    value, low, high = (float(x.strip("[],")) for x in line.split()[1:])
+    data = json.loads(metrics_file.read_text())
+    interval = data["bootstrap"]["intervals"]["f1@5"]
+    assert data["f1@5"] == pytest.approx(value, abs=1e-4)
+    assert (interval["low"], interval["high"]) == pytest.approx((low, high), abs=1e-4)
+    assert low <= value <= high and low < high
+    assert data["bootstrap"]["replicates"] == 200
+    assert run_cli(*args).stdout == result.stdout  # seeded: the same interval
+    plain = run_cli("eval", "tfidf-en", str(tiny_corpus)).stdout
+    assert "[" not in plain
+
+
+def test_compare_gives_difference_interval_and_verdict(run_cli, tiny_corpus):
+    assert run_cli("train", "tfidf-en", str(tiny_corpus)).exit_code == 0
+    args = ("compare", "tfidf-en", "dummy-en", str(tiny_corpus), "--bootstrap", "300")
+    result = run_cli(*args, "--metric", "recall@3", "--metric", "f1@5")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("A = tfidf-en, B = dummy-en; 10 documents")
+    assert [x.split()[0] for x in lines[2:]] == ["recall@3", "f1@5"]
+    # tfidf trained on these very documents beats a constant 'physics' at
+    # recall@3 (1.0 against 0.2); 10 documents cannot separate their F1@5
+    assert lines[2].split()[1:4] == ["1.0000", "0.2000", "+0.8000"]
+    assert lines[2].endswith("A better")
+    assert lines[3].endswith("no difference")
+    same = run_cli("compare", "tfidf-en", "tfidf-en", str(tiny_corpus))
+    assert same.exit_code == 0
+    assert all(x.endswith("no difference") for x in same.stdout.splitlines()[2:])
+
+
+def test_compare_errors(run_cli, workspace, tiny_corpus):
+    from tests.conftest import DATA
+
+    with open(workspace / "projects.cfg", "a") as f:
+        f.write(
+            f"\n[vocab:other]\nsource = {DATA / 'tiny-columns.csv'}\n\n"
+            "[lexical-other]\nlanguage = en\nvocab = other\nbackend = lexical\n"
+        )
+    cases = [
+        (("nope", "lexical-en"), 2, "No project 'nope'"),
+        (("lexical-en", "lexical-other"), 2, "different vocabularies"),
+        (("lexical-en", "dummy-en", "--metric", "f1@7"), 2, "Unknown metric 'f1@7'"),
+        (("lexical-en", "tfidf-en"), 1, "not trained"),
+    ]
+    for args, code, message in cases:
+        result = run_cli("compare", *args[:2], str(tiny_corpus), *args[2:])
+        assert result.exit_code == code, (args, result.output)
+        assert message in result.output, (args, result.output)

@@ -1,4 +1,4 @@
-"""Commands that measure and tune: eval, optimize, hyperopt."""
+"""Commands that measure and tune: eval, compare, optimize, hyperopt."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import click
 from indexer.cli.app import Context, cli, pass_context, print_table, warn
 from indexer.cli.options import at_least, limit_option, threshold_option
 from indexer.errors import UsageError
+
+CONFIDENCE = 0.95
 
 
 def _evaluate(project, paths, limit, threshold, batch_size=64):
@@ -38,6 +40,66 @@ def _evaluate(project, paths, limit, threshold, batch_size=64):
     return evaluator, batches
 
 
+def _evaluate_pair(project_a, project_b, paths, batch_size=64):
+    """Both projects suggest for the same documents (each once), at their own
+    limit and threshold; the corpus is read once."""
+    from tqdm import tqdm
+
+    from indexer.eval import Evaluator
+
+    if project_a.config.vocab != project_b.config.vocab:
+        raise UsageError(
+            f"Projects '{project_a.id}' and '{project_b.id}' use different "
+            f"vocabularies ('{project_a.config.vocab}' and "
+            f"'{project_b.config.vocab}'): a comparison needs the same subjects"
+        )
+    corpus = project_a.corpus(paths)
+    evaluators = [
+        Evaluator(
+            len(p.vocab), limit=p.limit, threshold=p.threshold, seen=p.seen_subjects()
+        )
+        for p in (project_a, project_b)
+    ]
+    for docs in tqdm(
+        corpus.batches(batch_size), desc="Evaluating", unit=" batches", disable=None
+    ):
+        gold = [d.subjects for d in docs]
+        texts = [d.text for d in docs]
+        for project, evaluator in zip((project_a, project_b), evaluators, strict=True):
+            evaluator.add(gold, project.backend.suggest_batch(texts))
+    warn(corpus.stats.warnings())
+    if corpus.stats.documents == 0:
+        raise UsageError("The evaluation corpus contains no documents")
+    return evaluators
+
+
+def _metric_line(name, value, interval=None) -> str:
+    """`name  value` or, with an interval, `name  value  [low, high]`."""
+    if not isinstance(value, float):
+        return f"{name:<28}{value}"
+    line = f"{name:<28}{value:.4f}"
+    if interval is not None:
+        line += f"  [{interval.low:.4f}, {interval.high:.4f}]"
+    return line
+
+
+def _finite(value: float) -> float | None:
+    """A float for JSON: NaN (no unseen gold subjects, say) becomes null."""
+    return None if value != value else value
+
+
+def _bootstrap_json(intervals, n_boot: int, seed: int) -> dict:
+    return {
+        "replicates": n_boot,
+        "confidence": CONFIDENCE,
+        "seed": seed,
+        "intervals": {
+            name: {"low": _finite(iv.low), "high": _finite(iv.high)}
+            for name, iv in intervals.items()
+        },
+    }
+
+
 @cli.command("eval")
 @click.argument("project_id")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
@@ -51,9 +113,25 @@ def _evaluate(project, paths, limit, threshold, batch_size=64):
     type=click.Path(dir_okay=False),
     help="Write per-subject results as TSV.",
 )
+@at_least(
+    1,
+    "--bootstrap",
+    help_text="Resample the documents N times and give each metric's 95% interval.",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seed of the resampling."
+)
 @pass_context
 def eval_command(
-    ctx: Context, project_id, paths, limit, threshold, metrics_file, results_file
+    ctx: Context,
+    project_id,
+    paths,
+    limit,
+    threshold,
+    metrics_file,
+    results_file,
+    bootstrap,
+    seed,
 ) -> None:
     """Evaluate PROJECT against the gold subjects of a corpus."""
     project = ctx.project(project_id)
@@ -61,24 +139,19 @@ def eval_command(
     threshold = project.threshold if threshold is None else threshold
     evaluator, _ = _evaluate(project, paths, limit, threshold)
     metrics = evaluator.results()
+    intervals = {}
+    if bootstrap:
+        from indexer.significance import bootstrap as resample
+
+        intervals = resample(evaluator, bootstrap, seed, CONFIDENCE)
     for name, value in metrics.items():
-        click.echo(
-            f"{name:<28}{value:.4f}"
-            if isinstance(value, float)
-            else f"{name:<28}{value}"
-        )
+        click.echo(_metric_line(name, value, intervals.get(name)))
     if metrics_file:
-        Path(metrics_file).write_text(
-            json.dumps(
-                {
-                    "project": project.id,
-                    "limit": limit,
-                    "threshold": threshold,
-                    **metrics,
-                },
-                indent=2,
-            )
-        )
+        data = {"project": project.id, "limit": limit, "threshold": threshold}
+        data.update(metrics)
+        if bootstrap:
+            data["bootstrap"] = _bootstrap_json(intervals, bootstrap, seed)
+        Path(metrics_file).write_text(json.dumps(data, indent=2))
     if results_file:
         vocab = project.vocab
         with open(results_file, "w", encoding="utf-8") as f:
@@ -89,6 +162,59 @@ def eval_command(
                     f"<{vocab.uris[r['subject']]}>\t{label}\t{r['support']}\t{r['tp']}\t{r['fp']}\t{r['fn']}\t"
                     f"{r['precision']:.4f}\t{r['recall']:.4f}\t{r['f1']:.4f}\n"
                 )
+
+
+@cli.command()
+@click.argument("project_a")
+@click.argument("project_b")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@at_least(1, "--bootstrap", default=1000, help_text="Resamples of the documents.")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Metric to compare (repeatable; default: all of `indexer eval`'s).",
+)
+@click.option(
+    "--seed", default=0, show_default=True, type=int, help="Seed of the resampling."
+)
+@pass_context
+def compare(ctx: Context, project_a, project_b, paths, bootstrap, metrics, seed):
+    """Compare PROJECT_A with PROJECT_B on the same documents: each metric's
+    difference A - B with its paired 95% bootstrap interval."""
+    from indexer.significance import metric_names, paired_difference
+
+    a, b = ctx.project(project_a), ctx.project(project_b)
+    known = metric_names()
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise UsageError(
+            f"Unknown metric {unknown[0]!r}; choose from: {', '.join(known)}"
+        )
+    evaluator_a, evaluator_b = _evaluate_pair(a, b, paths)
+    try:
+        diffs = paired_difference(
+            evaluator_a, evaluator_b, bootstrap, seed, CONFIDENCE, metrics or None
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    click.echo(
+        f"A = {a.id}, B = {b.id}; {evaluator_a.results()['documents']} documents"
+    )
+    print_table(
+        [
+            [
+                name,
+                f"{d.a:.4f}",
+                f"{d.b:.4f}",
+                f"{d.difference:+.4f}",
+                f"[{d.low:+.4f}, {d.high:+.4f}]",
+                d.verdict,
+            ]
+            for name, d in diffs.items()
+        ],
+        ["metric", "A", "B", "A-B", f"{CONFIDENCE:.0%} interval", "verdict"],
+    )
 
 
 @cli.command()
