@@ -2,8 +2,11 @@
 
 A lock is an `fcntl.flock` on a file under `data/locks/`. The kernel releases
 it when its holder exits, however it exits (kill -9 included), so a lock is
-never left stale. While held, the file names the holder (pid, command, since
-when), which the refusal message of a second writer shows.
+never left stale. While held, the file names the holder (pid, the program and
+its subcommand, since when), which the refusal message of a second writer
+shows. It never holds the rest of the command line: option values may be
+secrets (`indexer serve --api-key ...`), and the file is readable by its owner
+only.
 
 Locks are re-entrant within a thread (a training that also writes a cache takes
 the project's lock once) and exclusive between threads and processes.
@@ -18,12 +21,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from indexer.errors import BusyError
 
 _HELD = threading.local()
+#: what the lock file calls this process: see name_command
+_COMMAND: list[str] = []
+#: seconds between tries while a bounded wait (`timeout`) polls a busy lock
+POLL_INTERVAL = 0.01
 
 
 class ResourceLock:
@@ -51,16 +58,23 @@ class ResourceLock:
 
     @contextmanager
     def hold(
-        self, wait: bool = False, on_wait: Callable[[str], None] | None = None
+        self,
+        wait: bool = False,
+        on_wait: Callable[[str], None] | None = None,
+        timeout: float | None = None,
     ) -> Iterator[None]:
         """Hold the lock for the block; a busy lock raises BusyError at once,
-        or with `wait` is waited for (`on_wait`, default stderr, is told whom for)."""
+        with `wait` is waited for (`on_wait`, default stderr, is told whom for),
+        or with `timeout` is waited for silently up to that many seconds."""
         held = _held_here()
         key = str(self.path)
         if key in held:  # this thread holds it already: keep it
             yield
             return
-        fd = self._acquire(wait, on_wait)
+        if timeout is not None:
+            fd = self._acquire_within(timeout)
+        else:
+            fd = self._acquire(wait, on_wait)
         held[key] = fd
         try:
             yield
@@ -69,9 +83,39 @@ class ResourceLock:
             os.ftruncate(fd, 0)
             os.close(fd)  # closing releases the flock
 
-    def _acquire(self, wait: bool, on_wait) -> int:
+    def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        with suppress(OSError):  # a file made before locks were private
+            os.fchmod(fd, 0o600)
+        return fd
+
+    def _acquire_within(self, timeout: float) -> int:
+        """The lock, tried until `timeout` seconds have passed (flock itself
+        cannot give up); BusyError then."""
+        fd = self._open()
+        deadline = time.monotonic() + max(0.0, timeout)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise BusyError(
+                            f"{self.what} is busy: {self.holder()}; waited "
+                            f"{timeout:g} s for it",
+                            resource=self.what,
+                        ) from None
+                    time.sleep(POLL_INTERVAL)
+            _write_holder(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _acquire(self, wait: bool, on_wait) -> int:
+        fd = self._open()
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -126,13 +170,20 @@ def _write_holder(fd: int) -> None:
     os.pwrite(fd, json.dumps(info).encode(), 0)
 
 
+def name_command(command: str | None) -> None:
+    """Name this process in the lock files it writes (the CLI: `indexer train`):
+    a program and a subcommand, never option values; None: the program's name."""
+    _COMMAND[:] = [command] if command else []
+
+
 def _command() -> str:
-    """The running command line, shortened: `indexer train p corpus.tsv`."""
-    argv = list(sys.argv) or ["python"]
+    """The running program (and subcommand, where the CLI named it), without
+    its arguments: `indexer train`, `pytest`, `script.py`."""
+    if _COMMAND:
+        return _COMMAND[0]
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None:  # python -m package
         module = spec.name.removesuffix(".__main__")
-        argv[0] = "indexer" if module == "indexer.cli" else module
-    else:
-        argv[0] = Path(argv[0]).name
-    return " ".join(argv)[:200]
+        return "indexer" if module == "indexer.cli" else module
+    program = Path(sys.argv[0]).name if sys.argv else ""
+    return "python" if program in ("", "-c", "-") else program

@@ -4,6 +4,7 @@ message) and that nothing was lost or written outside the data directory."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -90,7 +91,7 @@ def test_second_training_is_refused_and_the_first_finishes(workspace, projects):
         second = indexer_cli(workspace, "train", "tfidf-en", str(DATA / "tiny.tsv"))
         assert second.returncode == 1
         assert second.stderr.startswith(
-            f"Error: Project 'tfidf-en' is busy: process {first.pid} (paused.py "
+            f"Error: Project 'tfidf-en' is busy: process {first.pid} (paused.py) "
         )
         assert "has held it since 20" in second.stderr
         assert second.stderr.rstrip().endswith(
@@ -135,7 +136,7 @@ def test_wait_runs_after_the_holder_finishes(workspace, projects):
     )
     line = waiting.stderr.readline()
     assert line.startswith(
-        f"Waiting: Project 'tfidf-en' is busy: process {first.pid} (paused.py"
+        f"Waiting: Project 'tfidf-en' is busy: process {first.pid} (paused.py) "
     )
     time.sleep(0.3)
     assert waiting.poll() is None  # still waiting
@@ -170,10 +171,113 @@ def test_load_vocab_during_a_load_is_refused(workspace, projects):
     with vocab.lock.hold():
         result = indexer_cli(workspace, "load-vocab", "tiny", str(DATA / "tiny.ttl"))
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1].startswith(
-        f"Error: Vocabulary 'tiny' is busy: process {os.getpid()} (pytest "
+    error = result.stderr.splitlines()[-1]
+    # the holder by pid and program name; its arguments are no one else's business
+    holder = re.match(
+        rf"Error: Vocabulary 'tiny' is busy: process {os.getpid()} \(([^)]*)\) has "
+        "held it since 20",
+        error,
     )
+    assert holder, error
+    assert " " not in holder.group(1) and "-" not in holder.group(1), error
     assert len(vocab) == size and vocab.info["size"] == size
+
+
+# `indexer serve --api-key ...` whose learns stop inside the backend until the
+# file named by $GATE exists (after telling so on stdout).
+PAUSED_SERVE = """
+import os, sys, time
+from pathlib import Path
+from backends.tfidf import TfidfBackend
+from indexer.cli import main
+
+original = TfidfBackend._learn
+def paused_learn(self, corpus, previous, directory):
+    print("learning", flush=True)
+    while not Path(os.environ["GATE"]).exists():
+        time.sleep(0.02)
+    return original(self, corpus, previous, directory)
+TfidfBackend._learn = paused_learn
+main()
+"""
+
+
+def test_a_lock_held_by_a_server_shows_no_option_values(workspace, projects):
+    import json
+    import threading
+    import urllib.request
+
+    secret = "SECRET-hunter2-key"
+    projects.get("tfidf-en").train([DATA / "tiny.tsv"])
+    gate = workspace / "gate"
+    server = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_SERVE, "--projects", str(workspace)]
+        + ["serve", "--port", "0", "--api-key", secret, "--no-preload"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**CHILD_ENV, "GATE": str(gate)},
+    )
+    log: list[str] = []
+    try:
+        for line in server.stderr:
+            log.append(line)
+            if found := re.search(r"on (http://127\.0\.0\.1:\d+)/ \(", line):
+                base = found.group(1)
+                break
+        else:
+            pytest.fail("the server did not start:\n" + "".join(log))
+        threading.Thread(target=lambda: log.extend(server.stderr), daemon=True).start()
+        request = urllib.request.Request(
+            f"{base}/v1/projects/tfidf-en/learn",
+            data=json.dumps(
+                [
+                    {
+                        "text": "quokka",
+                        "subjects": [{"uri": "http://example.org/t/music"}],
+                    }
+                ]
+            ).encode(),
+            headers={"Content-Type": "application/json", "X-API-Key": secret},
+            method="POST",
+        )
+        answers: list[int] = []
+        learner = threading.Thread(
+            target=lambda: answers.append(
+                urllib.request.urlopen(request, timeout=60).status
+            )
+        )
+        learner.start()
+        assert server.stdout.readline() == "learning\n"  # it holds the lock now
+        lock = projects.get("tfidf-en").lock.path
+        held = json.loads(lock.read_text())
+        assert held["pid"] == server.pid and held["command"] == "indexer serve"
+        assert oct(lock.stat().st_mode & 0o777) == oct(0o600)
+        refused = indexer_cli(workspace, "train", "tfidf-en", str(DATA / "tiny.tsv"))
+        assert refused.returncode == 1
+        assert f"busy: process {server.pid} (indexer serve) has held it" in (
+            refused.stderr
+        )
+        assert secret not in refused.stderr
+        gate.touch()
+        learner.join(60)
+        assert answers == [204]
+    finally:
+        gate.touch()
+        server.terminate()
+        server.wait(30)
+    assert secret not in "".join(log)
+    assert secret not in lock.read_text()
+
+
+def test_a_lock_file_made_before_is_made_private(projects):
+    lock = projects.get("tfidf-en").lock
+    lock.path.parent.mkdir(parents=True, exist_ok=True)
+    lock.path.write_text("")
+    lock.path.chmod(0o644)
+    with lock.hold():
+        assert oct(lock.path.stat().st_mode & 0o777) == oct(0o600)
 
 
 def error_of(result) -> str:

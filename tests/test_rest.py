@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -695,10 +696,12 @@ def test_learn_skips_documents_with_a_blank_text(client, trained):
     assert [x["documents"] for x in manifest()["learned"]] == [1]
 
 
-def test_learn_on_a_busy_project_asks_the_client_to_retry_later(client, trained):
+def test_learn_on_a_busy_project_asks_the_client_to_retry_later(make_client, trained):
     import fcntl
 
     from indexer.project import Projects
+
+    client = make_client(learn_wait=0.3)
 
     lock = Projects.from_path(trained).get("tfidf-en").lock.path
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -711,11 +714,14 @@ def test_learn_on_a_busy_project_asks_the_client_to_retry_later(client, trained)
             b'"since": "2026-01-01T00:00:00"}',
             0,
         )
+        started = time.monotonic()
         response = learn(
             client, "tfidf-en", json=LEARN_DOCS, headers={"X-API-Key": API_KEY}
         )
+        waited = time.monotonic() - started
     finally:
         os.close(fd)
+    assert 0.3 <= waited < 5  # it waited its while for the lock, no longer
     body = problem(response, 503)
     assert response.headers["Retry-After"] == "30"
     assert body["type"] == "urn:indexer:problem:busy"
@@ -727,6 +733,25 @@ def test_learn_on_a_busy_project_asks_the_client_to_retry_later(client, trained)
     assert "--wait" not in body["detail"] and "4242" not in body["detail"]
     retried = learn(client, "tfidf-en", json=LEARN_DOCS, headers={"X-API-Key": API_KEY})
     assert retried.status_code == 204
+
+
+def test_learn_waits_for_a_lock_held_briefly(make_client, trained):
+    import fcntl
+
+    from indexer.project import Projects
+
+    client = make_client(learn_wait=5)
+    lock = Projects.from_path(trained).get("tfidf-en").lock.path
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as another worker's learn holds it
+    threading.Timer(0.3, os.close, [fd]).start()
+    started = time.monotonic()
+    response = learn(
+        client, "tfidf-en", json=LEARN_DOCS, headers={"X-API-Key": API_KEY}
+    )
+    assert response.status_code == 204, response.get_data()
+    assert time.monotonic() - started >= 0.3
 
 
 def test_detect_language(client):

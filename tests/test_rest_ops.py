@@ -332,6 +332,62 @@ def test_a_model_learned_in_one_worker_is_served_by_every_worker(ops_config):
         assert server.stop() == 0
 
 
+def hold_now_and_then(config: Path, done: threading.Event) -> None:
+    """Hold the project's lock for 50 ms out of every 100 ms until `done`,
+    from a file description of its own, as another process does."""
+    import fcntl
+
+    from indexer.project import Projects
+
+    path = Projects.from_path(config).get("tfidf-en").lock.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while not done.is_set():
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            holder = {"pid": 4242, "command": "indexer learn", "since": "2026"}
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            time.sleep(0.05)
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+        time.sleep(0.05)
+
+
+@needs_fork
+def test_concurrent_learns_in_several_workers_wait_for_each_other(ops_config):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = gunicorn(ops_config)
+    try:
+        base = server.base
+        wait_ready(base)
+
+        def learn(k: int):
+            documents = [{"text": f"{MARSUPIALS} {k}", "subjects": [{"uri": MUSIC}]}]
+            url = f"{base}/v1/projects/tfidf-en/learn"
+            return call("POST", url, documents, {"X-API-Key": API_KEY})
+
+        # meanwhile another process (a learn on the command line) takes the
+        # project's lock for moments, as the other worker's learns do
+        done = threading.Event()
+        holder = threading.Thread(target=hold_now_and_then, args=(ops_config, done))
+        holder.start()
+        try:
+            with ThreadPoolExecutor(20) as pool:
+                answers = list(pool.map(learn, range(20)))
+        finally:
+            done.set()
+            holder.join()
+        # each learn holds the project's lock for a moment: the others wait
+        assert [status for status, _, _ in answers] == [204] * 20, answers
+        samples = scrape(base)
+    finally:
+        assert server.stop() == 0
+    assert value(samples, "indexer_documents_learned_total", project="tfidf-en") == 20
+    assert API_KEY not in "".join(server.lines)
+
+
 @pytest.fixture
 def encoder(request) -> Path:
     pytest.importorskip("transformers")

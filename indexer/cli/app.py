@@ -44,7 +44,12 @@ pass_context = click.make_pass_decorator(Context)
 @click.pass_context
 def cli(ctx: click.Context, projects_path: str | None) -> None:
     """Automated subject indexing with controlled vocabularies."""
+    from indexer.locking import name_command
+
     ctx.obj = Context(projects_path)
+    # lock files name the subcommand, never its arguments (they may be keys)
+    name_command(f"indexer {ctx.invoked_subcommand}")
+    ctx.call_on_close(lambda: name_command(None))
 
 
 def main() -> None:

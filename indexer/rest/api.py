@@ -261,8 +261,9 @@ def learn(project_id: str):
 
     Needs `allow_learn = true` in the project, or the API key. Subjects not in
     the vocabulary are ignored (and logged), and documents without a text (or
-    with a blank one) are skipped, as Annif does. While another process trains
-    or updates the project, the answer is 503 with Retry-After.
+    with a blank one) are skipped, as Annif does. A project another request
+    or process is updating is waited for a few seconds; while another process
+    trains it for longer, the answer is 503 with Retry-After.
     """
     from indexer.corpus import Corpus, RawDocument
 
@@ -286,7 +287,7 @@ def learn(project_id: str):
     if not raw and project.backend.learns_online:
         return "", 204  # nothing to learn: Annif answers so too
     corpus = Corpus.from_documents(raw, project.vocab, project.language)
-    with served.learning(project):
+    with served.learning(project, current_app.config["INDEXER_LEARN_WAIT"]):
         try:
             info = project.learn(corpus)
         except NotSupportedError as exc:  # Annif's status: the server cannot

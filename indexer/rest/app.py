@@ -32,6 +32,9 @@ DEFAULT_MAX_CONTENT_LENGTH = 5 * 1024 * 1024
 DEFAULT_MAX_BATCH = 32
 #: seconds an HTTP client is asked to wait before retrying on a busy project
 BUSY_RETRY_AFTER = 30
+#: seconds a learn waits for a project that another learn or training holds
+#: (a learn holds it for a moment) before it answers 503
+DEFAULT_LEARN_WAIT = 5.0
 
 
 def _find_web_dir() -> Path:
@@ -78,6 +81,7 @@ def create_app(
     web_dir: str | os.PathLike | None = WEB_DIR,
     metrics: str = DEFAULT_METRICS,
     log_requests: bool = False,
+    learn_wait: float = DEFAULT_LEARN_WAIT,
 ) -> Flask:
     """The WSGI app serving the projects of `projects_path` (see load_config).
 
@@ -88,7 +92,8 @@ def create_app(
     never); preload loads every model now instead of on first use, or with
     "background" in a thread while the app answers (/v1/ready says when it
     is done). metrics: /metrics for anyone ("public"), for the API key
-    ("key") or not at all ("off"); log_requests logs a line per request.
+    ("key") or not at all ("off"); log_requests logs a line per request;
+    learn_wait is how long (seconds) a learn waits for a busy project.
     """
     if metrics not in METRICS_ACCESS:
         raise ValueError(f"metrics must be one of {', '.join(METRICS_ACCESS)}")
@@ -101,6 +106,7 @@ def create_app(
         MAX_CONTENT_LENGTH=max_content_length,
         MAX_FORM_MEMORY_SIZE=max_content_length,
         INDEXER_MAX_BATCH=max_batch,
+        INDEXER_LEARN_WAIT=learn_wait,
     )
     app.extensions["indexer"] = served
     app.json.sort_keys = False

@@ -18,16 +18,19 @@ waiting, so it does not hold the others back.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from indexer.backend import ENSEMBLE
 from indexer.config import ACCESS_LEVELS
 from indexer.errors import (
+    BusyError,
     DependencyError,
     IndexerError,
     NotFoundError,
@@ -224,9 +227,26 @@ class ServedProjects:
                 "API: set allow_learn = true, or send the API key"
             )
 
-    def learning(self, project: Project) -> threading.Lock:
-        """Held while `project` learns: one update at a time per process."""
-        return self._model(project.id).learning
+    @contextlib.contextmanager
+    def learning(self, project: Project, timeout: float) -> Iterator[None]:
+        """Held while `project` learns: one update at a time per process, and
+        the project's lock against every other process. A busy project is
+        waited for up to `timeout` seconds (a learn holds it briefly), then
+        BusyError."""
+        deadline = time.monotonic() + timeout
+        turn = self._model(project.id).learning
+        if not turn.acquire(timeout=max(0.0, timeout)):
+            raise BusyError(
+                f"Project '{project.id}' is busy: other requests of this server "
+                f"are learning; waited {timeout:g} s",
+                resource=f"Project '{project.id}'",
+            )
+        try:
+            left = max(0.0, deadline - time.monotonic())
+            with project.lock.hold(timeout=left):
+                yield
+        finally:
+            turn.release()
 
     def vocab_visible(self, vocab_id: str, authorised: bool) -> bool:
         """A vocabulary is hidden only when every project using it is private."""
