@@ -40,6 +40,7 @@ def import_annif(annif_file, output, force, vocab_sources) -> None:
 
     vocabs = dict(_vocab_source(v) for v in vocab_sources)
     if output:
+        refuse_overwriting_input(Path(output), Path(annif_file))
         check_output(Path(output), force)
     projects = convert_projects(read_annif_projects(Path(annif_file)))
     text = render(projects, Path(annif_file), vocabs)
@@ -91,6 +92,30 @@ def check_output(output: Path, force: bool) -> None:
         raise UsageError(
             f"Cannot write '{output}': the directory '{directory}' does not exist"
         )
+
+
+def refuse_overwriting_input(output: Path, source: Path) -> None:
+    """OUTPUT must not be the Annif file read, nor a file in the projects.d
+    read, even with --force: the conversion would replace what it converts."""
+    if _same_file(output, source):
+        raise UsageError(
+            f"'{output}' is the Annif file '{source}' being converted: writing "
+            "there would replace it; give another --output"
+        )
+    if source.is_dir() and _same_file(output.parent, source):
+        raise UsageError(
+            f"'{output}' is in the Annif directory '{source}' being converted: "
+            "the file would be read as Annif projects next time, or replace one; "
+            "give an --output outside it"
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """The same file, through links and relative paths too."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return a.resolve() == b.resolve()
 
 
 def write_atomically(path: Path, text: str) -> None:
