@@ -364,7 +364,10 @@ def _child_work(job: dict, path: Path) -> bytes:
     del data
     result = _function(job["extract"])(graph)
     del graph
-    return json.dumps({"result": result}, ensure_ascii=False).encode("utf-8")
+    # surrogatepass: strings reach the parent as the parser made them (json
+    # decodes bytes that way), lone surrogates of `\\u` escapes too
+    reply = json.dumps({"result": result}, ensure_ascii=False)
+    return reply.encode("utf-8", "surrogatepass")
 
 
 # -- network --------------------------------------------------------------

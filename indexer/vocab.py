@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -210,6 +211,8 @@ class Vocabulary:
         with self.lock.hold(wait=wait):
             self.refresh()
             records = read_vocabulary_file(source, language)
+            for record in records:
+                _check_unicode(record, source)
             old = self._old_records()
             merged, added, removed = _merge_records(old, records)
             with atomic_directory(self.path, self.lock) as tmp:
@@ -249,6 +252,50 @@ class Vocabulary:
             ]
             records.append(record)
         return records
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+
+
+def _joined(pair: re.Match) -> str:
+    return pair.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+
+
+def _check_unicode(record: ConceptRecord, source: Path) -> None:
+    """Join the surrogate pairs that `\\u` escapes leave in rdflib's strings
+    (`\\uD83D\\uDE00`, a character outside the BMP, as JSON writes it);
+    a lone surrogate is no character, and no file can hold it: an InputError."""
+
+    def fixed(text: str, what: str) -> str:
+        if text.isascii() or not _SURROGATE.search(text):
+            return text
+        text = _SURROGATE_PAIR.sub(_joined, text)
+        lone = _SURROGATE.search(text)
+        if lone is None:
+            return text
+        uri = record.uri.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise InputError(
+            f"Vocabulary file '{source}': the {what} of <{uri}> holds "
+            f"\\u{ord(lone.group()):04X}, a lone surrogate, which is no character; "
+            "fix that escape in the file (a character beyond \\uFFFF is written "
+            "\\U0001F600)"
+        )
+
+    record.uri = fixed(record.uri, "URI")
+    record.notation = fixed(record.notation, "notation")
+    record.pref = {
+        fixed(k, "language"): fixed(v, "prefLabel") for k, v in record.pref.items()
+    }
+    record.alt = {
+        fixed(k, "language"): [fixed(v, "altLabel") for v in values]
+        for k, values in record.alt.items()
+    }
+    record.note = {
+        fixed(k, "language"): fixed(v, "note") for k, v in record.note.items()
+    }
+    record.broader = [fixed(u, "skos:broader") for u in record.broader]
+    record.related = [fixed(u, "skos:related") for u in record.related]
 
 
 def _merge_records(

@@ -211,3 +211,35 @@ def test_the_child_process_reads_what_an_in_process_parse_reads(monkeypatch):
                 assert rdfsafe._in_process(source.read_bytes(), "turtle") == bool(limit)
                 ways.append(read_vocabulary_file(source))
         assert ways[0] == ways[1]
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_lone_surrogate_escape_is_a_clear_error(tmp_path, monkeypatch, in_process):
+    """`\\uD800` alone is no character: one clear error, whether the file is
+    parsed here or in the child process; a surrogate pair is the character."""
+    from indexer import rdfsafe
+
+    monkeypatch.setattr(rdfsafe, "IN_PROCESS_BYTES", 2**20 if in_process else 0)
+    source = tmp_path / "v.ttl"
+    head = "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .\n"
+    source.write_text(
+        head + '<http://x/a> a skos:Concept ; skos:prefLabel "bad \\uD800 x"@en .\n'
+        '<http://x/b> a skos:Concept ; skos:prefLabel "good"@en .\n'
+    )
+    with pytest.raises(InputError) as error:
+        load(tmp_path, source)
+    assert "the prefLabel of <http://x/a> holds \\uD800, a lone surrogate" in str(
+        error.value.message
+    )
+    assert not (tmp_path / "vocabs" / "v").exists()
+    source.write_text(
+        head + '<http://x/a> a skos:Concept ; skos:prefLabel "smile \\uD83D\\uDE00"@en'
+        ' ; skos:altLabel "\\uDE00\\uD83D"@en .\n'
+    )
+    with pytest.raises(InputError, match="altLabel of <http://x/a> holds \\\\uDE00"):
+        load(tmp_path, source)
+    source.write_text(
+        head
+        + '<http://x/a> a skos:Concept ; skos:prefLabel "smile \\uD83D\\uDE00"@en .\n'
+    )
+    assert load(tmp_path, source).label(0, "en") == "smile \U0001f600"
