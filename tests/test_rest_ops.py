@@ -645,3 +645,71 @@ def test_metrics_of_one_process_include_its_memory_and_ensemble_sources(workspac
         "tfidf-en",
     ]
     assert {b["project"] for b in backend} == {"ensemble-en"}
+
+
+def series(base: str) -> set[tuple]:
+    """Every sample's name and labels on /metrics (values left out)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = call("GET", f"{base}/metrics")[2].decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items())))
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+
+
+def odd_requests(base: str, n: int, seed: int, every: bool = False) -> None:
+    """`n` requests no client should send: made-up methods, random paths and
+    project ids, odd headers; one connection, without a key. `every`: each
+    kind of method on each kind of path (n = 30 tries them all)."""
+    import http.client
+    import random
+    import string
+
+    rng = random.Random(seed)
+    port = int(base.rsplit(":", 1)[1])
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    words = string.ascii_letters + string.digits
+    for k in range(n):
+        word = "".join(rng.choices(words, k=rng.randint(1, 12)))
+        methods = ["GET", "POST", f"X{word.upper()}", "BREW", "get"]
+        paths = [
+            f"/{word}",
+            f"/v1/{word}",
+            f"/v1/projects/{word}",
+            f"/v1/projects/{word}/suggest",
+            f"/v1/vocabs/{word}/concepts",
+            f"/v1/projects/tfidf-en/{word}",
+        ]
+        if every:  # each method on each kind of path, in turn
+            method, path = methods[k % 5], paths[k // 5 % 6]
+        else:
+            method, path = rng.choice(methods), rng.choice(paths)
+        headers = {f"X-{word}": word, "X-Request-ID": word * 20, "Accept": word}
+        if k % 3 == 0:
+            headers["Content-Type"] = f"application/{word}"
+        connection.request(method, path, body=word if k % 2 else None, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        assert 400 <= response.status < 500, (method, path, response.status)
+        if response.will_close:
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.close()
+
+
+def test_odd_requests_add_no_metric_series(ops_config):
+    from indexer.rest import create_app
+
+    app = create_app(ops_config, metrics="public", check_interval=None)
+    with running_server(app) as base:
+        odd_requests(base, 60, seed=1, every=True)  # the series they may use
+        series(base)  # the scrape itself is counted once it is answered
+        before = series(base)
+        odd_requests(base, 1000, seed=2)
+        after = series(base)
+    assert after - before == set()
+    requests = {labels for name, labels in after if name.startswith("indexer_http")}
+    methods = {dict(labels)["method"] for labels in requests}
+    assert methods <= {"GET", "POST", "other"}, methods

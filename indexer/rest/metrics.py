@@ -16,6 +16,7 @@ import sys
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 from indexer.rest.served import STATES, ServedProjects, model_version
 
@@ -27,12 +28,35 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 MEMORY_INTERVAL = 1.0  # seconds between readings of a worker's memory
 
 
+#: the methods a label names; any other is "other" (labels come from closed
+#: sets, so that no caller can add series)
+METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+)
+OTHER = "other"
+UNMATCHED = "unmatched"
+
+
+def method_label(method: str) -> str:
+    """The request method, or "other" for one HTTP does not define."""
+    return method if method in METHODS else OTHER
+
+
+def status_label(status: int) -> str:
+    """The status code where HTTP defines it, else its class ("5xx")."""
+    try:
+        HTTPStatus(status)
+    except ValueError:
+        return f"{status // 100}xx" if 100 <= status < 600 else OTHER
+    return str(status)
+
+
 @dataclass
 class Finished:
     """What the metrics and the request log say of one answered request."""
 
     endpoint: str | None  # the route (/v1/projects/<project_id>/suggest)
-    method: str
+    method: str  # a method HTTP defines, else "other"
     project: str | None  # a configured project's id, else None
     status: int
     seconds: float
@@ -85,8 +109,9 @@ class Metrics:
         self.registry = registry
         self.requests = Counter(
             "indexer_http_requests",
-            "HTTP requests by endpoint (the route, not the path), method, "
-            "project (empty where none) and status",
+            "HTTP requests by endpoint (the route, not the path; unmatched "
+            "where none), method (other for one HTTP does not define), project "
+            "(empty where none) and status",
             ["endpoint", "method", "project", "status"],
             registry=registry,
         )
@@ -143,7 +168,10 @@ class Metrics:
         """Count one answered request."""
         project = done.project or ""
         self.requests.labels(
-            done.endpoint or "unmatched", done.method, project, str(done.status)
+            done.endpoint or UNMATCHED,
+            method_label(done.method),
+            project,
+            status_label(done.status),
         ).inc()
         if done.suggest and done.status < 300:
             self.suggest_seconds.labels(project).observe(done.seconds)

@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app, g, request
 
 from indexer.backend import SUGGEST_TIMES
 from indexer.rest.logs import REQUEST_ID, request_id, requests_log
-from indexer.rest.metrics import Finished, Metrics
+from indexer.rest.metrics import Finished, Metrics, method_label
 
 SUGGEST_ENDPOINTS = ("v1.suggest", "v1.suggest_batch")
 
@@ -63,7 +63,7 @@ def finished(status: int) -> Finished:
         backends[source] += seconds
     return Finished(
         endpoint=request.url_rule.rule if request.url_rule else None,
-        method=request.method,
+        method=method_label(request.method),
         project=project if project in served.access else None,
         status=status,
         seconds=time.perf_counter() - g.started,
