@@ -459,6 +459,52 @@ def test_review_loop_teaches_the_project(browser, site, tmp_path):
     assert not errors, errors
 
 
+# labels a spreadsheet would run, and URIs with tabs and line breaks
+HOSTILE = [
+    ("http://x/a\tb\nc", '=HYPERLINK("http://evil.example/","click")'),
+    ("http://x/p", "+cmd|' /C calc'!A0"),
+    ("http://x/q", "@SUM(1+1)\tx\ny"),
+    ("http://x/r", "-2+3"),
+    ("http://x/s", "\t=1+1"),
+    ("http://x/t", "\r=1+1"),
+    ("http://x/u", "\uff1dSUM(1)"),
+    ("http://x/v", "solar power - grid"),
+]
+
+
+def test_the_tsv_export_is_safe_to_open_in_a_spreadsheet(browser, site):
+    """OWASP's advice against CSV injection: a cell starting with = + - @, a tab
+    or a carriage return is prefixed with ', each field is on one line; the
+    JSON export is exact."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(site + "/")
+    _wait(browser, _projects_loaded)
+    browser.execute_script(CATCH_DOWNLOADS)
+    browser.execute_script(
+        "for (const [uri, label] of arguments[0]) {"
+        "  state.approved.set(uri, { uri, label, origin: 'added' });"
+        "}"
+        "renderReview();",
+        HOSTILE,
+    )
+    browser.find_element(By.ID, "download-tsv").click()
+    browser.find_element(By.ID, "download-json").click()
+    (_, _, tsv), (_, _, exact) = browser.execute_async_script(READ_DOWNLOADS)
+    assert tsv.splitlines() == [
+        '<http://x/a%09b%0Ac>\t\'=HYPERLINK("http://evil.example/","click")',
+        "<http://x/p>\t'+cmd|' /C calc'!A0",
+        "<http://x/q>\t'@SUM(1+1) x y",
+        "<http://x/r>\t'-2+3",
+        "<http://x/s>\t'=1+1",
+        "<http://x/t>\t'=1+1",
+        "<http://x/u>\t'\uff1dSUM(1)",
+        "<http://x/v>\tsolar power - grid",
+    ]
+    assert tsv.endswith("\n") and tsv.count("\n") == len(HOSTILE)
+    assert json.loads(exact) == [{"uri": u, "label": label} for u, label in HOSTILE]
+
+
 def test_teaching_a_project_that_does_not_allow_it(browser, site):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select

@@ -617,10 +617,25 @@ function renderConcepts(found, paths) {
 
 // -- exporting ------------------------------------------------------------------
 
+// A cell a spreadsheet would run as a formula: one starting with = + - @, a tab
+// or a carriage return (OWASP's CSV injection advice), or their full-width forms.
+const FORMULA_START = /^[=+\-@\t\r\uff1d\uff0b\uff0d\uff20]/;
+
+function tsvLabel(label) {
+  // one line, one field; a leading ' makes a spreadsheet show it as text
+  const text = label.replace(/\s+/g, " ").trim();
+  return FORMULA_START.test(text) ? `'${text}` : text;
+}
+
+function tsvUri(uri) {
+  // a URI holds no white space: tabs and line breaks are percent-encoded
+  return uri.replace(/[\s\u2028\u2029]/g, encodeURIComponent);
+}
+
 function subjectsTsv() {
-  // a corpus subject file: `<uri><TAB>label` per line
+  // a corpus subject file: `<uri><TAB>label` per line (the JSON export is exact)
   return [...state.approved.values()]
-    .map((s) => `<${s.uri}>\t${s.label.replace(/\s+/g, " ")}\n`)
+    .map((s) => `<${tsvUri(s.uri)}>\t${tsvLabel(s.label)}\n`)
     .join("");
 }
 
