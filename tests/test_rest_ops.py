@@ -451,6 +451,18 @@ class SlowBackend(DummyBackend):
         deadline = time.monotonic() + 120
         while not os.path.exists(self.params.gate) and time.monotonic() < deadline:
             time.sleep(0.02)
+
+
+class FlakyBackend(SlowBackend):
+    """Its model server (the gate) is down until the file exists."""
+
+    name = "flaky"
+
+    def _load(self, directory, manifest):
+        from indexer.errors import ServiceError
+
+        if not os.path.exists(self.params.gate):
+            raise ServiceError("The model server at http://10.0.0.1:8000 is down")
 '''
 
 
@@ -466,6 +478,7 @@ def _slow_plugin(root: Path) -> Path:
     )
     (info / "entry_points.txt").write_text(
         "[indexer.backends]\nslow = slow_backend:SlowBackend\n"
+        "flaky = slow_backend:FlakyBackend\n"
     )
     return plugin
 
@@ -511,6 +524,45 @@ def test_ready_is_503_while_a_project_loads_and_200_after(ops_config):
         }
     finally:
         assert server.stop() == 0
+
+
+def test_ready_follows_a_project_whose_model_server_comes_up_later(ops_config):
+    root = ops_config.parent
+    gate = root / "gate"
+    ops_config.write_text(
+        ops_config.read_text()
+        + f"\n[flaky-en]\nlanguage = en\nvocab = tiny\nbackend = flaky\ngate = {gate}\n"
+    )
+    env = dict(os.environ)
+    paths = [str(_slow_plugin(root)), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    server = Server(
+        ops_config,
+        "--api-key",
+        API_KEY,
+        "--check-interval",
+        "0.1",
+        "--metrics",
+        "public",
+        env=env,
+    )
+    try:
+        base = server.base
+        wait_until(lambda: not readiness(base)["loading"], 30, "still loading")
+        failed = readiness(base)["failed"]
+        assert [f["project_id"] for f in failed] == ["flaky-en"]
+        assert call("GET", f"{base}/v1/ready")[0] == 503
+        gate.touch()  # the model server is up
+        wait_ready(base, timeout=30)
+        assert readiness(base)["failed"] == []
+        samples = scrape(base)
+        assert value(samples, "indexer_projects", status="unavailable") == 0
+        assert value(samples, "indexer_projects", status="loaded") == 3
+        assert suggest(base, "flaky-en", PHYSICS)[0] == 200
+    finally:
+        assert server.stop() == 0
+    log = "".join(server.lines)
+    assert "Loaded the model of project 'flaky-en'" in log
 
 
 def test_ready_names_a_failed_project_without_its_paths(tmp_path):

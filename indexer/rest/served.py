@@ -13,7 +13,9 @@ it yet), `loaded`, `not_trained` (nothing to load until a training), or
 `unavailable` (loading failed; a reason without paths is kept), and with
 preloading off `unloaded` until its first use. The server is ready when none
 is loading or unavailable: a project without a model cannot become ready by
-waiting, so it does not hold the others back.
+waiting, so it does not hold the others back. A failed load is tried again in
+the background (after check_interval seconds, then ever less often), so that a
+project whose model server comes up later becomes ready without a restart.
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ LOADING, LOADED, NOT_TRAINED, UNAVAILABLE, UNLOADED = (
 STATES = (LOADING, LOADED, NOT_TRAINED, UNAVAILABLE, UNLOADED)
 #: the states that make the server not ready
 NOT_READY = (LOADING, UNAVAILABLE)
+#: seconds before a failed load is first tried again (where check_interval
+#: is off), and the most between tries: the wait doubles after each failure
+RETRY_INTERVAL = 2.0
+MAX_RETRY_INTERVAL = 60.0
 
 
 @dataclass
@@ -88,6 +94,9 @@ class _Model:
     ready: bool = False
     state: str = UNLOADED
     reason: str | None = None  # why it is not loaded, fit for any caller
+    retry_at: float = float("-inf")  # when a failed load may be tried again
+    retry_after: float = 0.0  # the wait before the next retry (it doubles)
+    retrying: bool = False  # a retry runs in the background
 
 
 def safe_reason(exc: BaseException) -> str:
@@ -291,6 +300,45 @@ class ServedProjects:
         if project.kind == ENSEMBLE:
             self._refresh_sources(project, _seen or {project.id})
 
+    def retry_failed(self) -> None:
+        """Load each unavailable project again, in the background, where its
+        wait since the last failure is over; the state follows the outcome."""
+        with self._lock:
+            models = dict(self._models)
+        now = time.monotonic()
+        for project_id, model in models.items():
+            if model.state != UNAVAILABLE or model.retrying or now < model.retry_at:
+                continue
+            model.retrying = True
+            threading.Thread(
+                target=self._retry,
+                args=(project_id, model),
+                name=f"indexer-retry-{project_id}",
+                daemon=True,
+            ).start()
+
+    def _retry(self, project_id: str, model: _Model) -> None:
+        try:
+            self.refresh(self.projects.get(project_id), force=True)
+        except Exception as exc:  # noqa: BLE001 - the state and the log say it
+            message = exc.message if isinstance(exc, IndexerError) else repr(exc)
+            log.warning(
+                "Project '%s' is still unavailable (tried again in %g s): %s",
+                project_id,
+                model.retry_after,
+                message,
+            )
+        finally:
+            if model.state == UNAVAILABLE:
+                self._schedule_retry(model, again=True)
+            model.retrying = False
+
+    def _schedule_retry(self, model: _Model, again: bool = False) -> None:
+        base = self.check_interval or RETRY_INTERVAL
+        wait = min(2 * model.retry_after, MAX_RETRY_INTERVAL) if again else base
+        model.retry_after = max(wait, base)
+        model.retry_at = time.monotonic() + model.retry_after
+
     def _refresh_sources(self, project: Project, seen: set[str]) -> None:
         try:
             sources = [source for source, _ in project.backend.sources()]
@@ -311,11 +359,11 @@ class ServedProjects:
             model.version = version
             if not model.ready:
                 failed = NOT_TRAINED if isinstance(exc, NotTrainedError) else None
-                model.state, model.reason = failed or UNAVAILABLE, safe_reason(exc)
+                self._set_failed(model, failed or UNAVAILABLE, exc)
             raise
         except Exception as exc:
-            if first:
-                model.state, model.reason = UNAVAILABLE, safe_reason(exc)
+            if first or not model.ready:
+                self._set_failed(model, UNAVAILABLE, exc)
                 raise
             log.exception(
                 "Reloading project '%s' failed; serving its previous model", project.id
@@ -380,12 +428,19 @@ class ServedProjects:
         model = self._model(project_id)
         if model.state in (LOADING, UNLOADED):
             failed = NOT_TRAINED if isinstance(exc, NotTrainedError) else UNAVAILABLE
-            model.state, model.reason = failed, safe_reason(exc)
+            self._set_failed(model, failed, exc)
+
+    def _set_failed(self, model: _Model, state: str, exc: BaseException) -> None:
+        was = model.state
+        model.state, model.reason = state, safe_reason(exc)
+        if state == UNAVAILABLE and was != UNAVAILABLE:
+            self._schedule_retry(model)
 
     # -- readiness -------------------------------------------------------------
     def states(self) -> dict[str, tuple[str, str | None]]:
         """Each project's (state, reason); an ensemble whose sources are all
         loaded takes the first of its sources that is not."""
+        self.retry_failed()
         with self._lock:
             models = dict(self._models)
         own = {
