@@ -617,8 +617,10 @@ class CalibratedBackend(EnsembleBackend):
             from backends.fusion_crossfit import CrossFit
 
             crossfit = CrossFit(self, sources, corpus, self.params.cross_fit, jobs)
-            heldout = crossfit.run()
-            info = {**self._fit(heldout, ids, directory), **crossfit.info(heldout)}
+            with crossfit.held():  # no source changes but by this run, at its end
+                heldout = crossfit.run()
+                info = {**self._fit(heldout, ids, directory), **crossfit.info(heldout)}
+                crossfit.swap_in()
             crossfit.finish()
             return info
         for source, _ in sources:

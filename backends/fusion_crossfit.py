@@ -7,13 +7,22 @@ folds (by the md5 of each text: the same folds on every run); for each fold
 the sources are trained on the other K-1 folds and score the fold. The fusion
 then learns from all training documents, and a subject that occurs only in one
 fold is new to the sources that score it, as a new subject is on new documents.
-Finally the sources are trained on the whole corpus, the models that serve.
+The sources are also trained on the whole corpus: the models that serve.
+
+The serving models are protected throughout. K is checked against the corpus
+before anything is trained; every source's lock is held for the whole run (a
+`train`, `learn` or `clear` of a source meanwhile is refused as busy); the
+sources' new models are trained into a staging folder and swapped in only
+once the fusion is fitted, so a run that fails or is interrupted leaves every
+source as it was.
 
 Sources whose class sets `cross_fit = "reuse"`, or that the project names in
 `cross_fit_reuse`, are trained once on the whole corpus and score every fold
 (for slow sources whose training does not memorise documents). Each scored
-fold is saved under the project's `cross-fit` folder, so an interrupted run
-resumes with the next fold; the folder is removed when the fusion is saved.
+fold and each staged model is saved under the project's `cross-fit` folder, so
+an interrupted run resumes with the next fold; the folder is removed when the
+fusion is saved. The plan saved beside them (folds, corpus, and the sources in
+order, with their language, backend and parameters) decides what is reused.
 """
 
 from __future__ import annotations
@@ -23,6 +32,10 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +44,7 @@ from indexer.backend import ENSEMBLE
 from indexer.corpus import Corpus, Document, ResolvedCorpus
 from indexer.errors import ConfigError, InputError
 from indexer.rendering import jsonable
+from indexer.storage import atomic_directory, read_manifest
 from indexer.suggestion import SuggestionBatch
 
 REFIT, REUSE = "refit", "reuse"
@@ -38,7 +52,11 @@ REFIT, REUSE = "refit", "reuse"
 
 def fold_of(text: str, folds: int) -> int:
     """The fold of a document: the md5 of its text, modulo `folds`."""
-    return int(hashlib.md5(text.encode()).hexdigest(), 16) % folds
+    return _digest(text) % folds
+
+
+def _digest(text: str) -> int:
+    return int(hashlib.md5(text.encode()).hexdigest(), 16)
 
 
 class CrossFit:
@@ -58,6 +76,8 @@ class CrossFit:
         self.workdir = fusion.project.model_dir.parent / "cross-fit"
         reuse = {s.strip() for s in fusion.params.cross_fit_reuse.split(",")}
         self.policy = {p.id: self._policy(p, reuse) for p in self.sources}
+        self.staged: dict[str, Path] = {}  # source -> its staged whole model
+        self._staged_backends: dict = {}
 
     def _policy(self, source, reuse: set[str]) -> str:
         if source.kind == ENSEMBLE:
@@ -73,19 +93,27 @@ class CrossFit:
         return REFIT
 
     # -- the run ---------------------------------------------------------------
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Every source's lock, for the whole run: nobody trains, updates or
+        clears a source while it is cross-fitted (BusyError if one is busy)."""
+        with ExitStack() as stack:
+            for source in self.sources:
+                stack.enter_context(source.lock.hold())
+            yield
+
     def run(self):
         """The HeldOut of every training document with a known subject, one
-        group per fold, after training every source on the whole corpus."""
+        group per fold; the sources' whole-corpus models wait in staging for
+        `swap_in`. Call it while `held`."""
         from tqdm import tqdm
 
         from backends.fusion import HeldOut
 
         documents = list(self.corpus)
-        if not any(d.subjects for d in documents):
-            raise InputError("No document of the corpus has a known subject")
-        self._start(documents)
-        self._train_sources_on_everything()
-        folds = [fold_of(d.text, self.folds) for d in documents]
+        folds = self.folds_of(documents)  # refused before anything is trained
+        done = self._start(documents)
+        self._stage_sources()
         held = None
         bar = tqdm(
             range(self.folds),
@@ -94,10 +122,30 @@ class CrossFit:
             disable=None,
         )
         for fold in bar:
+            started = time.perf_counter()
             part = self._fold(fold, documents, folds)
             held = part if held is None else held.extend(part)
+            if bar.disable:  # no bar (not a terminal): a line per fold instead
+                how = (
+                    "reused"
+                    if fold in done
+                    else f"{time.perf_counter() - started:.1f} s"
+                )
+                _tell(f"Cross-fitting: fold {fold + 1} of {self.folds} done ({how})")
         assert isinstance(held, HeldOut)
         return held
+
+    def swap_in(self) -> None:
+        """Replace each staged source's serving model with its new one (after
+        the fusion was fitted, still `held`)."""
+        for source in self.sources:
+            staged = self.staged.get(source.id)
+            if staged is None:
+                continue
+            with atomic_directory(source.model_dir, source.lock) as version:
+                for entry in staged.iterdir():
+                    os.replace(entry, version / entry.name)
+            source.unload()
 
     def finish(self) -> None:
         """Remove the per-fold work (after the fusion was saved)."""
@@ -113,23 +161,52 @@ class CrossFit:
             }
         }
 
+    def folds_of(self, documents: list[Document]) -> list[int]:
+        """The fold of each document; an InputError when a fold would have no
+        document with a known subject, naming a number of folds that works."""
+        digests = [_digest(d.text) for d in documents]
+        labelled = [h for h, d in zip(digests, documents, strict=True) if d.subjects]
+        if not labelled:
+            raise InputError("No document of the corpus has a known subject")
+        empty = sorted(set(range(self.folds)) - {h % self.folds for h in labelled})
+        if empty:
+            workable = _workable_folds(labelled, min(self.folds - 1, len(labelled)))
+            advice = (
+                f"use --cross-fit {workable} (it works with this corpus)"
+                if workable
+                else "train the sources on other documents and the fusion "
+                "without --cross-fit"
+            )
+            raise InputError(
+                f"Cannot cross-fit on {self.folds} folds: fold {empty[0] + 1} "
+                f"would have no document with a known subject ({len(labelled)} "
+                f"documents have one). Nothing was trained: {advice}, or give a "
+                "larger corpus"
+            )
+        return [h % self.folds for h in digests]
+
     def _plan(self, documents: list[Document]) -> dict:
-        """What the saved folds were computed from: a change starts afresh."""
+        """What the saved folds were computed from: a change starts afresh.
+        The sources are a list, in order: their columns in the folds' scores."""
         return {
             "folds": self.folds,
             "corpus": ResolvedCorpus(documents, None, "").digest(),
             "per_source": self.fusion.params.per_source,
-            "sources": {
-                p.id: [
+            "sources": [
+                [
+                    p.id,
+                    p.language,
                     p.config.backend,
                     self.policy[p.id],
                     jsonable(dataclasses.asdict(p.backend.params), full_paths=True),
                 ]
                 for p in self.sources
-            },
+            ],
         }
 
-    def _start(self, documents: list[Document]) -> None:
+    def _start(self, documents: list[Document]) -> set[int]:
+        """Keep the saved work of a run with the same plan (else start afresh);
+        the folds already scored."""
         plan = self._plan(documents)
         path = self.workdir / "plan.json"
         try:
@@ -140,27 +217,62 @@ class CrossFit:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir.mkdir(parents=True)
             _write_atomically(path, json.dumps(plan, indent=2).encode())
+            return set()
+        done = {f for f in range(self.folds) if self._fold_path(f).is_file()}
+        if done:
+            _tell(f"Resuming: {_folds_in_words(sorted(done))} of {self.folds} reused")
+        return done
 
-    def _train_sources_on_everything(self) -> None:
-        """Train each trainable source on the whole corpus, unless its model
-        already is of this corpus and these settings (a resumed run)."""
+    def _stage_sources(self) -> None:
+        """Train each trainable source on the whole corpus into the staging
+        folder, unless its serving model already is of this corpus and these
+        settings, or a resumed run staged it already."""
         digest = self.corpus.digest()
         for source in self.sources:
             if not source.backend_class.trainable:
                 continue
             backend = source.backend
-            manifest = backend.manifest or {}
             params = jsonable(dataclasses.asdict(backend.params), full_paths=True)
-            if manifest.get("corpus_digest") == digest and (
-                manifest.get("params") == params and backend.is_trained
-            ):
+
+            def current(manifest, backend=backend, params=params) -> bool:
+                return bool(manifest) and (
+                    manifest.get("backend") == backend.name
+                    and manifest.get("format") == backend.model_format
+                    and manifest.get("corpus_digest") == digest
+                    and manifest.get("params") == params
+                )
+
+            if current(read_manifest(source.model_dir)):
                 continue
-            backend.train(self.corpus, jobs=self.jobs)
+            staged = self.workdir / f"model-{source.id}"
+            if not current(read_manifest(staged)):
+                shutil.rmtree(staged, ignore_errors=True)
+                partial = staged.with_name(f".{staged.name}.{os.getpid()}")
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir(parents=True)
+                _tell(f"Training '{source.id}' on the whole corpus (staged)")
+                source.new_backend().train_into(self.corpus, partial, self.jobs)
+                os.replace(partial, staged)
+            self.staged[source.id] = staged
+
+    def _whole(self, source):
+        """The source's model of the whole corpus: staged, or the serving one."""
+        staged = self.staged.get(source.id)
+        if staged is None:
+            return source.backend
+        if source.id not in self._staged_backends:
+            backend = source.new_backend()
+            backend.load_part(staged)
+            self._staged_backends[source.id] = backend
+        return self._staged_backends[source.id]
+
+    def _fold_path(self, fold: int) -> Path:
+        return self.workdir / f"fold-{fold}.npz"
 
     def _fold(self, fold: int, documents: list[Document], folds: list[int]):
         from backends.fusion import Candidates, HeldOut
 
-        path = self.workdir / f"fold-{fold}.npz"
+        path = self._fold_path(fold)
         if path.is_file():
             return HeldOut.load(path)
         training = [d for d, f in zip(documents, folds, strict=True) if f != fold]
@@ -172,11 +284,6 @@ class CrossFit:
         seen = np.zeros(len(vocab), np.int64)
         for doc in training:
             np.add.at(seen, doc.subjects, 1)
-        if not scored:
-            raise InputError(
-                f"Fold {fold + 1} of {self.folds} has no document with a known "
-                "subject: use fewer folds or a larger corpus"
-            )
         texts = [d.text for d in scored]
         batches = [self._scores(source, fold, corpus, texts) for source in self.sources]
         per_source = self.fusion.params.per_source
@@ -194,8 +301,7 @@ class CrossFit:
         """`source`'s scores of the fold's texts, from a model trained on the
         other folds (or the whole corpus, for sources that are reused)."""
         if self.policy[source.id] == REUSE:
-            backend = source.backend
-            return self._suggest(backend, texts)
+            return self._suggest(self._whole(source), texts)
         directory = self.workdir / f"fold-{fold}-{source.id}"
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
@@ -215,6 +321,30 @@ class CrossFit:
                 for i in range(0, len(texts), size)
             ]
         )
+
+
+def _workable_folds(digests: list[int], below: int) -> int | None:
+    """A number of folds (at most `below`) that leaves none of the documents
+    with these digests empty: the largest, of the few tried."""
+    k, tries = below, 0
+    while k >= 2:
+        if len({h % k for h in digests}) == k:
+            return k
+        k, tries = (k - 1 if tries < 20 else k // 2), tries + 1
+    return None
+
+
+def _folds_in_words(folds: list[int]) -> str:
+    """'fold 1', 'folds 1-3' or 'folds 1, 3' (1-based) of 0-based numbers."""
+    if len(folds) == 1:
+        return f"fold {folds[0] + 1}"
+    if folds == list(range(folds[0], folds[-1] + 1)):
+        return f"folds {folds[0] + 1}-{folds[-1] + 1}"
+    return "folds " + ", ".join(str(f + 1) for f in folds)
+
+
+def _tell(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _fsync(path: Path) -> None:

@@ -143,9 +143,7 @@ class Backend:
             started = time.perf_counter()
             counts = self._count_subjects(corpus)
             with atomic_directory(self.model_dir, self.project.lock) as directory:
-                info = self._train(corpus, directory, jobs) or {}
-                save_arrays(directory / "subjects.npz", {"counts": counts})
-                write_manifest(directory, self._manifest_for(corpus, counts, info))
+                info = self._train_into(corpus, directory, jobs, counts)
         with self._lock:
             self._loaded = False
         return {
@@ -153,6 +151,21 @@ class Backend:
             "seconds": time.perf_counter() - started,
             **info,
         }
+
+    def train_into(self, corpus: Corpus, directory: Path, jobs: int = 1) -> dict:
+        """Write a whole model of this project (its files, the subject counts
+        and the manifest) into `directory` without swapping it in: for an owner
+        that stages several models and swaps them in together at the end (it
+        holds this project's lock meanwhile)."""
+        if not self.trainable:
+            raise ConfigError(self._why_not_trainable())
+        return self._train_into(corpus, directory, jobs, self._count_subjects(corpus))
+
+    def _train_into(self, corpus: Corpus, directory: Path, jobs: int, counts) -> dict:
+        info = self._train(corpus, directory, jobs) or {}
+        save_arrays(directory / "subjects.npz", {"counts": counts})
+        write_manifest(directory, self._manifest_for(corpus, counts, info))
+        return info
 
     def learn(self, corpus: Corpus) -> dict:
         """Update the trained model with the documents of `corpus` (online

@@ -4,6 +4,8 @@ cross-validation."""
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from backends.fusion import Candidates, FusionModel, HeldOut
 from backends.fusion_crossfit import CrossFit, fold_of
 from backends.fusion_cv import choose_unseen_slots, source_gains
 from indexer.backend import Backend
-from indexer.errors import ConfigError
+from indexer.errors import BusyError, ConfigError, InputError
 from indexer.eval import evaluate_arrays
 from indexer.suggestion import SuggestionBatch
 
@@ -92,7 +94,7 @@ def test_every_document_is_scored_by_sources_that_did_not_see_it(projects, corpu
 
 
 def test_an_interrupted_cross_fit_resumes_with_the_next_fold(
-    projects, corpus, monkeypatch
+    projects, corpus, monkeypatch, capsys
 ):
     project = cross_fitted(projects)
     calls, interrupted = [], []
@@ -109,20 +111,187 @@ def test_an_interrupted_cross_fit_resumes_with_the_next_fold(
     with pytest.raises(KeyboardInterrupt):
         project.train([corpus])
     workdir = project.model_dir.parent / "cross-fit"
-    assert sorted(p.name for p in workdir.iterdir()) == ["fold-0.npz", "plan.json"]
-    trained, train = [], Backend.train
+    assert sorted(p.name for p in workdir.iterdir()) == [
+        "fold-0.npz",
+        "model-lexical-en",
+        "model-tfidf-en",
+        "model-xmc-en",
+        "plan.json",
+    ]
+    trained, train_into = [], Backend.train_into
 
     def sources_counted(self, *args, **kwargs):
-        if self.project.id != project.id:
-            trained.append(self.project.id)
-        return train(self, *args, **kwargs)
+        trained.append(self.project.id)
+        return train_into(self, *args, **kwargs)
 
-    monkeypatch.setattr(Backend, "train", sources_counted)
+    monkeypatch.setattr(Backend, "train_into", sources_counted)
     calls.clear()
+    capsys.readouterr()
     project.train([corpus])
-    assert trained == []  # the sources were already trained on this corpus
+    assert trained == []  # their models of the whole corpus were staged already
     assert not any(name.startswith("fold-0-") for name in calls)
     assert {name.split("-")[1] for name in calls} == {"1", "2"}
+    # said so; without a terminal, a line per fold tells the progress
+    err = capsys.readouterr().err
+    assert "Resuming: fold 1 of 3 reused" in err
+    assert "Cross-fitting: fold 1 of 3 done (reused)" in err
+    assert "Cross-fitting: fold 3 of 3 done (" in err
+
+
+SOURCES = ("tfidf-en", "xmc-en", "lexical-en")
+
+
+def served_models(projects) -> dict:
+    """Each source's serving model: the version its link names and the bytes
+    of every file in it."""
+    out = {}
+    for source in SOURCES:
+        link = projects.get(source).model_dir
+        version = link.resolve()
+        out[source] = (
+            os.readlink(link),
+            {
+                str(f.relative_to(version)): f.read_bytes()
+                for f in sorted(version.rglob("*"))
+                if f.is_file()
+            },
+        )
+    return out
+
+
+@pytest.fixture
+def served(projects, tmp_path):
+    """The sources trained on 6 documents, not the corpus of any cross-fitting."""
+    lines = (DATA / "tiny.tsv").read_text(encoding="utf-8").splitlines(True)
+    (tmp_path / "six.tsv").write_text("".join(lines[:6]), encoding="utf-8")
+    for source in SOURCES:
+        projects.get(source).train([tmp_path / "six.tsv"])
+    return served_models(projects)
+
+
+@pytest.mark.parametrize("folds", [8, 1_000_000])
+def test_too_many_folds_are_refused_before_any_source_changes(projects, served, folds):
+    small = DATA / "tiny.tsv"  # 10 documents: 3 of 8 folds stay empty
+    project = cross_fitted(projects, folds)
+    with pytest.raises(InputError) as refused:
+        project.train([small])
+    message = str(refused.value)
+    assert message.startswith(f"Cannot cross-fit on {folds} folds: fold ")
+    assert "would have no document with a known subject (10 documents have one)" in (
+        message
+    )
+    workable = int(re.search(r"use --cross-fit (\d+) ", message).group(1))
+    assert workable == 7  # the most that works: 8, 9 and 10 leave folds empty
+    assert served_models(projects) == served
+    assert not (project.model_dir.parent / "cross-fit").exists()
+    assert not project.model_dir.exists()
+    project.config.params["cross_fit"] = workable
+    project.unload()
+    project.train([small])  # the advice works
+
+
+def test_a_failure_in_the_middle_leaves_every_source_as_it_was(
+    projects, corpus, served, monkeypatch
+):
+    project = cross_fitted(projects)
+    train_part = Backend.train_part
+
+    def failing(self, corpus, directory, jobs=1):
+        if directory.name == "fold-2-xmc-en":
+            raise RuntimeError("out of memory")
+        return train_part(self, corpus, directory, jobs)
+
+    monkeypatch.setattr(Backend, "train_part", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        project.train([corpus])
+    assert served_models(projects) == served
+    for source in SOURCES:  # and they serve it
+        assert projects.get(source).backend.manifest["documents"] == 6
+    monkeypatch.undo()
+    project.train([corpus])  # resumed: now swapped in together
+    digest = project.corpus([corpus]).digest()
+    for source in SOURCES:
+        assert projects.get(source).backend.manifest["corpus_digest"] == digest
+
+
+def test_a_source_is_busy_while_the_fusion_cross_fits(
+    projects, workspace, corpus, monkeypatch
+):
+    import threading
+
+    from indexer.project import Projects
+
+    project = cross_fitted(projects)
+    elsewhere = Projects.from_path(workspace / "projects.cfg").get("tfidf-en")
+    outcomes = []
+    train_part = Backend.train_part
+
+    def meanwhile(self, corpus, directory, jobs=1):
+        if directory.name == "fold-1-tfidf-en":  # in the middle of the run
+            for attempt in (
+                elsewhere.clear,
+                lambda: elsewhere.train([DATA / "tiny.tsv"]),
+            ):
+                thread = threading.Thread(target=lambda a=attempt: _catch(a, outcomes))
+                thread.start()
+                thread.join(30)
+        return train_part(self, corpus, directory, jobs)
+
+    monkeypatch.setattr(Backend, "train_part", meanwhile)
+    project.train([corpus])
+    assert len(outcomes) == 2
+    assert all(isinstance(e, BusyError) for e in outcomes), outcomes
+    assert all("Project 'tfidf-en' is busy" in str(e) for e in outcomes)
+    # the run's own model of the whole corpus is the one that serves
+    digest = project.corpus([corpus]).digest()
+    assert projects.get("tfidf-en").backend.manifest["corpus_digest"] == digest
+
+
+def _catch(action, outcomes: list) -> None:
+    try:
+        action()
+        outcomes.append(None)
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        outcomes.append(exc)
+
+
+def test_reordered_sources_start_the_folds_afresh(
+    projects, corpus, monkeypatch, capsys
+):
+    project = cross_fitted(projects)
+    calls, once, train_part = [], [], Backend.train_part
+
+    def interrupted(self, corpus, directory, jobs=1):
+        calls.append(directory.name)
+        if directory.name.startswith("fold-1-") and not once:
+            once.append(True)
+            raise KeyboardInterrupt
+        return train_part(self, corpus, directory, jobs)
+
+    monkeypatch.setattr(Backend, "train_part", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        project.train([corpus])
+    assert (project.model_dir.parent / "cross-fit" / "fold-0.npz").is_file()
+    project.config.params["sources"] = "xmc-en, tfidf-en, lexical-en"
+    project.unload()
+    calls.clear()
+    capsys.readouterr()
+    project.train([corpus])
+    assert {"fold-0-xmc-en", "fold-0-tfidf-en"} <= set(calls)  # scored again
+    assert "Resuming" not in capsys.readouterr().err
+    fusion = json.loads((project.model_dir / "fusion.json").read_text())
+    assert fusion["info"]["sources"] == ["xmc-en", "tfidf-en", "lexical-en"]
+
+
+def test_the_plan_names_each_source_in_order_with_its_language(projects, corpus):
+    project = cross_fitted(projects)
+    crossfit = CrossFit(project.backend, project.backend.sources(), None, FOLDS)
+    plan = crossfit._plan(list(project.corpus([corpus])))
+    assert [(s[0], s[1]) for s in plan["sources"]] == [
+        ("tfidf-en", "en"),
+        ("xmc-en", "en"),
+        ("lexical-en", "en"),
+    ]
 
 
 def test_a_changed_setting_starts_the_folds_afresh(projects, corpus, monkeypatch):
