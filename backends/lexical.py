@@ -24,7 +24,6 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from indexer.analyzer import get_analyzer
 from indexer.backend import LEXICAL, Backend
 from indexer.errors import NotTrainedError
 from indexer.linear import LinearScorer
@@ -159,6 +158,7 @@ class LexicalBackend(Backend):
 
     name = "lexical"
     kind = LEXICAL
+    tokenizes = True
     Params = LexicalParams
     #: parameters read only when suggesting (cheap to tune with `indexer hyperopt`)
     search_space: ClassVar[dict] = {
@@ -172,7 +172,9 @@ class LexicalBackend(Backend):
     def _build_index(self) -> None:
         vocab = self.project.vocab
         lang = self.project.language
-        analyzer = get_analyzer(lang)
+        # labels and documents through the same analyzer, so a label matches
+        # the inflected forms of its words in a text
+        self._analyzer = analyzer = self.project.analyzer
         languages = [self.labels_language(self.params.label_language)]
         phrases: dict[tuple[str, ...], list[tuple[int, bool]]] = defaultdict(list)
         deprecated = vocab.deprecated
@@ -273,7 +275,7 @@ class LexicalBackend(Backend):
 
     # -- matching --------------------------------------------------------
     def _matches(self, text: str) -> tuple[dict[int, _Match], int]:
-        tokens = get_analyzer(self.project.language).tokens(text)
+        tokens = self._analyzer.tokens(text)
         words, fuzzy = tokens, [False] * len(tokens)
         if self._fuzzy is not None:
             words = [self._fuzzy.label_word(t) or t for t in tokens]

@@ -38,12 +38,17 @@ class TfidfBackend(Backend):
 
     name = "tfidf"
     kind = ASSOCIATIVE
+    tokenizes = True
     Params = TfidfParams
     learns_online = True
 
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
         texts, subjects, _ = indexed_documents(corpus, "Vectorising")
-        features = TfidfFeatures(self.project.language, ngram=self.params.ngram)
+        features = TfidfFeatures(
+            self.project.language,
+            ngram=self.params.ngram,
+            analyzer=str(self.project.analyzer_spec),
+        )
         x = features.fit_transform(
             texts,
             min_df=self.params.min_df,

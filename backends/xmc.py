@@ -106,6 +106,7 @@ class XmcBackend(Backend):
 
     name = "xmc"
     kind = ASSOCIATIVE
+    tokenizes = True
     Params = XmcParams
     #: parameters read only when suggesting (cheap to tune with `indexer hyperopt`)
     search_space: ClassVar[dict] = {"beam_size": [5, 10, 20, 40]}
@@ -136,7 +137,11 @@ class XmcBackend(Backend):
             if doc.subjects:
                 texts.append(doc.text)
                 subjects.append(sorted(set(doc.subjects)))
-        features = TfidfFeatures(self.project.language, ngram=self.params.ngram)
+        features = TfidfFeatures(
+            self.project.language,
+            ngram=self.params.ngram,
+            analyzer=str(self.project.analyzer_spec),
+        )
         x = features.fit_transform(
             texts, min_df=self.params.min_df, max_features=self.params.max_features
         )

@@ -16,10 +16,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexer.analyzer import SNOWBALL
 from indexer.config import check_id, project_config
 from indexer.errors import ConfigError, InputError
-from indexer.registry import BUILTIN
+from indexer.registry import BUILTIN, DISTRIBUTION
 from indexer.textfile import decode_text
 
 #: an Annif projects file is a few kilobytes; anything far larger is not one
@@ -348,22 +347,32 @@ def _common_key(project: ConvertedProject, key: str, value: str) -> None:
 def _analyzer(project: ConvertedProject, analyzer: str | None) -> None:
     if analyzer is None:
         return
-    language = project.language.split("-")[0].lower()
-    name, _, args = analyzer.partition("(")
-    first_arg = args.rstrip(")").split(",")[0].strip().lower()
-    expected = SNOWBALL.get(language)
-    if name.strip().lower() == "snowball" and first_arg == expected:
-        project.lines.append(
-            f"; Annif: analyzer = {analyzer} (Snowball stemming in the project "
-            f"language is what every backend here does)"
+    from indexer.analyzer import (
+        ANALYZERS,
+        VOIKKO_DEBIAN,
+        default_analyzer,
+        parse_analyzer,
+    )
+
+    try:
+        spec = parse_analyzer(analyzer)
+    except ConfigError as exc:
+        project.note(
+            f"analyzer = {analyzer} cannot be converted ({exc.message}); the "
+            "default, Snowball stemming in the project language, is used"
         )
         return
-    project.note(
-        f"analyzer = {analyzer} has no counterpart: the closest equivalent is the "
-        f"built-in Snowball stemming in the project language ({language}: "
-        + (expected or "no Snowball stemmer, words are not stemmed")
-        + ")"
-    )
+    if spec == default_analyzer(project.language):
+        project.lines.append(
+            f"; Annif: analyzer = {analyzer} (Snowball stemming in the project "
+            "language is the default here)"
+        )
+        return
+    extra = ANALYZERS[spec.name][1]
+    needs = f"; needs pip install '{DISTRIBUTION}[{extra}]'" if extra else ""
+    if spec.name == "voikko":
+        needs += f" and apt-get install {VOIKKO_DEBIAN}"
+    project.set("analyzer", str(spec), f"Annif: analyzer = {analyzer}{needs}")
 
 
 def _sources(project: ConvertedProject, sources: str) -> None:

@@ -81,6 +81,9 @@ class Backend:
     #: model per fold; "reuse" trains once on all documents and scores every
     #: fold with it (slow backends whose training does not memorise documents)
     cross_fit: ClassVar[str] = "refit"
+    #: splits text into words with the project's analyzer: the analyzer is
+    #: recorded in the manifest, and a model refuses to serve under another
+    tokenizes: ClassVar[bool] = False
 
     def __init__(self, project: Project, params: dict[str, Any] | None = None):
         # No work here: listing projects must stay instant.
@@ -285,6 +288,7 @@ class Backend:
             "subjects_seen": int((counts > 0).sum()),
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "info": jsonable(info, full_paths=True),
+            **({"analyzer": str(self.project.analyzer_spec)} if self.tokenizes else {}),
         }
 
     def _train(self, corpus: Corpus, directory: Path, jobs: int) -> dict | None:
@@ -383,10 +387,30 @@ class Backend:
                 f"'{manifest.get('vocab')}', but is configured with "
                 f"'{self.project.vocab.vocab_id}': retrain it"
             )
+        if self.tokenizes:
+            self._check_analyzer(manifest)
         if manifest.get("vocab_size", 0) > len(self.project.vocab):
             raise NotTrainedError(
                 f"Vocabulary '{self.project.vocab.vocab_id}' shrank since project "
                 f"'{self.project.id}' was trained: reload the vocabulary or retrain"
+            )
+
+    def _check_analyzer(self, manifest: dict) -> None:
+        """A model's words are the analyzer's tokens: under another analyzer
+        they would silently match almost nothing."""
+        from indexer.analyzer import default_analyzer
+
+        # models from before the setting were all made with the default
+        trained = manifest.get("analyzer") or str(
+            default_analyzer(manifest.get("language") or self.project.language)
+        )
+        configured = str(self.project.analyzer_spec)
+        if trained != configured:
+            raise NotTrainedError(
+                f"Project '{self.project.id}' was trained with analyzer = "
+                f"{trained}, but is configured with analyzer = {configured}: "
+                f"retrain it with `indexer train {self.project.id} CORPUS`, or set "
+                f"analyzer = {trained} again"
             )
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:

@@ -7,6 +7,7 @@ source = yso.ttl
 language = fi
 vocab = yso
 backend = tfidf
+analyzer = voikko(fi)  optional (default: snowball in the project language)
 limit = 10             anything else is a backend parameter
 """
 
@@ -32,6 +33,7 @@ PROJECT_KEYS = (
     "threshold",
     "access",
     "allow_learn",
+    "analyzer",
 )
 ACCESS_LEVELS = ("public", "hidden", "private")
 #: project and vocabulary ids: they name directories under the data directory
@@ -79,6 +81,9 @@ class ProjectConfig:
     threshold: float = 0.0
     access: str = "public"
     allow_learn: bool = False  # REST `learn` without the API key (Annif's key)
+    #: how backends that tokenize split and normalise words (indexer.analyzer);
+    #: empty: Snowball in the project language
+    analyzer: str = ""
     params: dict[str, str] = field(default_factory=dict)
 
 
@@ -207,6 +212,11 @@ def project_config(project_id: str, values: dict[str, str]) -> ProjectConfig:
     allow_learn = values.get("allow_learn", "false").strip().lower()
     if allow_learn not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
         raise ConfigError(f"{where}: allow_learn must be true or false")
+    analyzer = values.get("analyzer", "").strip()
+    if analyzer:
+        from indexer.analyzer import parse_analyzer
+
+        parse_analyzer(analyzer, f"{where}: ")
     return ProjectConfig(
         id=project_id,
         name=values.get("name", project_id),
@@ -217,5 +227,6 @@ def project_config(project_id: str, values: dict[str, str]) -> ProjectConfig:
         threshold=threshold,
         access=access,
         allow_learn=allow_learn in ("true", "yes", "1", "on"),
+        analyzer=analyzer,
         params={k: v for k, v in values.items() if k not in PROJECT_KEYS},
     )

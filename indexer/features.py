@@ -10,22 +10,30 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from indexer.analyzer import get_analyzer
+from indexer.analyzer import analyzer_for, default_analyzer
 from indexer.parallel import parallel_map
 
 
 class TfidfFeatures:
     """Stemmed word (and optionally word-bigram) TF-IDF, L2-normalised rows."""
 
-    def __init__(self, language: str, ngram: int = 1, sublinear_tf: bool = True):
+    def __init__(
+        self,
+        language: str,
+        ngram: int = 1,
+        sublinear_tf: bool = True,
+        analyzer: str = "",
+    ):
         self.language = language
         self.ngram = ngram
         self.sublinear_tf = sublinear_tf
+        # saved with the terms, so a model always tokenizes as it was trained
+        self.analyzer = analyzer or str(default_analyzer(language))
         self.terms: dict[str, int] = {}
         self.idf = np.zeros(0, dtype=np.float32)
 
     def _grams(self, text: str) -> list[str]:
-        tokens = get_analyzer(self.language).tokens(text)
+        tokens = analyzer_for(self.analyzer).tokens(text)
         if self.ngram >= 2:
             tokens = tokens + [
                 f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)
@@ -106,6 +114,7 @@ class TfidfFeatures:
             "language": self.language,
             "ngram": self.ngram,
             "sublinear_tf": self.sublinear_tf,
+            "analyzer": self.analyzer,
         }
         (directory / f"{prefix}-terms.json").write_text(
             json.dumps({"meta": meta, "terms": names}, ensure_ascii=False)

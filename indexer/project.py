@@ -121,6 +121,22 @@ class Project:
     access = property(lambda self: self.config.access)
 
     @property
+    def analyzer_spec(self):
+        """The parsed `analyzer` setting (default: Snowball in the project language)."""
+        from indexer.analyzer import default_analyzer, parse_analyzer
+
+        if not self.config.analyzer:
+            return default_analyzer(self.language)
+        return parse_analyzer(self.config.analyzer, f"Project '{self.id}': ")
+
+    @property
+    def analyzer(self):
+        """The analyzer that the project's backends tokenize with (shared)."""
+        from indexer.analyzer import build_analyzer
+
+        return build_analyzer(self.analyzer_spec)
+
+    @property
     def backend_class(self) -> type:
         return get_backend_class(self.config.backend)
 

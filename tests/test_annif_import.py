@@ -76,7 +76,7 @@ def test_ensemble_weights_are_kept_and_sources_left_out_are_named(tmp_path):
 def test_what_has_no_counterpart_is_reported_with_the_closest_equivalent():
     projects = convert()
     mllm = " ".join(projects["mllm-en"].notes)
-    assert "analyzer = voikko(fi)" in mllm and "Snowball" in mllm
+    assert projects["mllm-en"].settings["analyzer"] == "voikko(fi)"  # converted
     assert "min_samples = 5" in mllm and "scorer" in mllm
     assert "transform = limit(5000)" in mllm and "max_length" in mllm
     fasttext = " ".join(projects["fasttext-en"].notes)
@@ -312,6 +312,7 @@ def test_converted_files_round_trip_through_our_loader(tmp_path):
         assert str(loaded.limit) == project.settings.get("limit", "10")
         expected = {k: v for k, v in project.settings.items() if k not in COMMON_KEYS}
         expected.pop("backend")
+        assert loaded.analyzer == expected.pop("analyzer", "")
         assert loaded.params == expected, project_id
     assert list(config.vocabs) == ["tiny"]
 

@@ -1,0 +1,1 @@
+"""Analyzers beyond the built-in Snowball stemming (indexer.analyzer)."""
