@@ -20,13 +20,17 @@ Vocabulary files may come from outside, so parsing one must not
   that way are parsed in-process (see `_in_process`).
 
 Every way a file can be over a budget or too deeply nested is one InputError
-with a one-line message naming the setting to raise or what to change.
+with a one-line message naming the setting to raise or what to change. What
+the parse prints is bounded too: rdflib's warnings (one per badly typed
+literal) are counted and logged as one, and of the child's stderr the parent
+keeps only the start and the end.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import math
 import os
 import signal
@@ -34,7 +38,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from indexer.errors import InputError
@@ -64,6 +69,14 @@ IN_PROCESS_FORMATS = frozenset({"turtle", "nt", "nquads", "trig", "xml"})
 # ... and only when the budgets leave ample room for that worst case
 IN_PROCESS_MIN_SECONDS = 5.0
 IN_PROCESS_MIN_MEMORY = 256 * 2**20
+# Of a child's stderr, the parent keeps the start and the end (to explain a
+# failure), whatever the child writes: a parser may print without bound
+STDERR_HEAD = 8 * 1024
+STDERR_TAIL = 64 * 1024
+# rdflib logs a warning (with a traceback) for each literal that is not of its
+# datatype: 400 bytes each, so a vocabulary could print gigabytes. They are
+# counted, and one summary with a few examples is logged instead
+WARNING_EXAMPLES = 3
 _OFFLINE = threading.local()
 _HOOK_INSTALLED = threading.Lock()
 _hooked = False
@@ -157,18 +170,33 @@ def _in_process(data: bytes, rdf_format: str) -> bool:
     return rdf_format != "xml" or not has_doctype(data)
 
 
-def parse_graph(data: bytes, rdf_format: str, path: Path):
+def parse_graph(data: bytes, rdf_format: str, path: Path, report: bool = True):
     """An rdflib Graph of `data`, parsed offline, with bounded XML entities and
     within the time budget; InputError naming `path` otherwise. This runs in
     the calling process, where the time budget is checked only as triples
-    arrive and memory is not bounded: for untrusted files use `parse_extract`."""
-    import rdflib
-
+    arrive and memory is not bounded: for untrusted files use `parse_extract`.
+    What rdflib logs is counted and logged as one warning (`report`), or kept
+    in the graph's `warnings` for the caller to report."""
     check_size(path, len(data))
     _, seconds = budget()
     _install_network_guard()
     _OFFLINE.active = True
     _OFFLINE.refused = None
+    try:
+        with _rdflib_warnings_counted() as warnings:
+            graph = _parse(data, rdf_format, path, seconds)
+    finally:
+        _OFFLINE.active = False
+    if report:
+        warnings.report(path)
+    else:
+        graph.warnings = warnings
+    return graph
+
+
+def _parse(data: bytes, rdf_format: str, path: Path, seconds: float):
+    import rdflib
+
     try:
         if rdf_format == "json-ld":
             _refuse_remote_contexts(data, path)
@@ -193,9 +221,72 @@ def parse_graph(data: bytes, rdf_format: str, path: Path):
             ) from None
         message = " ".join(str(exc).split())[:300]
         raise InputError(f"Cannot parse '{path}' as {rdf_format}: {message}") from None
-    finally:
-        _OFFLINE.active = False
     return graph
+
+
+class _RdflibWarnings(logging.Handler):
+    """Counts what rdflib logs during a parse, keeping a few examples, instead
+    of printing each record with its traceback."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.count = 0
+        self.examples: list[str] = []
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # no lock per record, and no formatting of the traceback
+        if record.levelno >= self.level:
+            self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if len(self.examples) < WARNING_EXAMPLES:
+            try:
+                message = record.getMessage()
+            except Exception:  # arguments that do not fit the format
+                message = str(record.msg)
+            if record.exc_info and record.exc_info[1] is not None:
+                message += f" ({record.exc_info[1]})"  # what it was about
+            self.examples.append(" ".join(message.split())[:300])
+
+    def report(self, path: Path) -> None:
+        """One warning in this process's log for all that rdflib logged."""
+        report_warnings(path, self.count, self.examples)
+
+
+_COUNTING = threading.Lock()
+_counting = 0  # parses counting now: rdflib's logger is one for all threads
+
+
+@contextmanager
+def _rdflib_warnings_counted() -> Iterator[_RdflibWarnings]:
+    """While in it, rdflib's log records are counted, not passed on."""
+    global _counting
+    logger = logging.getLogger("rdflib")
+    counter = _RdflibWarnings()
+    with _COUNTING:
+        logger.addHandler(counter)
+        _counting += 1
+        logger.propagate = False
+    try:
+        yield counter
+    finally:
+        with _COUNTING:
+            logger.removeHandler(counter)
+            _counting -= 1
+            logger.propagate = _counting == 0
+
+
+def report_warnings(path: Path, count: int, examples: list[str]) -> None:
+    """Log how often the parser of `path` warned, with a few examples."""
+    if count:
+        logging.getLogger(__name__).warning(
+            "Parsing '%s': rdflib warned %d times, such as: %s",
+            path,
+            count,
+            "; ".join(examples),
+        )
 
 
 def _budget_store(deadline: float):
@@ -249,20 +340,29 @@ def _parse_in_child(data: bytes, rdf_format: str, path: Path, extract: str):
         "cpu": None if timeout is None else math.ceil(timeout) + 1,
         "parent": os.getpid(),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-P", "-c", _CHILD, json.dumps(job), _PACKAGE_ROOT],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    err_read, err_write = os.pipe()
     try:
-        out, err = proc.communicate(data, timeout=timeout)
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-c", _CHILD, json.dumps(job), _PACKAGE_ROOT],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err_write,
+        )
+    except BaseException:
+        os.close(err_read)
+        raise
+    finally:
+        os.close(err_write)
+    stderr = BoundedOutput(os.fdopen(err_read, "rb", buffering=0))
+    try:
+        out, _ = proc.communicate(data, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise _too_slow(path, seconds) from None
     finally:  # the deadline, an interrupt, or any error here: the child goes
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+        err = stderr.close()
     try:
         reply = json.loads(out)
     except ValueError:  # no reply: it died (out of memory, a crash)
@@ -271,7 +371,49 @@ def _parse_in_child(data: bytes, rdf_format: str, path: Path, extract: str):
         raise _child_failed(path, rdf_format, proc.returncode, err) from None
     if "error" in reply:
         raise InputError(reply["error"])
+    report_warnings(path, *reply["warnings"])
     return reply["result"]
+
+
+class BoundedOutput:
+    """Reads a pipe to its end in a thread, keeping only its first `head` and
+    last `tail` bytes (and counting the rest), so that a process writing
+    without bound cannot fill this one's memory."""
+
+    def __init__(self, pipe, head: int = STDERR_HEAD, tail: int = STDERR_TAIL):
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self._limits = head, tail
+        self._pipe = pipe
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        head, tail = self._limits
+        with self._pipe:
+            while chunk := self._pipe.read(1 << 16):
+                self.total += len(chunk)
+                room = head - len(self.head)
+                if room > 0:
+                    self.head += chunk[:room]
+                    chunk = chunk[room:]
+                self.tail += chunk
+                if len(self.tail) > tail:
+                    del self.tail[: len(self.tail) - tail]
+
+    @property
+    def held(self) -> int:
+        """The bytes kept."""
+        return len(self.head) + len(self.tail)
+
+    def close(self, timeout: float = 5.0) -> bytes:
+        """The start and the end, once the writer has ended (or `timeout`
+        seconds on, when a grandchild keeps the pipe open)."""
+        self._thread.join(timeout)
+        left_out = self.total - self.held
+        gap = f"\n[... {left_out} bytes left out ...]\n".encode() if left_out else b""
+        return bytes(self.head) + gap + bytes(self.tail)
 
 
 def _child_failed(path: Path, rdf_format: str, status: int, err: bytes) -> InputError:
@@ -360,13 +502,14 @@ def _die_with_parent(parent: int) -> None:
 
 def _child_work(job: dict, path: Path) -> bytes:
     data = sys.stdin.buffer.read()
-    graph = parse_graph(data, job["format"], path)
+    graph = parse_graph(data, job["format"], path, report=False)
     del data
     result = _function(job["extract"])(graph)
+    warnings = [graph.warnings.count, graph.warnings.examples]
     del graph
     # surrogatepass: strings reach the parent as the parser made them (json
     # decodes bytes that way), lone surrogates of `\\u` escapes too
-    reply = json.dumps({"result": result}, ensure_ascii=False)
+    reply = json.dumps({"result": result, "warnings": warnings}, ensure_ascii=False)
     return reply.encode("utf-8", "surrogatepass")
 
 

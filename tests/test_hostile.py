@@ -602,6 +602,78 @@ def test_the_parse_has_a_memory_bound(workspace, run_cli, monkeypatch):
     )
 
 
+def bad_literals(count: int) -> bytes:
+    """One concept with `count` notations that are not the integers they say."""
+    lines = [
+        "@prefix skos: <http://www.w3.org/2004/02/skos/core#> .",
+        "@prefix xsd: <http://www.w3.org/2001/XMLSchema#> .",
+        '<http://x/a> a skos:Concept ; skos:prefLabel "a"@en .',
+    ]
+    lines += [f'<http://x/a> skos:notation "n{i}"^^xsd:integer .' for i in range(count)]
+    return "\n".join(lines).encode()
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_parser_warnings_are_counted_not_printed(caplog, in_process):
+    """rdflib logs a warning with a traceback for each bad literal (400 bytes
+    each): they are counted, and one warning with examples is logged."""
+    from indexer import rdfsafe
+
+    data = bad_literals(40 if in_process else 3000)
+    assert rdfsafe._in_process(data, "turtle") == in_process
+    with caplog.at_level("WARNING"):
+        rows = rdfsafe.parse_extract(
+            data, "turtle", Path("bad.ttl"), "indexer.skos:graph_records"
+        )
+    assert [row[0] for row in rows] == ["http://x/a"]
+    [record] = caplog.records
+    assert record.name == "indexer.rdfsafe"
+    count = 40 if in_process else 3000
+    assert f"Parsing 'bad.ttl': rdflib warned {count} times" in record.getMessage()
+    assert "invalid literal for int()" in record.getMessage()  # the examples
+    assert len(record.getMessage()) < 2000
+
+
+def test_the_parent_holds_a_bounded_part_of_the_childs_stderr():
+    """3000 bad literals made 1.3 MB of stderr that the parent held whole (100k:
+    40 MB); the parse now holds far less, however much the child writes."""
+    import tracemalloc
+
+    from indexer import rdfsafe
+
+    data = bad_literals(3000)
+    assert not rdfsafe._in_process(data, "turtle")
+    tracemalloc.start()
+    try:
+        rdfsafe.parse_extract(
+            data, "turtle", Path("b.ttl"), "indexer.skos:graph_records"
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 600_000, peak
+
+
+def test_bounded_output_keeps_the_start_and_the_end():
+    from indexer.rdfsafe import BoundedOutput
+
+    # 20 MB, then the line that says what went wrong
+    writer = (
+        "import sys; w = sys.stderr.buffer; w.write(b'first line\\n');"
+        "[w.write(b'x' * 1023 + b'\\n') for _ in range(20 * 1024)];"
+        "w.write(b'MemoryError: the last line\\n')"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer], stderr=subprocess.PIPE)
+    output = BoundedOutput(proc.stderr, head=4096, tail=8192)
+    assert proc.wait(timeout=60) == 0
+    text = output.close()
+    assert output.total == 11 + 20 * 2**20 + 27
+    assert output.held == 4096 + 8192
+    assert text.startswith(b"first line\n")
+    assert text.endswith(b"MemoryError: the last line\n")
+    assert b"bytes left out" in text and len(text) < 4096 + 8192 + 100
+
+
 # -- 4. strict decoding ----------------------------------------------------------
 
 
