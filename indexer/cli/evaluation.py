@@ -121,6 +121,12 @@ def _bootstrap_json(intervals, n_boot: int, seed: int) -> dict:
 @click.option(
     "--seed", default=0, show_default=True, type=int, help="Seed of the resampling."
 )
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False),
+    help="Write an evaluation report: .html (plots, tables) or .json (its data); "
+    "the project keeps the last one.",
+)
 @pass_context
 def eval_command(
     ctx: Context,
@@ -132,12 +138,17 @@ def eval_command(
     results_file,
     bootstrap,
     seed,
+    report,
 ) -> None:
     """Evaluate PROJECT against the gold subjects of a corpus."""
     project = ctx.project(project_id)
     limit = limit or project.limit
     threshold = project.threshold if threshold is None else threshold
-    evaluator, _ = _evaluate(project, paths, limit, threshold)
+    if report:
+        from indexer.report import check_report_path
+
+        check_report_path(report)
+    evaluator, batches = _evaluate(project, paths, limit, threshold)
     metrics = evaluator.results()
     intervals = {}
     if bootstrap:
@@ -148,7 +159,7 @@ def eval_command(
         click.echo(_metric_line(name, value, intervals.get(name)))
     if metrics_file:
         data = {"project": project.id, "limit": limit, "threshold": threshold}
-        data.update(metrics)
+        data.update({name: _finite(value) for name, value in metrics.items()})
         if bootstrap:
             data["bootstrap"] = _bootstrap_json(intervals, bootstrap, seed)
         Path(metrics_file).write_text(json.dumps(data, indent=2))
@@ -162,6 +173,27 @@ def eval_command(
                     f"<{vocab.uris[r['subject']]}>\t{label}\t{r['support']}\t{r['tp']}\t{r['fp']}\t{r['fn']}\t"
                     f"{r['precision']:.4f}\t{r['recall']:.4f}\t{r['f1']:.4f}\n"
                 )
+    if report:
+        from indexer.report import write_report
+
+        saved = write_report(
+            project,
+            report,
+            evaluator,
+            batches,
+            paths,
+            intervals=intervals,
+            command=_command_line(),
+        )
+        click.echo(f"Report written to {report} (kept as {saved})", err=True)
+
+
+def _command_line() -> str:
+    """The command as typed, for the report (sys.argv under the console script)."""
+    import shlex
+    import sys
+
+    return shlex.join(["indexer", *sys.argv[1:]])
 
 
 @cli.command()

@@ -188,7 +188,21 @@ def get_project(project_id: str):
             keys = ("trained_at", "documents", "subjects_seen", "vocab_size")
             model = {k: manifest[k] for k in keys if k in manifest}
             model["corpus_digest"] = manifest.get("corpus_digest")
-    return {**info, "params": params, "model": model}
+    return {
+        **info,
+        "params": params,
+        "model": model,
+        "evaluation_report": _report_path(project),
+    }
+
+
+def _report_path(project: Project) -> str | None:
+    """Where the project's last evaluation report is served, if it has one."""
+    from indexer.report import last_report
+
+    if last_report(project) is None:
+        return None
+    return f"projects/{project.id}/report"
 
 
 # -- suggestions ---------------------------------------------------------------
@@ -317,6 +331,32 @@ def reload_project(project_id: str):
         "status": info["status"],
         "modification_time": info["modification_time"],
     }
+
+
+@v1.get("/projects/<project_id>/report")
+@documented(errors=(401, 404, 500), produces="text/html")
+def evaluation_report(project_id: str):
+    """The project's last evaluation report
+
+    The HTML page that `indexer eval PROJECT CORPUS --report report.html` wrote
+    last: plots, per-concept results and the settings, all inline.
+    """
+    from indexer.report import last_report
+
+    project = _project(project_id)
+    path = last_report(project)
+    if path is None:
+        raise NotFoundError(
+            f"Project '{project.id}' has no evaluation report: run `indexer eval "
+            f"{project.id} CORPUS --report report.html`"
+        )
+    response = current_app.response_class(path.read_bytes(), mimetype="text/html")
+    # the page is self-contained: forbid it any request, and framing elsewhere
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; "
+        "script-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
+    )
+    return response
 
 
 @v1.post("/detect-language")

@@ -46,6 +46,7 @@ class Doc:
     success: int
     key: str
     problems: dict[int, type[BaseModel]]
+    produces: str = "application/json"
 
 
 def documented(
@@ -57,15 +58,17 @@ def documented(
     success: int = 200,
     key: str = "optional",  # optional | required | none
     problems: dict[int, type[BaseModel]] | None = None,
+    produces: str = "application/json",
 ):
     """Marks a view for the document: its models and the statuses it answers
     (`problems`: a status whose problem document has a schema of its own);
     the path and method come from its route, the summary and description
-    from its docstring (`{max_batch}` and `{max_content_length}` filled in)."""
+    from its docstring (`{max_batch}` and `{max_content_length}` filled in);
+    `produces`: the media type of a success that is not JSON (a string)."""
 
     def mark(view):
         view.openapi = Doc(
-            response, errors, body, media, query, success, key, problems or {}
+            response, errors, body, media, query, success, key, problems or {}, produces
         )
         return view
 
@@ -169,6 +172,8 @@ def _operation(view, path: str, limits: dict) -> dict:
         ]
     schema = _ref(doc.response.__name__) if doc.response else {"type": "object"}
     success = _content("application/json", schema, summary)
+    if doc.produces != "application/json":
+        success = _content(doc.produces, {"type": "string"}, summary)
     if doc.success == 204:
         success = {"description": summary}
     operation = {

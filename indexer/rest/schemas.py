@@ -236,6 +236,11 @@ class ModelInfo(Response):
 class ProjectDetail(Project):
     params: dict[str, Any] | None
     model: ModelInfo | None
+    evaluation_report: str | None = Field(
+        None,
+        description="Path of the project's last evaluation report (HTML), "
+        "relative to the API root; null when it has none.",
+    )
 
 
 class ProjectList(Response):
