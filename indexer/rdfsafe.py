@@ -11,13 +11,14 @@ Vocabulary files may come from outside, so parsing one must not
 - run without limit: the file size, the parse time and the parse's memory
   have a budget (`INDEXER_VOCAB_MAX_MB`, default 4096, refused before
   parsing; `INDEXER_VOCAB_MAX_SECONDS`, default 1800, and
-  `INDEXER_VOCAB_MAX_MEMORY_MB`, default 16384 or the machine's memory if
-  that is less). Time and memory are hard bounds: the parse runs in a child
-  process with that much address space (`RLIMIT_AS`), which is killed at the
-  deadline, so they hold also when a parser spends its time or memory inside
-  one token (a long literal, `\\u` escapes, entity expansion) where no
-  triple arrives to be counted. Only small files that cannot be hostile
-  that way are parsed in-process (see `_in_process`).
+  `INDEXER_VOCAB_MAX_MEMORY_MB`, default 16384 or the machine's memory or
+  the container's (cgroup) memory limit if that is less). Time and memory
+  are hard bounds: the parse runs in a child process with that much address
+  space (`RLIMIT_AS`), which is killed at the deadline, so they hold also
+  when a parser spends its time or memory inside one token (a long literal,
+  `\\u` escapes, entity expansion) where no triple arrives to be counted.
+  Only small files that cannot be hostile that way are parsed in-process
+  (see `_in_process`).
 
 Every way a file can be over a budget or too deeply nested is one InputError
 with a one-line message naming the setting to raise or what to change. What
@@ -39,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from indexer.errors import InputError
@@ -69,6 +70,9 @@ IN_PROCESS_FORMATS = frozenset({"turtle", "nt", "nquads", "trig", "xml"})
 # ... and only when the budgets leave ample room for that worst case
 IN_PROCESS_MIN_SECONDS = 5.0
 IN_PROCESS_MIN_MEMORY = 256 * 2**20
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# cgroup v1 says "no limit" with a number near 2**63
+NO_CGROUP_LIMIT = 2**60
 # Of a child's stderr, the parent keeps the start and the end (to explain a
 # failure), whatever the child writes: a parser may print without bound
 STDERR_HEAD = 8 * 1024
@@ -100,18 +104,65 @@ def budget() -> tuple[int, float]:
 
 def memory_budget() -> int:
     """The most bytes of address space a vocabulary parse may use:
-    `INDEXER_VOCAB_MAX_MEMORY_MB`, by default 16384 MB or the machine's
-    physical memory if that is less (so that a hostile file meets this limit,
-    not the kernel's out-of-memory killer)."""
+    `INDEXER_VOCAB_MAX_MEMORY_MB`, else `default_memory_budget()`."""
     value = os.environ.get("INDEXER_VOCAB_MAX_MEMORY_MB")
     if value is not None:
         return int(float(value) * 2**20)
-    default = 16384 * 2**20
-    try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return default
-    return min(default, physical) if physical > 0 else default
+    return default_memory_budget()
+
+
+def default_memory_budget(
+    cgroup_root: Path = CGROUP_ROOT, cgroups: str | None = None
+) -> int:
+    """16384 MB, or less: the machine's physical memory, or the memory limit
+    of this process's cgroup (a container's), whichever is the smallest, so
+    that a hostile file meets this limit, not the out-of-memory killer."""
+    limits = [16384 * 2**20]
+    with suppress(AttributeError, ValueError, OSError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    limits.append(cgroup_memory_limit(cgroup_root, cgroups) or 0)
+    return min(limit for limit in limits if limit > 0)
+
+
+def cgroup_memory_limit(
+    root: Path = CGROUP_ROOT, cgroups: str | None = None
+) -> int | None:
+    """The smallest memory limit on this process's cgroup and those above it:
+    cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`, under `root`; None
+    without one. `cgroups` is /proc/self/cgroup (read when None)."""
+    if cgroups is None:
+        try:
+            cgroups = Path("/proc/self/cgroup").read_text()
+        except OSError:  # not Linux
+            cgroups = ""
+    found = []
+    for line in cgroups.splitlines():
+        _, _, rest = line.partition(":")
+        controllers, _, where = rest.partition(":")
+        if not controllers:  # v2: one hierarchy
+            found += _limits_along(root, where, "memory.max")
+        elif "memory" in controllers.split(","):
+            base = root / controllers
+            if not base.is_dir():
+                base = root / "memory"
+            found += _limits_along(base, where, "memory.limit_in_bytes")
+    return min(found, default=None)
+
+
+def _limits_along(base: Path, where: str, name: str) -> list[int]:
+    """The limits in file `name` of cgroup `where` and of its ancestors, under
+    `base` (in a container, `where` may lie outside what is mounted there:
+    then the mount's own file is the container's)."""
+    parts = [p for p in where.strip().split("/") if p and p not in (".", "..")]
+    limits = []
+    for depth in range(len(parts) + 1):
+        try:
+            text = (base.joinpath(*parts[:depth]) / name).read_text().strip()
+        except (OSError, ValueError):
+            continue
+        if text.isdigit() and 0 < int(text) < NO_CGROUP_LIMIT:
+            limits.append(int(text))
+    return limits
 
 
 def check_size(path: Path, size: int) -> None:

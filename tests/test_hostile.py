@@ -674,6 +674,49 @@ def test_bounded_output_keeps_the_start_and_the_end():
     assert b"bytes left out" in text and len(text) < 4096 + 8192 + 100
 
 
+def test_the_default_memory_budget_heeds_the_cgroup_limit(tmp_path):
+    """In a container, the cgroup's limit (v2 memory.max, v1
+    memory.limit_in_bytes), not the host's memory, is what the kernel holds
+    the parse to: the default budget is the smaller."""
+    from indexer.rdfsafe import cgroup_memory_limit, default_memory_budget
+
+    gib = 2**30
+
+    def write(path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+
+    v2 = tmp_path / "v2"
+    write(v2 / "memory.max", "max")
+    write(v2 / "a" / "memory.max", str(gib))  # a parent's limit holds below it
+    write(v2 / "a" / "b" / "memory.max", "max")
+    assert cgroup_memory_limit(v2, "0::/a/b\n") == gib
+    assert default_memory_budget(v2, "0::/a/b\n") == min(gib, physical_memory())
+    # in a container's own namespace the cgroup is "/", its limit at the root
+    container = tmp_path / "container"
+    write(container / "memory.max", str(512 * 2**20))
+    assert cgroup_memory_limit(container, "0::/\n") == 512 * 2**20
+    assert default_memory_budget(container, "0::/\n") == 512 * 2**20
+    # v1: the memory controller's hierarchy; "no limit" is a number near 2**63
+    v1 = tmp_path / "v1"
+    write(v1 / "memory" / "memory.limit_in_bytes", "9223372036854771712")
+    write(v1 / "memory" / "x" / "memory.limit_in_bytes", str(3 * gib))
+    cgroups = "5:devices:/x\n4:memory:/x\n0::/\n"
+    assert cgroup_memory_limit(v1, cgroups) == 3 * gib
+    assert default_memory_budget(v1, cgroups) == min(3 * gib, physical_memory())
+    # no limit anywhere: 16 GB, or the machine's memory
+    write(tmp_path / "none" / "memory.max", "max")
+    assert cgroup_memory_limit(tmp_path / "none", "0::/\n") is None
+    assert cgroup_memory_limit(tmp_path / "absent", "0::/\n") is None
+    assert default_memory_budget(tmp_path / "none", "0::/\n") == min(
+        16384 * 2**20, physical_memory()
+    )
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 # -- 4. strict decoding ----------------------------------------------------------
 
 
