@@ -1,0 +1,250 @@
+"""Analyzers compared: Snowball against the lemmatizers, per backend, with
+bootstrap intervals and paired differences against Snowball.
+
+    python benchmarks/analyzers.py [--datasets archaeology,kirjastonhoitaja]
+        [--analyzers snowball,simplemma,voikko] [--backends lexical,tfidf]
+        [--set lexical.compound_parts=yes] [--n-boot 1000] [--speed] [--tag TAG]
+
+Protocol, per dataset (never a `test` file):
+
+- The held-out split is taken from train by the md5 of each line (1 in 10,
+  as benchmarks/heldout.py does); every backend is trained on the other 9 in
+  10 (`rest`) with each analyzer, and timed.
+- Evaluated on the held-out split and on the dataset's own validate split
+  where it has one (kirjastonhoitaja, makupalat; archaeology has only train
+  and test, so only the held-out split).
+- F1@5, nDCG@10 and unseen R@10 (gold subjects that never occur in `rest`)
+  with 95% percentile bootstrap intervals over documents, and the paired
+  difference of each analyzer against Snowball on the same resamples
+  (indexer.significance): a difference counts only when its interval
+  excludes zero (marked *).
+
+`--speed` measures tokens/s of each analyzer on the training texts: cold (no
+cache), a first pass with the cache (what training sees) and a warm pass.
+
+Prints one table per run and writes benchmarks/results/analyzers[-TAG].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    DATASETS,
+    RESULTS,
+    Timer,
+    markdown_table,
+    save_results,
+    split_lines,
+    training_counts,
+    write_config,
+)
+from ensembles import parse_changes  # noqa: E402
+
+from indexer.eval import Evaluator  # noqa: E402
+from indexer.project import Projects  # noqa: E402
+from indexer.significance import bootstrap, paired_difference  # noqa: E402
+
+# name -> (vocabulary, language, train, validate split or None)
+SPEC = {
+    "archaeology": (
+        "yso-archaeology/vocab.ttl",
+        "fi",
+        "yso-archaeology/train.tsv",
+        None,
+    ),
+    "kirjastonhoitaja": (
+        "yso-kirjastonhoitaja/vocab.ttl",
+        "fi",
+        "yso-kirjastonhoitaja/train.tsv",
+        "yso-kirjastonhoitaja/validate.tsv",
+    ),
+    "ykl-makupalat": (
+        "ykl-makupalat/vocab.ttl",
+        "fi",
+        "ykl-makupalat/train.tsv",
+        "ykl-makupalat/validate.tsv",
+    ),
+    "gnd-tibkat-en": ("gnd-tibkat/vocab.ttl", "en", "gnd-tibkat/train-en.tsv", None),
+}
+SETTINGS = {"gnd-tibkat-en": {"lexical": {"label_language": "de"}}}
+METRICS = {"f1@5": "f1@5", "ndcg@10": "ndcg@10", "unseen_recall@10": "unseen R@10"}
+BASELINE = "snowball"
+
+
+def analyzer_setting(name: str, language: str) -> str:
+    return f"{name}({language})"
+
+
+def evaluator_of(project, path: Path, seen) -> tuple[Evaluator, float]:
+    """`project` evaluated on the corpus at `path` (and the seconds it took)."""
+    evaluator = Evaluator(len(project.vocab), limit=10, seen=seen)
+    started = time.perf_counter()
+    for docs in project.corpus([path]).batches(64):
+        batch = project.backend.suggest_batch([d.text for d in docs])
+        evaluator.add([d.subjects for d in docs], batch)
+    return evaluator, time.perf_counter() - started
+
+
+def bench(name: str, args, changes: dict) -> tuple[list[dict], dict]:
+    vocab, language, train, validate = SPEC[name]
+    workdir = RESULTS / "work" / f"analyzers-{name}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    paths = split_lines(DATASETS / train, workdir, (("rest", 9), ("heldout", 1)))
+    splits = {"heldout": paths["heldout"]}
+    if validate:
+        splits["validate"] = DATASETS / validate
+    sections = {}
+    for analyzer in args.analyzers:
+        for backend in args.backends:
+            sections[f"{backend}-{analyzer}"] = {
+                "language": language,
+                "backend": backend,
+                "analyzer": analyzer_setting(analyzer, language),
+                **SETTINGS.get(name, {}).get(backend, {}),
+                **changes.get(backend, {}),
+            }
+    projects = Projects.from_path(
+        write_config(workdir, "vocab", DATASETS / vocab, sections)
+    )
+    from indexer.analyzer import build_analyzer
+
+    # outside the timings: the vocabulary, imports and dictionaries load once
+    projects.get(next(iter(sections))).train([paths["heldout"]], jobs=1)
+    info: dict = {"train_s": {}}
+    for project_id in sections:
+        if project_id.startswith(args.backends[0]):
+            build_analyzer.cache_clear()  # each analyzer starts with a cold cache
+        with Timer() as t:
+            projects.get(project_id).train([paths["rest"]], jobs=1)
+        info["train_s"][project_id] = round(t.seconds, 1)
+        print(f"{name}: trained {project_id} in {t.seconds:.0f} s", flush=True)
+    seen = training_counts(projects.get(next(iter(sections))), paths["rest"])
+    rows = []
+    for split, path in splits.items():
+        for backend in args.backends:
+            evaluators = {}
+            for analyzer in args.analyzers:
+                project = projects.get(f"{backend}-{analyzer}")
+                project.unload()
+                evaluators[analyzer], seconds = evaluator_of(project, path, seen)
+                docs = evaluators[analyzer].results()["documents"]
+                row = {
+                    "dataset": name,
+                    "split": split,
+                    "backend": backend,
+                    "analyzer": analyzer,
+                    "docs": docs,
+                    "train s": f"{info['train_s'][f'{backend}-{analyzer}']:.1f}",
+                    "ms/doc": round(1000 * seconds / max(1, docs), 1),
+                }
+                intervals = bootstrap(
+                    evaluators[analyzer], args.n_boot, metrics=list(METRICS)
+                )
+                for metric, label in METRICS.items():
+                    ci = intervals[metric]
+                    row[label] = (
+                        f"{ci.point:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
+                        if ci.point == ci.point  # no unseen gold: NaN
+                        else "n/a"
+                    )
+                    row[f"_{metric}"] = [ci.point, ci.low, ci.high]
+                if analyzer != BASELINE and BASELINE in evaluators:
+                    diffs = paired_difference(
+                        evaluators[analyzer],
+                        evaluators[BASELINE],
+                        args.n_boot,
+                        metrics=list(METRICS),
+                    )
+                    for metric, label in METRICS.items():
+                        d = diffs[metric]
+                        mark = "*" if d.significant else ""
+                        row[f"Δ {label}"] = (
+                            f"{d.difference:+.3f} [{d.low:+.3f}, {d.high:+.3f}]{mark}"
+                            if d.difference == d.difference
+                            else "n/a"
+                        )
+                        row[f"_d_{metric}"] = [d.difference, d.low, d.high]
+                rows.append(row)
+                print({k: v for k, v in row.items() if not k.startswith("_")})
+    return rows, info
+
+
+def speed(name: str, analyzers: list[str], limit: int) -> list[dict]:
+    """Tokens/s of each analyzer on the first `limit` training texts."""
+    from indexer.analyzer import build_analyzer, parse_analyzer
+
+    _, language, train, _ = SPEC[name]
+    texts = []
+    with open(DATASETS / train, encoding="utf-8") as f:
+        for line in f:
+            texts.append(line.split("\t")[0])
+            if len(texts) >= limit:
+                break
+    rows = []
+    for analyzer in analyzers:
+        setting = analyzer_setting(analyzer, language)
+        row = {"dataset": name, "analyzer": analyzer, "texts": len(texts)}
+        for label, options in (("cold", ",cache_size=0"), ("cached", "")):
+            spec = parse_analyzer(setting.replace(")", f"{options})"))
+            build_analyzer.cache_clear()  # a fresh cache for each measurement
+            instance = build_analyzer(spec)
+            instance.tokens("warm up the imports and dictionaries")
+            instance.stem.cache_clear()
+            with Timer() as t:
+                n = sum(len(instance.tokens(text)) for text in texts)
+            row["tokens"] = n
+            row[f"{label} tok/s"] = round(n / t.seconds)
+            if label == "cached":
+                with Timer() as t:
+                    n = sum(len(instance.tokens(text)) for text in texts)
+                row["warm tok/s"] = round(n / t.seconds)
+                row["word types"] = instance.stem.cache_info().currsize
+        rows.append(row)
+        print(row, flush=True)
+    build_analyzer.cache_clear()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--datasets", default="archaeology,kirjastonhoitaja")
+    parser.add_argument("--analyzers", default="snowball,simplemma,voikko")
+    parser.add_argument("--backends", default="lexical,tfidf")
+    parser.add_argument("--set", action="append", default=[], metavar="B.KEY=VALUE")
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--speed", action="store_true", help="tokens/s only")
+    parser.add_argument("--speed-texts", type=int, default=500)
+    parser.add_argument("--tag", default="")
+    args = parser.parse_args()
+    args.analyzers = args.analyzers.split(",")
+    args.backends = args.backends.split(",")
+    datasets = args.datasets.split(",")
+    if args.speed:
+        rows = [r for d in datasets for r in speed(d, args.analyzers, args.speed_texts)]
+        columns = ["dataset", "analyzer", "texts", "tokens", "word types"]
+        columns += ["cold tok/s", "cached tok/s", "warm tok/s"]
+        print(markdown_table(rows, columns))
+        save_results("analyzers-speed", {"rows": rows}, args.tag)
+        return
+    changes = parse_changes(args.set, args.backends)
+    rows, info = [], {}
+    for name in datasets:
+        dataset_rows, info[name] = bench(name, args, changes)
+        rows += dataset_rows
+    columns = ["dataset", "split", "backend", "analyzer", "docs"]
+    columns += list(METRICS.values())
+    columns += [f"Δ {label}" for label in METRICS.values()]
+    columns += ["train s", "ms/doc"]
+    print(markdown_table(rows, columns))
+    save_results(
+        "analyzers", {"rows": rows, "info": info, "changes": changes}, args.tag
+    )
+
+
+if __name__ == "__main__":
+    main()
