@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -135,7 +135,59 @@ class FaultyServer:
         self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
 
     def __enter__(self) -> FaultyServer:
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        serve = lambda: self._server.serve_forever(poll_interval=0.05)  # noqa: E731
+        threading.Thread(target=serve, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class HostileServer:
+    """A loopback HTTP server that answers every request with `respond(handler)`,
+    which writes what a test wants to the raw connection: a redirect, an
+    answer dripped one byte at a time, an endless body. `requests` counts what
+    arrived, `headers` keeps each request's headers, `most_at_once` the most
+    requests it handled at the same time, and `hung_up` is set when the
+    client closed the connection while the server was still writing."""
+
+    def __init__(self, respond: Callable[[http.server.BaseHTTPRequestHandler], None]):
+        self.requests, self.headers = 0, []
+        self.hung_up = threading.Event()
+        self.most_at_once, self._at_once = 0, 0
+        self._lock = threading.Lock()
+        hostile = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - the http.server hook
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with hostile._lock:
+                    hostile.requests += 1
+                    hostile.headers.append(dict(self.headers))
+                    hostile._at_once += 1
+                    hostile.most_at_once = max(hostile.most_at_once, hostile._at_once)
+                try:
+                    respond(self)
+                except OSError:  # the client went away mid-answer
+                    hostile.hung_up.set()
+                finally:
+                    with hostile._lock:
+                        hostile._at_once -= 1
+                self.close_connection = True
+
+            do_GET = do_POST  # a client that follows a redirect may switch to GET
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> HostileServer:
+        serve = lambda: self._server.serve_forever(poll_interval=0.05)  # noqa: E731
+        threading.Thread(target=serve, daemon=True).start()
         return self
 
     def __exit__(self, *exc) -> None:

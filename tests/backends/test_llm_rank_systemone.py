@@ -49,7 +49,7 @@ TEXTS = [
 
 
 def write_projects(
-    workspace, tiny_chat_llm, tiny_encoder, url, retries=1, timeout=5, on_error="fail"
+    workspace, tiny_chat_llm, tiny_encoder, url, retries=1, timeout=30, on_error="fail"
 ):
     from indexer.project import Projects
 
@@ -150,18 +150,20 @@ def test_a_server_that_is_down_is_named_at_load(workspace, tiny_chat_llm, tiny_e
 
 
 @pytest.mark.parametrize(
-    ("fault", "message"),
+    ("fault", "message", "tries"),
     [
-        ({"status": 500, "body": {"error": "CUDA out of memory"}}, "HTTP 500.*CUDA"),
-        ({"body": b"<html>gateway</html>"}, "malformed answer"),
-        ({"body": {"answers": {"q0": {"noul": 3.5}}}}, "not a probability"),
-        ({"delay": 3.0}, "no answer within 1 s"),
-        ({"cut": True}, "connection broke|not reachable"),
+        ({"status": 500, "body": {"error": "CUDA out of memory"}}, "HTTP 500.*CUDA", 2),
+        ({"body": b"<html>gateway</html>"}, "malformed answer", 2),
+        ({"body": {"answers": {"q0": {"noul": 3.5}}}}, "not a probability", 2),
+        # a request that ran out of time is abandoned, never repeated: the
+        # server may still be busy with it
+        ({"delay": 3.0}, "no answer within 1 s", 1),
+        ({"cut": True}, "connection broke|not reachable", 2),
     ],
     ids=["500", "not-json", "wrong-shape", "timeout", "killed-mid-request"],
 )
 def test_each_failure_is_one_clear_error_after_bounded_retries(
-    workspace, tiny_chat_llm, tiny_encoder, fault, message
+    workspace, tiny_chat_llm, tiny_encoder, fault, message, tries
 ):
     with FaultyServer() as server:
         server.answer(**fault)
@@ -171,8 +173,8 @@ def test_each_failure_is_one_clear_error_after_bounded_retries(
         started = time.monotonic()
         with pytest.raises(ServiceError, match=message) as caught:
             project.suggest(TEXTS[:1])
-        assert server.requests == 2  # the check at load: tried, retried, given up
-        assert "tried 2 times" in caught.value.message
+        assert server.requests == tries  # the check at load: tried, retried, given up
+        assert ("tried once" if tries == 1 else "tried 2 times") in caught.value.message
         assert time.monotonic() - started < 3 * (1 + 1) + 2
 
 
