@@ -21,6 +21,7 @@ and its regularisation is chosen by the same folds. The fitted model is JSON
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from indexer.suggestion import SuggestionBatch
 CS = (0.01, 0.1, 1.0, 10.0)
 HELDOUT = "heldout.npz"
 EPS = 1e-4
+#: learns the manifest lists one by one; earlier ones are summed up
+LEARN_HISTORY = 20
 
 
 @dataclass
@@ -70,6 +73,12 @@ class CalibratedParams(UnseenSlotsParams):
         "split); K >= 2: train the sources on K folds and fit on every training "
         "document, scored by sources that did not see it (see README)",
         min=0,
+    )
+    learn_window: int = param(
+        2000,
+        "documents learnt online kept for refitting, the latest (with every one "
+        "of training): bounds the model's size and the time of a learn",
+        min=1,
     )
     cross_fit_reuse: str = param(
         "",
@@ -461,11 +470,14 @@ class HeldOut:
     `learn` can refit on all documents seen so far without scoring them again.
 
     Documents come in groups, each scored by sources with one training: the
-    folds of a cross-fitting, the tuning corpus, each `learn` call.
+    folds of a cross-fitting, the tuning corpus, the `learn` calls.
     `group_seen` holds each group's training frequency of every subject, so a
-    candidate is "unseen" exactly when its sources had not seen it; `doc_gold`
-    keeps each document's gold subjects (also those no source suggested) for
-    choosing the unseen slots by cross-validation.
+    candidate is "unseen" exactly when its sources had not seen it; groups
+    whose sources had the same frequencies are one group (so learning with
+    unchanged sources adds documents, never another row of frequencies).
+    `doc_gold` keeps each document's gold subjects (also those no source
+    suggested) for choosing the unseen slots by cross-validation. The first
+    `n_trained` documents are those of training, the rest were learnt.
     """
 
     candidates: Candidates
@@ -475,6 +487,7 @@ class HeldOut:
     doc_group: np.ndarray | None = None  # group of each document
     group_seen: sp.csr_matrix | None = None  # groups x subjects frequencies
     doc_gold: list[list[int]] | None = None
+    n_trained: int | None = None  # None: all of them
 
     @classmethod
     def of_group(
@@ -524,8 +537,14 @@ class HeldOut:
         unseen = self.frequency(np.zeros(0)) == 0
         return int((self.gold[unseen] > 0).sum())
 
-    def extend(self, other: HeldOut) -> HeldOut:
-        """These documents followed by `other`'s (document numbers shifted)."""
+    @property
+    def trained(self) -> int:
+        """How many of the documents (the first) are those of training."""
+        return self.n_documents if self.n_trained is None else self.n_trained
+
+    def extend(self, other: HeldOut, learned: bool = False) -> HeldOut:
+        """These documents followed by `other`'s (document numbers shifted);
+        `learned`: other's documents were learnt, not trained on."""
         a, b = self.candidates, other.candidates
         n_subjects = max(a.n_subjects, b.n_subjects)
         candidates = Candidates(
@@ -538,13 +557,18 @@ class HeldOut:
         grouped = self.grouped and other.grouped
         groups = seen = doc_gold = None
         if grouped:
-            groups = np.concatenate(
-                [self.doc_group, other.doc_group + self.group_seen.shape[0]]
-            )
-            seen = sp.vstack(
-                [self._group_seen(n_subjects), other._group_seen(n_subjects)], "csr"
-            )
+            ours, theirs = self._group_seen(n_subjects), other._group_seen(n_subjects)
+            rows = {key: g for g, key in reversed(list(enumerate(_row_keys(ours))))}
+            added, renumbered = [], np.zeros(theirs.shape[0], np.int64)
+            for g, key in enumerate(_row_keys(theirs)):
+                if key not in rows:
+                    rows[key] = ours.shape[0] + len(added)
+                    added.append(g)
+                renumbered[g] = rows[key]
+            groups = np.concatenate([self.doc_group, renumbered[other.doc_group]])
+            seen = sp.vstack([ours, theirs[added]], "csr")
             doc_gold = self.doc_gold + other.doc_gold
+        trained = self.trained if learned or self.trained < self.n_documents else None
         return HeldOut(
             candidates,
             np.concatenate([self.gold, other.gold]),
@@ -553,6 +577,40 @@ class HeldOut:
             groups,
             seen,
             doc_gold,
+            trained,
+        )
+
+    def latest_learned(self, window: int) -> HeldOut:
+        """Every trained document and the last `window` learnt ones."""
+        drop = self.n_documents - self.trained - window
+        if drop <= 0:
+            return self
+        keep = np.ones(self.n_documents, bool)
+        keep[self.trained : self.trained + drop] = False
+        number = np.cumsum(keep) - 1
+        c = self.candidates
+        rows = keep[c.docs]
+        candidates = Candidates(
+            number[c.docs[rows]],
+            c.subjects[rows],
+            c.raw[rows],
+            c.rank[rows],
+            c.n_subjects,
+        )
+        groups = seen = doc_gold = None
+        if self.grouped:
+            used, groups = np.unique(self.doc_group[keep], return_inverse=True)
+            seen = self.group_seen.tocsr()[used]
+            doc_gold = [g for g, k in zip(self.doc_gold, keep, strict=True) if k]
+        return HeldOut(
+            candidates,
+            self.gold[rows],
+            int(keep.sum()),
+            self.per_source,
+            None if groups is None else groups.astype(np.int64),
+            seen,
+            doc_gold,
+            self.n_trained,
         )
 
     def save(self, path: Path) -> None:
@@ -564,6 +622,7 @@ class HeldOut:
             "rank": c.rank,
             "gold": self.gold,
             "shape": np.asarray([self.n_documents, c.n_subjects, self.per_source]),
+            "trained": np.asarray(self.trained),
         }
         if self.grouped:
             lengths = [len(g) for g in self.doc_gold]
@@ -584,12 +643,28 @@ class HeldOut:
         columns = (arrays[k] for k in ("docs", "subjects", "raw", "rank"))
         candidates = Candidates(*columns, n_subjects)
         held = cls(candidates, arrays["gold"], n_documents, per_source)
+        if "trained" in arrays and int(arrays["trained"]) < n_documents:
+            held.n_trained = int(arrays["trained"])
         if "doc_group" in arrays:
             bounds = np.cumsum(arrays["doc_gold_lengths"])[:-1]
             held.doc_group = arrays["doc_group"].astype(np.int64)
             held.group_seen = arrays["group_seen"]
             held.doc_gold = [g.tolist() for g in np.split(arrays["doc_gold"], bounds)]
         return held
+
+
+def _row_keys(matrix: sp.csr_matrix) -> list[bytes]:
+    """A key per row of `matrix`: equal exactly when the rows are equal."""
+    matrix = matrix.tocsr().copy()
+    matrix.eliminate_zeros()
+    matrix.sort_indices()
+    keys = []
+    for r in range(matrix.shape[0]):
+        start, end = matrix.indptr[r], matrix.indptr[r + 1]
+        indices = matrix.indices[start:end].astype(np.int64).tobytes()
+        data = matrix.data[start:end].astype(np.float64).tobytes()
+        keys.append(hashlib.sha256(indices + b"|" + data).digest())
+    return keys
 
 
 # -- the backend --------------------------------------------------------------
@@ -603,6 +678,7 @@ class CalibratedBackend(EnsembleBackend):
     trainable = True  # unlike a plain ensemble, it learns its combination
     needs_training = True
     learns_online = True
+    learn_writes_whole_model = True  # fusion.npz, fusion.json and heldout.npz
 
     def _frequency(self, seen: np.ndarray | None) -> np.ndarray:
         return np.zeros(len(self.project.vocab)) if seen is None else seen.astype(float)
@@ -653,8 +729,33 @@ class CalibratedBackend(EnsembleBackend):
             )
         kept = HeldOut.load(previous / HELDOUT)
         new = self._score(sources, corpus, kept.per_source)
-        info = self._fit(kept.extend(new), trained, directory)
-        return {**info, "documents_learned": new.n_documents}
+        held = kept.extend(new, learned=True).latest_learned(self.params.learn_window)
+        info = self._fit(held, trained, directory)
+        # what this learn changed, in brief: the manifest keeps one per learn
+        return {
+            "documents_learned": new.n_documents,
+            "heldout_documents": info["heldout_documents"],
+            "unseen_slots": info.get("unseen_slots", {}).get("slots"),
+        }
+
+    def _manifest_after_learning(
+        self, manifest: dict, corpus, seen: np.ndarray, info: dict
+    ) -> dict:
+        """The manifest lists the last LEARN_HISTORY learns; the calls and
+        documents before them are summed in `learned_earlier` (a fusion may
+        learn one document at a time, thousands of times)."""
+        updated = super()._manifest_after_learning(manifest, corpus, seen, info)
+        history = updated["learned"]
+        if len(history) > LEARN_HISTORY:
+            dropped = history[:-LEARN_HISTORY]
+            earlier = updated.get("learned_earlier", {"calls": 0, "documents": 0})
+            updated["learned_earlier"] = {
+                "calls": earlier["calls"] + len(dropped),
+                "documents": earlier["documents"]
+                + sum(d["documents"] for d in dropped),
+            }
+            updated["learned"] = history[-LEARN_HISTORY:]
+        return updated
 
     def _score(self, sources, corpus, per_source: int) -> HeldOut:
         """The sources' candidates for the documents of `corpus` that have

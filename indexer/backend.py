@@ -72,6 +72,9 @@ class Backend:
     needs_training: ClassVar[bool] = True
     #: can update a trained model from new documents (`learn`) without retraining
     learns_online: ClassVar[bool] = False
+    #: its `_learn` writes every file of the model, so a learn's new version
+    #: starts empty rather than as a copy of the current one
+    learn_writes_whole_model: ClassVar[bool] = False
     #: parameters read only when suggesting, with the values `indexer hyperopt`
     #: tries on the trained model (empty: nothing to tune that way)
     search_space: ClassVar[dict[str, list]] = {}
@@ -191,7 +194,8 @@ class Backend:
         counts = self._count_subjects(corpus, "corpus to learn", require_subjects=True)
         started = time.perf_counter()
         with atomic_directory(self.model_dir, self.project.lock) as directory:
-            shutil.copytree(previous, directory, dirs_exist_ok=True)
+            if not self.learn_writes_whole_model:
+                shutil.copytree(previous, directory, dirs_exist_ok=True)
             info = self._learn(corpus, previous, directory) or {}
             seen = _padded(load_arrays(previous / "subjects.npz")["counts"], counts)
             save_arrays(directory / "subjects.npz", {"counts": seen})
@@ -221,7 +225,8 @@ class Backend:
     def _learn(self, corpus: Corpus, previous: Path, directory: Path) -> dict | None:
         """Update the model read from `previous` with `corpus` and write the
         changed files into `directory`, which starts as a copy of `previous`
-        (hook of backends with `learns_online`)."""
+        (empty with `learn_writes_whole_model`; hook of backends with
+        `learns_online`)."""
         raise NotImplementedError
 
     def _manifest_after_learning(

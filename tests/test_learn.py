@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from backends.fusion import HeldOut
 from indexer.errors import InputError, NotSupportedError, NotTrainedError
 from indexer.project import Projects
 from indexer.storage import load_arrays
@@ -257,6 +258,106 @@ def test_rest_learn_on_a_fusion_whose_zero_shot_source_suggests_nothing(workspac
     manifest = projects.get("calibrated-en").backend.manifest
     assert manifest["documents"] == len(LINES) + 1
     assert manifest["learned"][0]["info"]["documents_learned"] == 1
+
+
+def learn_one_at_a_time(project, tmp_path, learns: int):
+    """Learn `learns` documents one per call (tiny.tsv's, reworded); the
+    model's size in bytes and the learn's CPU seconds after each call."""
+    import time
+
+    sizes, seconds = [], []
+    for i in range(learns):
+        text, subjects = LINES[i % len(LINES)].rstrip("\n").split("\t")
+        path = tmp_path / "one.tsv"
+        path.write_text(f"{text} (learnt {i})\t{subjects}\n")
+        started = time.process_time()
+        project.learn([path])
+        seconds.append(time.process_time() - started)
+        version = project.model_dir.resolve()
+        sizes.append(sum(f.stat().st_size for f in version.rglob("*") if f.is_file()))
+    return sizes, seconds
+
+
+@pytest.fixture
+def fusion(projects):
+    """calibrated-en fitted on tiny.tsv, keeping its 5 latest learnt documents."""
+    for source in ("tfidf-en", "xmc-en"):
+        projects.get(source).train([DATA / "tiny.tsv"])
+    project = projects.get("calibrated-en")
+    project.config.params["learn_window"] = 5
+    project.unload()
+    project.train([DATA / "tiny.tsv"])
+    return project
+
+
+def test_fusion_learning_one_document_at_a_time_keeps_the_model_flat(
+    fusion, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("backends.fusion.LEARN_HISTORY", 4)
+    sizes, _ = learn_one_at_a_time(fusion, tmp_path, 10)
+    held = HeldOut.load(fusion.model_dir / "heldout.npz")
+    assert held.n_documents == len(LINES) + 5 and held.trained == len(LINES)
+    assert held.group_seen.shape[0] == 1  # the sources never changed
+    # the last five learnt documents are those kept
+    assert held.doc_gold[-5:] == [
+        [fusion.vocab.id_of(u.strip("<>")) for u in line.split("\t")[1].split()]
+        for line in LINES[5:10]
+    ]
+    manifest = fusion.backend.manifest
+    assert manifest["documents"] == len(LINES) + 10
+    assert [x["info"]["documents_learned"] for x in manifest["learned"]] == [1] * 4
+    assert manifest["learned_earlier"] == {"calls": 6, "documents": 6}
+    assert max(sizes[5:]) - min(sizes[5:]) < 64  # flat, up to a digit or two
+
+
+@pytest.mark.slow
+def test_fusion_learning_200_times_keeps_size_and_learn_time_flat(fusion, tmp_path):
+    sizes, seconds = learn_one_at_a_time(fusion, tmp_path, 200)
+    assert sizes[-1] <= sizes[0] + 8 * 1024  # the window and history, filled
+    assert max(sizes[25:]) - min(sizes[25:]) < 64
+    early, late = np.median(seconds[25:45]), np.median(seconds[-20:])
+    assert late < 1.5 * early + 0.02, (early, late)
+
+
+def test_grouped_scores_learnt_with_unchanged_sources_stay_bounded():
+    """200 learns of one document: one row of frequencies in all, and the
+    documents beyond the window dropped (the oldest learnt first)."""
+    from backends.fusion import Candidates
+
+    def group(doc: int, seen) -> HeldOut:
+        candidates = Candidates(
+            np.zeros(3, np.int64),
+            np.array([doc % 7, 7, 8]),
+            np.full((3, 2), 0.5),
+            np.ones((3, 2)),
+            9,
+        )
+        return HeldOut.of_group(candidates, [[doc % 7]], 50, seen)
+
+    seen = np.arange(9) % 3
+    trained = group(0, seen).extend(group(1, seen + 1))
+    held = trained
+    for doc in range(200):
+        held = held.extend(group(doc, seen), learned=True).latest_learned(10)
+    assert held.n_documents == 12 and held.trained == 2
+    assert held.group_seen.shape[0] == 2  # the trained ones; learns reuse the first
+    assert held.doc_gold == [[0], [1]] + [[d % 7] for d in range(190, 200)]
+    np.testing.assert_array_equal(held.doc_group, [0, 1] + [0] * 10)
+    np.testing.assert_array_equal(held.candidates.docs, np.repeat(np.arange(12), 3))
+    assert len(held.gold) == 36 and held.gold.sum() == 12
+
+
+def test_a_fusion_learn_does_not_copy_the_model_it_replaces(fusion, tmp_path):
+    stray = fusion.model_dir.resolve() / "stray.bin"
+    stray.write_bytes(b"x" * 100_000)
+    learn_one_at_a_time(fusion, tmp_path, 1)
+    assert sorted(p.name for p in fusion.model_dir.resolve().iterdir()) == [
+        "fusion.json",
+        "fusion.npz",
+        "heldout.npz",
+        "manifest.json",
+        "subjects.npz",
+    ]
 
 
 # -- the served model ----------------------------------------------------------------
