@@ -95,6 +95,7 @@ def seen_unseen(data: dict) -> str:
             markersize=3,
             label=f"{name} in training ({total} gold)",
         )
+    ax.set_xticks(range(0, len(data["seen"]) + 1, 2))
     ax.set_xlabel("k (suggestions per document)")
     ax.set_ylabel("recall@k (micro)")
     ax.legend(fontsize=8, loc="lower right")
@@ -140,22 +141,29 @@ def reliability(data: dict) -> str:
 
 
 def sources(rows: list[dict], metric: str) -> str:
-    """Each source's `metric` beside the fusion's, on the same documents."""
+    """Each source's `metric` beside the fusion's (red), on the same documents."""
     fig, ax = _figure()
-    names = [r["project"] for r in rows]
-    values = [r[metric] for r in rows]
-    colours = ["#d62728" if r.get("fusion") else "#1f77b4" for r in rows]
-    ax.barh(names[::-1], values[::-1], color=colours[::-1])
-    for i, v in enumerate(values[::-1]):
+    rows = rows[::-1]  # barh draws bottom up: the fusion, first, on top
+    positions = range(len(rows))
+    ax.barh(
+        positions,
+        [r[metric] for r in rows],
+        color=["#d62728" if r.get("fusion") else "#1f77b4" for r in rows],
+        height=0.6,
+    )
+    for i, r in enumerate(rows):
         ax.annotate(
-            f"{v:.3f}",
-            (v, i),
+            f"{r[metric]:.3f}",
+            (r[metric], i),
             xytext=(3, 0),
             textcoords="offset points",
             va="center",
             fontsize=8,
         )
-    ax.set_ylim(None, None)
+    ax.set_yticks(list(positions), [r["project"] for r in rows])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlim(0, 1.05)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.grid(False, axis="y")
     ax.set_xlabel(metric)
     return _svg(fig, f"{metric} of each source and of the fusion")
