@@ -127,7 +127,12 @@ def test_fusion_report_shows_each_source_on_the_same_documents(trained, workspac
         assert sources[project]["f1@5"] == pytest.approx(expected["f1@5"]), project
     html = workspace / "e.html"
     assert trained("eval", "ensemble-en", corpus, "--report", str(html)).exit_code == 0
-    assert html.read_text().count("<svg") == 5  # and the sources' plot
+    page = html.read_text()
+    assert page.count("<svg") == 5  # and the sources' plot
+    plot = re.search(r'<svg[^>]*aria-label="f1@5 of each source.*?</svg>', page, re.S)
+    # one bar, labelled, for each source and the fusion (none cut off)
+    for project in sources:
+        assert f">{project}</text>" in plot.group(0), project
 
 
 def test_report_errors(trained, workspace, monkeypatch):
