@@ -101,3 +101,24 @@ def test_a_batch_without_any_suggestion_scores_zero():
     assert metrics["precision"] == metrics["recall"] == metrics["f1"] == 0.0
     assert metrics["ndcg@10"] == metrics["f1@5"] == 0.0
     assert metrics["unseen_gold"] == 0
+
+
+def test_per_document_values_and_subject_counts():
+    evaluator = Evaluator(5, limit=2, threshold=0.55, seen=np.array([1, 1, 1, 0, 0]))
+    evaluator.add(GOLD[:1], SuggestionBatch.from_rows(ROWS[:1], 5))
+    evaluator.add([[]], SuggestionBatch.from_rows([([1], [0.9])], 5))
+    evaluator.add(GOLD[1:], SuggestionBatch.from_rows(ROWS[1:], 5))
+    per_doc = evaluator.per_document()
+    # document 0: chosen 0 (hit) and 2 (miss); document 2: 4 (miss) and 3 (hit)
+    assert per_doc["precision"][[0, 2]].tolist() == [0.5, 0.5]
+    assert per_doc["recall"][[0, 2]].tolist() == [0.5, 1.0]
+    assert np.isnan(per_doc["f1"][1])  # no gold subjects: not averaged
+    counts = evaluator.document_counts()
+    assert counts["unseen_gold"].tolist() == [0, 0, 1]
+    assert counts["unseen_hits@3"].tolist() == [0, 0, 1]
+    tp, fp, fn = evaluator.subject_counts()
+    assert tp.shape == (3, 5)
+    assert (np.asarray(tp.sum(axis=0)).ravel() == evaluator.tp).all()
+    assert (np.asarray(fp.sum(axis=0)).ravel() == evaluator.fp).all()
+    assert (np.asarray(fn.sum(axis=0)).ravel() == evaluator.fn).all()
+    assert fp[1, 1] == 1  # the suggestion for the document without gold
