@@ -5,6 +5,9 @@ bootstrap intervals and paired differences against Snowball.
         [--analyzers snowball,simplemma,voikko] [--backends lexical,tfidf]
         [--set lexical.compound_parts=yes] [--n-boot 1000] [--speed] [--tag TAG]
 
+An analyzer may carry lexical settings after a '+', to compare variants with
+one analyzer: `--analyzers voikko,voikko+compound_parts=yes --baseline voikko`.
+
 Protocol, per dataset (never a `test` file):
 
 - The held-out split is taken from train by the md5 of each line (1 in 10,
@@ -15,7 +18,7 @@ Protocol, per dataset (never a `test` file):
   and test, so only the held-out split).
 - F1@5, nDCG@10 and unseen R@10 (gold subjects that never occur in `rest`)
   with 95% percentile bootstrap intervals over documents, and the paired
-  difference of each analyzer against Snowball on the same resamples
+  difference of each analyzer against Snowball (`--baseline`) on the same resamples
   (indexer.significance): a difference counts only when its interval
   excludes zero (marked *).
 
@@ -73,11 +76,22 @@ SPEC = {
 }
 SETTINGS = {"gnd-tibkat-en": {"lexical": {"label_language": "de"}}}
 METRICS = {"f1@5": "f1@5", "ndcg@10": "ndcg@10", "unseen_recall@10": "unseen R@10"}
-BASELINE = "snowball"
 
 
 def analyzer_setting(name: str, language: str) -> str:
-    return f"{name}({language})"
+    return f"{name.split('+')[0]}({language})"
+
+
+def variant_settings(name: str, backend: str) -> dict:
+    """The lexical settings after '+' in an analyzer name (voikko+KEY=VALUE)."""
+    if backend != "lexical":
+        return {}
+    items = name.split("+")[1:]
+    return dict(item.split("=", 1) for item in items)
+
+
+def project_id(backend: str, analyzers: list[str], analyzer: str) -> str:
+    return f"{backend}-{analyzers.index(analyzer)}"
 
 
 def evaluator_of(project, path: Path, seen) -> tuple[Evaluator, float]:
@@ -101,12 +115,13 @@ def bench(name: str, args, changes: dict) -> tuple[list[dict], dict]:
     sections = {}
     for analyzer in args.analyzers:
         for backend in args.backends:
-            sections[f"{backend}-{analyzer}"] = {
+            sections[project_id(backend, args.analyzers, analyzer)] = {
                 "language": language,
                 "backend": backend,
                 "analyzer": analyzer_setting(analyzer, language),
                 **SETTINGS.get(name, {}).get(backend, {}),
                 **changes.get(backend, {}),
+                **variant_settings(analyzer, backend),
             }
     projects = Projects.from_path(
         write_config(workdir, "vocab", DATASETS / vocab, sections)
@@ -116,20 +131,22 @@ def bench(name: str, args, changes: dict) -> tuple[list[dict], dict]:
     # outside the timings: the vocabulary, imports and dictionaries load once
     projects.get(next(iter(sections))).train([paths["heldout"]], jobs=1)
     info: dict = {"train_s": {}}
-    for project_id in sections:
-        if project_id.startswith(args.backends[0]):
+    for pid, section in sections.items():
+        if pid.startswith(args.backends[0]):
             build_analyzer.cache_clear()  # each analyzer starts with a cold cache
         with Timer() as t:
-            projects.get(project_id).train([paths["rest"]], jobs=1)
-        info["train_s"][project_id] = round(t.seconds, 1)
-        print(f"{name}: trained {project_id} in {t.seconds:.0f} s", flush=True)
+            projects.get(pid).train([paths["rest"]], jobs=1)
+        info["train_s"][pid] = round(t.seconds, 1)
+        setting = section["analyzer"]
+        print(f"{name}: trained {pid} ({setting}) in {t.seconds:.0f} s", flush=True)
     seen = training_counts(projects.get(next(iter(sections))), paths["rest"])
     rows = []
     for split, path in splits.items():
         for backend in args.backends:
             evaluators = {}
             for analyzer in args.analyzers:
-                project = projects.get(f"{backend}-{analyzer}")
+                pid = project_id(backend, args.analyzers, analyzer)
+                project = projects.get(pid)
                 project.unload()
                 evaluators[analyzer], seconds = evaluator_of(project, path, seen)
                 docs = evaluators[analyzer].results()["documents"]
@@ -139,7 +156,7 @@ def bench(name: str, args, changes: dict) -> tuple[list[dict], dict]:
                     "backend": backend,
                     "analyzer": analyzer,
                     "docs": docs,
-                    "train s": f"{info['train_s'][f'{backend}-{analyzer}']:.1f}",
+                    "train s": f"{info['train_s'][pid]:.1f}",
                     "ms/doc": round(1000 * seconds / max(1, docs), 1),
                 }
                 intervals = bootstrap(
@@ -153,10 +170,10 @@ def bench(name: str, args, changes: dict) -> tuple[list[dict], dict]:
                         else "n/a"
                     )
                     row[f"_{metric}"] = [ci.point, ci.low, ci.high]
-                if analyzer != BASELINE and BASELINE in evaluators:
+                if analyzer != args.baseline and args.baseline in evaluators:
                     diffs = paired_difference(
                         evaluators[analyzer],
-                        evaluators[BASELINE],
+                        evaluators[args.baseline],
                         args.n_boot,
                         metrics=list(METRICS),
                     )
@@ -215,6 +232,7 @@ def main() -> None:
     parser.add_argument("--datasets", default="archaeology,kirjastonhoitaja")
     parser.add_argument("--analyzers", default="snowball,simplemma,voikko")
     parser.add_argument("--backends", default="lexical,tfidf")
+    parser.add_argument("--baseline", default="snowball")
     parser.add_argument("--set", action="append", default=[], metavar="B.KEY=VALUE")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--speed", action="store_true", help="tokens/s only")
