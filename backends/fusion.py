@@ -728,7 +728,9 @@ class CalibratedBackend(EnsembleBackend):
                 f"{self.project.id} CORPUS`"
             )
         kept = HeldOut.load(previous / HELDOUT)
-        new = self._score(sources, corpus, kept.per_source)
+        # a document no source suggests anything for still counts: its gold
+        # subjects are missed, which the unseen slots are chosen on
+        new = self._score(sources, corpus, kept.per_source, learning=True)
         held = kept.extend(new, learned=True).latest_learned(self.params.learn_window)
         info = self._fit(held, trained, directory)
         # what this learn changed, in brief: the manifest keeps one per learn
@@ -757,9 +759,12 @@ class CalibratedBackend(EnsembleBackend):
             updated["learned"] = history[-LEARN_HISTORY:]
         return updated
 
-    def _score(self, sources, corpus, per_source: int) -> HeldOut:
+    def _score(
+        self, sources, corpus, per_source: int, learning: bool = False
+    ) -> HeldOut:
         """The sources' candidates for the documents of `corpus` that have
-        known subjects, and which of them are gold."""
+        known subjects, and which of them are gold (when `learning`, there
+        may be none: the held-out scores kept from training are fitted on)."""
         from tqdm import tqdm
 
         gold, parts = [], []
@@ -780,7 +785,7 @@ class CalibratedBackend(EnsembleBackend):
             SuggestionBatch.vstack([p[s] for p in parts]) for s in range(len(sources))
         ]
         candidates = Candidates.from_batches(batches, per_source)
-        if len(candidates) == 0:
+        if len(candidates) == 0 and not learning:
             raise InputError("The sources suggested nothing for the corpus")
         return HeldOut.of_group(candidates, gold, per_source, self.seen_subjects())
 

@@ -260,6 +260,21 @@ def test_rest_learn_on_a_fusion_whose_zero_shot_source_suggests_nothing(workspac
     assert manifest["learned"][0]["info"]["documents_learned"] == 1
 
 
+def test_fusion_learns_a_document_no_source_suggests_anything_for(fusion, tmp_path):
+    path = tmp_path / "nothing.tsv"
+    path.write_text(f"zzzz qqqq\t<{ASTRONOMY}>\n")
+    assert not any(
+        fusion.projects.get(s).suggest(["zzzz qqqq"]).row(0)
+        for s in ("tfidf-en", "xmc-en", "lexical-en")
+    )
+    info = fusion.learn([path])
+    assert info["documents_learned"] == 1
+    held = HeldOut.load(fusion.model_dir / "heldout.npz")
+    assert held.n_documents == len(LINES) + 1
+    assert held.doc_gold[-1] == [fusion.vocab.id_of(ASTRONOMY)]
+    assert held.candidates.docs.max() < len(LINES)  # it added no candidate
+
+
 def learn_one_at_a_time(project, tmp_path, learns: int):
     """Learn `learns` documents one per call (tiny.tsv's, reworded); the
     model's size in bytes and the learn's CPU seconds after each call."""

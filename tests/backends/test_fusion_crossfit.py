@@ -344,6 +344,12 @@ def test_cli_cross_fits_only_a_fusion(workspace, corpus, monkeypatch):
         cli, ["train", "calibrated-en", str(corpus), "--cross-fit", "1"]
     )
     assert result.exit_code == 2
+    tiny = str(DATA / "tiny.tsv")
+    result = runner.invoke(cli, ["train", "calibrated-en", tiny, "--cross-fit", "8"])
+    assert result.exit_code == 1
+    assert "Error: Cannot cross-fit on 8 folds: fold" in result.output
+    assert "Nothing was trained: use --cross-fit 7" in result.output
+    assert "Traceback" not in result.output
 
 
 # -- the unseen slots ---------------------------------------------------------
