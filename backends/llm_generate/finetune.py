@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from indexer.errors import ConfigError, InputError
-from indexer.neural.causal_lm import ADAPTER_INFO
+from indexer.neural import prompt_text
+from indexer.neural.causal_lm import ADAPTER_INFO, end_of_turn
 from indexer.neural.models import resolve_model
 from indexer.textfile import strict_lines
 
@@ -112,13 +113,15 @@ class LoraSettings:
 def tokenized(tokenizer, pairs: list[Example], max_length: int) -> list[tuple]:
     """(token ids, prompt length) of each example that fits `max_length`:
     the prompt as the generator encodes it (no special tokens added: the
-    chat template has its own), then the answer and the end of the turn."""
-    end = tokenizer.eos_token_id
+    chat template has its own; a document's control tokens, marked by
+    `chat_text`, read as text), then the answer (all text) and the end of
+    the turn as the chat template writes it."""
+    end = end_of_turn(tokenizer)
     out = []
     for pair in pairs:
-        prompt = tokenizer(pair.prompt, add_special_tokens=False)["input_ids"]
-        answer = tokenizer(pair.completion, add_special_tokens=False)["input_ids"]
-        ids = [*prompt, *answer, end]
+        prompt = prompt_text.encode(tokenizer, pair.prompt)
+        answer = prompt_text.text_ids(tokenizer, pair.completion)
+        ids = [*prompt, *answer, *end]
         if len(ids) <= max_length:
             out.append((ids, len(prompt)))
     return out

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from backends.llm_generate.prompts import TermsPrompt
 from indexer.errors import ConfigError
 from indexer.neural.causal_lm import chat_text
-
-CHARS_PER_TOKEN = 4  # how a server's document is cut to max_doc_tokens
+from indexer.neural.prompt_text import cut_document
 
 
 @dataclass
@@ -22,17 +21,6 @@ class Answer:
 
     text: str
     truncated: bool = False
-
-
-def cut_document(tokenizer, document: str, limit: int) -> tuple[str, bool]:
-    """`document` (runs of white space as one space) cut to its first `limit`
-    tokens of `tokenizer`, and whether it was cut."""
-    text = " ".join(document.split())
-    ids = tokenizer(text[: limit * 12], add_special_tokens=False)["input_ids"]
-    if len(ids) <= limit and len(text) <= limit * 12:
-        return text, False
-    shown = tokenizer.decode(ids[:limit], skip_special_tokens=True)
-    return shown.strip() + " ...", True
 
 
 class ChatPrompt:
@@ -71,7 +59,8 @@ class ChatPrompt:
 
     def cut(self, document: str) -> tuple[str, bool]:
         """The document cut to `max_doc_tokens` tokens, and whether it was."""
-        return cut_document(self.tokenizer, document, self.max_doc_tokens)
+        cut = cut_document(document, self.max_doc_tokens, self.tokenizer)
+        return cut.text, cut.truncated
 
     def render(self, document: str) -> tuple[str, bool]:
         """The prompt text for `document`, and whether the document was cut."""
@@ -121,7 +110,6 @@ class ServerGenerator:
         self.client, self.prompt = client, prompt
         self.max_new_tokens = max_new_tokens
         self.max_doc_tokens = max_doc_tokens
-        self.max_chars = max_doc_tokens * CHARS_PER_TOKEN
         self.tokenizer = tokenizer
 
     @property
@@ -139,14 +127,8 @@ class ServerGenerator:
         ]
 
     def cut(self, document: str) -> tuple[str, bool]:
-        """The document (runs of white space as one space) cut to its first
-        `max_doc_tokens` tokens as the local engine cuts it, with the served
-        model's tokenizer when it is on this machine; else at a word to about
-        as many tokens (CHARS_PER_TOKEN)."""
-        if self.tokenizer is not None:
-            return cut_document(self.tokenizer, document, self.max_doc_tokens)
-        text = " ".join(document.split())
-        if len(text) <= self.max_chars:
-            return text, False
-        cut = text[: self.max_chars + 1].rsplit(" ", 1)[0]
-        return cut + " ...", True
+        """The document cut to `max_doc_tokens` tokens as the local engine
+        cuts it (`cut_document`: with the served model's tokenizer when it is
+        on this machine), and whether it was."""
+        cut = cut_document(document, self.max_doc_tokens, self.tokenizer)
+        return cut.text, cut.truncated

@@ -270,14 +270,24 @@ class LlmRankBackend(Backend):
             "generate": LlmGenerateBackend,  # never trained: hand-set weights
         }
         self._sources: dict[str, Backend] = {}
+        self._waiting: Backend | None = None  # the generate source, not loaded
         for name in self.params.sources:
             sub_dir = directory / name if directory is not None else None
             if name == "knn" and (sub_dir is None or not sub_dir.is_dir()):
                 continue  # knn needs indexed documents
             trained = sub_dir is not None and sub_dir.is_dir()
+            backend = None
             try:
                 backend = classes[name](self.project, params[name])
                 backend.load_part(sub_dir if trained else None)
+            except ServiceError as exc:
+                if name != "generate" or self.params.on_error != "retrieval":
+                    raise
+                # its chat server failed the check at load: try again when
+                # suggesting, and meanwhile suggest without its candidates
+                log.warning("Project '%s': %s", self.project.id, exc.message)
+                self._waiting = backend
+                continue
             except ConfigError as exc:
                 if name != "generate":
                     raise
@@ -413,6 +423,7 @@ class LlmRankBackend(Backend):
             p.label_context,
             p.max_doc_tokens,
             local_tokenizer(p.model),
+            p.concurrency,
         )
 
     def _setup(self, directory: Path | None) -> None:
@@ -438,8 +449,10 @@ class LlmRankBackend(Backend):
                 )
 
     # -- candidates ----------------------------------------------------------
-    def _retrieve(self, texts: list[str]) -> list[dict]:
-        """Per text: {"candidates": {id: {source: score}}, "neighbours": [...]}."""
+    def _retrieve(self, texts: list[str], fallback: bool = False) -> list[dict]:
+        """Per text: {"candidates": {id: {source: score}}, "neighbours": [...]};
+        with `fallback`, a failing generate source's server leaves its
+        candidates out."""
         out = [{"candidates": {}, "neighbours": [], "generation": None} for _ in texts]
         lexical = self._sources.get("lexical")
         if lexical is not None:
@@ -468,9 +481,21 @@ class LlmRankBackend(Backend):
                 ]
                 for s in batch.row(i)[: self.params.source_candidates]:
                     out[i]["candidates"].setdefault(s.subject, {})["knn"] = s.score
+        try:
+            generations = self._generations(texts)
+        except ServiceError as exc:
+            if not fallback:
+                raise
+            log.warning(
+                "Project '%s': %s; %d documents without generated candidates",
+                self.project.id,
+                exc.message,
+                len(texts),
+            )
+            generations = None
         generate = self._sources.get("generate")
-        if generate is not None:
-            for i, generation in enumerate(generate.analyse(texts)):
+        if generations is not None:
+            for i, generation in enumerate(generations):
                 out[i]["generation"] = generation
                 scores = generate.scores(generation)
                 best = np.argsort(-scores, kind="stable")
@@ -478,6 +503,15 @@ class LlmRankBackend(Backend):
                     entry = out[i]["candidates"].setdefault(int(generation.ids[j]), {})
                     entry["generate"] = float(scores[j])
         return out
+
+    def _generations(self, texts: list[str]) -> list[Generation] | None:
+        """The generate source's analyses (None without that source); a
+        source whose server failed at load is loaded first."""
+        if self._waiting is not None:
+            self._waiting.load_part(None)
+            self._sources["generate"], self._waiting = self._waiting, None
+        generate = self._sources.get("generate")
+        return None if generate is None else generate.analyse(texts)
 
     def _union(self, found: dict[int, dict]) -> list[int]:
         """Candidates taken in turn from each source's ranking, best first."""
@@ -524,38 +558,61 @@ class LlmRankBackend(Backend):
             )
         return out
 
-    def _llm_logits(
-        self, text: str, neighbours, analysis: Analysis, fallback: bool
+    def _judge_all(
+        self, texts: list[str], found: list[dict], analyses: list[Analysis], fallback
     ) -> None:
-        """The LLM's log-odds for the candidates worth asking about; the others
-        get the answer that ranks them lowest. With `fallback` (on_error =
-        retrieval), a failing server leaves the analysis to retrieval alone."""
+        """The LLM's log-odds for the candidates worth asking about, all the
+        documents asked together (a server gets up to `concurrency` requests
+        at once); the other candidates get the answer that ranks them
+        lowest. With `fallback` (on_error = retrieval), a document whose
+        answer (or label bias) the server failed is left to retrieval alone."""
         started = time.perf_counter()
-        judge = self._worth_judging(analysis.x)
-        ids = analysis.ids[judge].tolist()
-        examples = self._examples(neighbours)
-        try:
-            answer = self._judge.judge(
-                text, examples, [self._concept_text(c) for c in ids]
-            )
-        except ServiceError as exc:
-            if not fallback:
-                raise
-            log.warning("Project '%s': %s", self.project.id, exc.message)
-            analysis.llm_failed = True
+        asked, requests = [], []
+        for text, info, analysis in zip(texts, found, analyses, strict=True):
+            if not len(analysis.ids):
+                continue
+            judge = self._worth_judging(analysis.x)
+            ids = analysis.ids[judge].tolist()
+            examples = self._examples(info["neighbours"])
+            asked.append((analysis, judge, ids, examples))
+            requests.append((text, examples, [self._concept_text(c) for c in ids]))
+        if not requests:
             return
-        logits = answer.log_odds
-        if self.params.contextual:
-            logits = logits - self._label_bias(ids)
-        analysis.x[:, LLM] = self._lowest_answer()
-        analysis.x[judge, LLM] = np.clip(logits, -LOGIT_CLIP, LOGIT_CLIP)
-        analysis.judged = len(ids)
-        analysis.examples = len(examples)
-        analysis.document_tokens = answer.document_tokens
-        analysis.truncated = answer.truncated
-        analysis.prefix_tokens = answer.prefix_tokens
-        analysis.suffix_tokens = answer.suffix_tokens
-        analysis.llm_seconds = time.perf_counter() - started
+        answers = self._judge.judge_many(requests)
+        seconds = (time.perf_counter() - started) / len(requests)
+        failures = []
+        for (analysis, judge, ids, examples), answer in zip(
+            asked, answers, strict=True
+        ):
+            try:
+                if isinstance(answer, ServiceError):
+                    raise answer
+                logits = answer.log_odds
+                if self.params.contextual:
+                    logits = logits - self._label_bias(ids)
+            except ServiceError as exc:
+                if not fallback:
+                    raise
+                analysis.llm_failed = True
+                failures.append(exc.message)
+                continue
+            analysis.x[:, LLM] = self._lowest_answer()
+            analysis.x[judge, LLM] = np.clip(logits, -LOGIT_CLIP, LOGIT_CLIP)
+            analysis.judged = len(ids)
+            analysis.examples = len(examples)
+            analysis.document_tokens = answer.document_tokens
+            analysis.truncated = answer.truncated
+            analysis.prefix_tokens = answer.prefix_tokens
+            analysis.suffix_tokens = answer.suffix_tokens
+            analysis.llm_seconds = seconds
+        if failures:
+            log.warning(
+                "Project '%s': %s; %d of %d documents suggested from retrieval alone",
+                self.project.id,
+                failures[0],
+                len(failures),
+                len(requests),
+            )
 
     def _label_bias(self, ids: list[int]) -> np.ndarray:
         """The LLM's log-odds for each concept asked about an empty document."""
@@ -605,40 +662,43 @@ class LlmRankBackend(Backend):
         if "_sources" not in self.__dict__:
             self._ensure_loaded()
 
-        out = []
+        out: list[Analysis] = []
         use_llm = self.params.combine != "retrieval"
         if fallback is None:
             fallback = self.params.on_error == "retrieval"
+        bar = tqdm(
+            total=len(texts),
+            desc="Judging candidates",
+            unit=" docs",
+            leave=False,
+            disable=not progress or None,
+        )
         for start in range(0, len(texts), 32):
             chunk = texts[start : start + 32]
-            found = self._retrieve(chunk)
-            bar = tqdm(
-                zip(chunk, found, strict=True),
-                total=len(chunk),
-                desc="Judging candidates",
-                unit=" docs",
-                leave=False,
-                disable=not progress or None,
-            )
-            for text, info in bar:
-                ids = self._union(info["candidates"])
-                x = np.zeros((len(ids), len(FEATURES)), dtype=np.float32)
-                sources = []
-                for row, cid in enumerate(ids):
-                    scores = info["candidates"][cid]
-                    x[row, 0] = 1.0
-                    for name in SCORES:
-                        x[row, FEATURES.index(name)] = scores.get(name, 0.0)
-                    sources.append([s for s in SOURCES if s in scores])
-                    x[row, FEATURES.index("sources")] = len(sources[-1]) / len(SOURCES)
-                analysis = Analysis(
-                    np.asarray(ids, np.int64), x, sources, info["neighbours"]
-                )
-                analysis.generation = info["generation"]
-                if use_llm and ids:
-                    self._llm_logits(text, info["neighbours"], analysis, fallback)
-                out.append(analysis)
+            found = self._retrieve(chunk, fallback)
+            analyses = [self._candidates(info) for info in found]
+            if use_llm:
+                self._judge_all(chunk, found, analyses, fallback)
+            out += analyses
+            bar.update(len(chunk))
+        bar.close()
         return out
+
+    def _candidates(self, info: dict) -> Analysis:
+        """The union of the sources' candidates and their retrieval features."""
+        ids = self._union(info["candidates"])
+        x = np.zeros((len(ids), len(FEATURES)), dtype=np.float32)
+        sources = []
+        for row, cid in enumerate(ids):
+            scores = info["candidates"][cid]
+            x[row, 0] = 1.0
+            for name in SCORES:
+                x[row, FEATURES.index(name)] = scores.get(name, 0.0)
+            sources.append([s for s in SOURCES if s in scores])
+            x[row, FEATURES.index("sources")] = len(sources[-1]) / len(SOURCES)
+        analysis = Analysis(np.asarray(ids, np.int64), x, sources, info["neighbours"])
+        analysis.generation = info["generation"]
+        return analysis
 
     # -- scores --------------------------------------------------------------
     def combine(self, x: np.ndarray, mode: str | None = None) -> np.ndarray:

@@ -7,6 +7,7 @@ which the calibration learns from the same way.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,8 +18,8 @@ from backends.llm_rank.prompts import (
     candidate_text,
     question_text,
 )
-
-CHARS_PER_TOKEN = 4  # how a server's document is cut to max_doc_tokens
+from indexer.errors import ServiceError
+from indexer.neural.prompt_text import Cut, cut_document
 
 
 @dataclass
@@ -72,9 +73,16 @@ class LocalJudge:
             sum(len(s) for s in prompt.suffixes),
         )
 
+    def judge_many(self, requests: list[tuple]) -> list[Judgement | ServiceError]:
+        """`judge` of each (document, examples, concepts), one at a time (the
+        model runs one forward pass at a time anyway)."""
+        return [self.judge(*request) for request in requests]
+
 
 class ServerJudge:
-    """A System One server (`indexer.neural.systemone.SystemOneClient`)."""
+    """A System One server (`indexer.neural.systemone.SystemOneClient`); the
+    documents of a batch are judged concurrently, up to `concurrency`
+    requests in flight."""
 
     def __init__(
         self,
@@ -83,13 +91,14 @@ class ServerJudge:
         context,
         max_doc_tokens: int,
         tokenizer=None,
+        concurrency: int = 4,
     ):
         self.client = client
         self.templates = templates
         self.context = set(context)
         self.max_doc_tokens = max_doc_tokens
-        self.max_chars = max_doc_tokens * CHARS_PER_TOKEN
         self.tokenizer = tokenizer
+        self._pool = ThreadPoolExecutor(max(1, concurrency), "systemone-documents")
 
     @property
     def identity(self) -> str:
@@ -100,10 +109,23 @@ class ServerJudge:
     ) -> Judgement:
         from indexer.neural.systemone import log_odds
 
-        state, truncated = self.state(document)
+        cut = self.state(document)
         questions = [self.question(c) for c in concepts]
-        p_yes = self.client.noul(state, questions)
-        return Judgement(log_odds(p_yes), truncated=truncated)
+        p_yes = self.client.noul(cut.text, questions)
+        return Judgement(log_odds(p_yes), cut.tokens, cut.truncated)
+
+    def judge_many(self, requests: list[tuple]) -> list[Judgement | ServiceError]:
+        """`judge` of each (document, examples, concepts), the documents'
+        requests in flight together (the client bounds them to its
+        `concurrency`); a document whose request failed gets its error."""
+        futures = [self._pool.submit(self.judge, *request) for request in requests]
+        out: list[Judgement | ServiceError] = []
+        for future in futures:
+            try:
+                out.append(future.result())
+            except ServiceError as exc:
+                out.append(exc)
+        return out
 
     def question(self, concept: ConceptText) -> str:
         """The `noul` question's instructions for one candidate."""
@@ -111,29 +133,8 @@ class ServerJudge:
             self.templates, candidate_text(self.templates, self.context, concept)
         )
 
-    def state(self, document: str) -> tuple[str, bool]:
-        """The document as the prompt shows it (runs of white space as one
-        space), cut to max_doc_tokens tokens of the model's tokenizer as the
-        local engine cuts it, or without one at a word to about as many
-        characters as CHARS_PER_TOKEN says."""
-        if self.tokenizer is not None:
-            return self._cut_to_tokens(document)
-        text = " ".join(document.split())
-        if len(text) <= self.max_chars:
-            return text, False
-        if not self.max_chars:  # as the local prompt: no document at all
-            return "", True
-        cut = text[: self.max_chars + 1].rsplit(" ", 1)[0]
-        return cut + " ...", True
-
-    def _cut_to_tokens(self, document: str) -> tuple[str, bool]:
-        ids = self.tokenizer(
-            document[: self.max_doc_tokens * 12], add_special_tokens=False
-        )["input_ids"]
-        if len(ids) <= self.max_doc_tokens:
-            return " ".join(document.split()), False
-        shown = self.tokenizer.decode(
-            ids[: self.max_doc_tokens], skip_special_tokens=True
-        )
-        cut = shown.strip() + (" ..." if self.max_doc_tokens else "")
-        return " ".join(cut.split()), True
+    def state(self, document: str) -> Cut:
+        """The document as the prompt shows it, cut to max_doc_tokens as the
+        local engine cuts it (`cut_document`: with the model's tokenizer when
+        it is on this machine)."""
+        return cut_document(document, self.max_doc_tokens, self.tokenizer)

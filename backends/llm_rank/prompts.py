@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.errors import ConfigError, InputError
+from indexer.neural.prompt_text import as_text, cut_document
 
 TEMPLATE_KEYS = (
     "instruction",
@@ -252,34 +253,39 @@ class PromptBuilder:
         )
 
     def example(self, text: str, subjects: list[str], max_tokens: int) -> str:
-        ids = self.lm.encode(text[: max_tokens * 12])
-        if len(ids) > max_tokens:
-            text = self.lm.decode(ids[:max_tokens]).strip() + " ..."
+        cut = cut_document(text, max_tokens, self.lm.tokenizer)
         return self.templates["example"].format(
-            text=" ".join(text.split()), subjects="; ".join(subjects)
+            text=self._as_text(cut.text), subjects="; ".join(subjects)
         )
+
+    def _as_text(self, text: str) -> str:
+        return as_text(self.lm.tokenizer, text)
 
     def build(
         self, document: str, examples: list[str], concepts: list[ConceptText]
     ) -> Prompt:
-        """Token ids; the document is cut to the token budget and to what the
-        context window leaves after the longest candidate."""
+        """Token ids; the document is cut (`cut_document`, as a server's is)
+        to the token budget and to what the context window leaves after the
+        longest candidate. Control tokens in the document, the examples and
+        the candidates are read as text."""
         lm = self.lm
         if self.chat:
             tail = self._render_chat("").split(SENTINEL, 1)[1]
         else:
             tail = self.templates["answer_cue"]
-        suffixes = [lm.encode(self.candidate(c) + tail) for c in concepts]
+        suffixes = [
+            lm.encode_prompt(self._as_text(self.candidate(c)) + tail) for c in concepts
+        ]
         longest = max((len(s) for s in suffixes), default=0)
-        doc_ids = lm.encode(document[: self.max_doc_tokens * 12])
         budget = self.max_doc_tokens
         while True:
-            prefix, shown = self._prefix(document, doc_ids, budget, examples)
+            cut = cut_document(document, budget, lm.tokenizer)
+            prefix = self._prefix(cut.text, examples)
             excess = len(prefix) + longest - lm.max_positions
             if excess <= 0:
-                return Prompt(prefix, suffixes, shown, shown < len(doc_ids))
+                return Prompt(prefix, suffixes, cut.tokens, cut.truncated)
             if budget > 0:
-                budget = max(0, min(budget, len(doc_ids)) - excess - 2)
+                budget = max(0, min(budget, cut.tokens) - excess - 2)
             elif examples:
                 examples = examples[:-1]
             else:
@@ -288,23 +294,16 @@ class PromptBuilder:
                     "context window even without the document: shorten the templates"
                 )
 
-    def _prefix(self, document, doc_ids, budget, examples) -> tuple[list[int], int]:
-        shown = min(budget, len(doc_ids))
-        text = document if shown == len(doc_ids) else lm_cut(self.lm, doc_ids, shown)
+    def _prefix(self, text: str, examples: list[str]) -> list[int]:
         body = self.templates["prompt_template"].format(
             instruction=self.templates["instruction"],
             examples="".join(examples),
-            document=" ".join(text.split()),
+            document=self._as_text(text),
         )
         if self.chat:
             head = self._render_chat(body).split(SENTINEL, 1)[0]
-            return self.lm.encode(head), shown
-        return self.lm.encode(body, special=True), shown
-
-
-def lm_cut(lm, ids: list[int], n: int) -> str:
-    """The text of the first `n` tokens."""
-    return lm.decode(ids[:n]).strip() + (" ..." if n else "")
+            return self.lm.encode_prompt(head)
+        return self.lm.encode("", special=True) + self.lm.encode_prompt(body)
 
 
 def question_text(templates: dict[str, str], candidate: str) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.errors import ConfigError
+from indexer.neural import prompt_text
 from indexer.neural.models import ResolvedModel, resolve_model
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -43,6 +44,7 @@ class CausalLM:
         device: str = "auto",
         dtype="auto",
         adapter: Path | None = None,
+        adapter_name: str = "",
     ):
         import torch
 
@@ -54,7 +56,7 @@ class CausalLM:
         if dtype == "auto":
             dtype = auto_dtype(self.device)
         # the adapter is checked before the weights load
-        self.adapter = adapter_identity(adapter, model) if adapter else ""
+        self.adapter = adapter_identity(adapter, model, adapter_name) if adapter else ""
         self.tokenizer = load_tokenizer(model)
         self.model = load_decoder(model, self.device, dtype=dtype, causal_lm=True)
         if adapter:
@@ -85,6 +87,12 @@ class CausalLM:
             ids = ids[:-1]
         return list(ids)
 
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Token ids of a rendered prompt whose user text was marked with
+        `prompt_text.as_text` (as `chat_text` marks messages): control tokens
+        in that text are read as text, the template's own as control."""
+        return prompt_text.encode(self.tokenizer, prompt)
+
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
@@ -111,8 +119,10 @@ class CausalLM:
 
     def complete(self, text: str, max_new_tokens: int = 128) -> str:
         """The model's greedy continuation of the prompt `text` (a rendered
-        chat, see `chat_text`), without the prompt and special tokens."""
-        prompt = self.encode(text)
+        chat, see `chat_text`), without the prompt and special tokens; it
+        stops at the end of the model's turn. Control tokens that a document
+        in the chat holds are read as text."""
+        prompt = self.encode_prompt(text)
         torch = self._torch
         with self._lock, torch.inference_mode():
             ids = torch.tensor([prompt], device=self.device)
@@ -125,8 +135,23 @@ class CausalLM:
                 top_p=None,
                 top_k=None,
                 pad_token_id=self.pad_id,
+                eos_token_id=self._stop_ids(),
             )
         return self.decode(output[0, len(prompt) :].tolist()).strip()
+
+    def _stop_ids(self) -> list[int]:
+        """The tokens that end an answer: EOS and the chat template's end of
+        the assistant's turn (a fine-tuned generator learns to write it)."""
+        eos = self.tokenizer.eos_token_id
+        out = [] if eos is None else [eos]
+        if self.has_chat_template:
+            out += [i for i in end_of_turn(self.tokenizer)[:1] if i not in out]
+        generation = getattr(self.model, "generation_config", None)
+        configured = getattr(generation, "eos_token_id", None)
+        if isinstance(configured, int):
+            configured = [configured]
+        out += [i for i in configured or [] if i not in out]
+        return out
 
     # -- scoring -----------------------------------------------------------
     def yes_no_logits(
@@ -210,10 +235,45 @@ class CausalLM:
 def chat_text(tokenizer, messages: list[dict]) -> str:
     """The text a chat model reads for `messages`: its chat template with the
     assistant's turn opened (what `generate` sends, and what fine-tuning
-    data must show it)."""
+    data must show it). Control tokens in the messages are marked
+    (`prompt_text.as_text`), so that `CausalLM.encode_prompt` reads them as
+    text: a document cannot open or close a turn."""
+    marked = [
+        {**m, "content": prompt_text.as_text(tokenizer, m["content"])}
+        if isinstance(m.get("content"), str)
+        else m
+        for m in messages
+    ]
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True
+        marked, tokenize=False, add_generation_prompt=True
     )
+
+
+_ANSWER = "\u2063ANSWER\u2063"
+
+
+def end_of_turn(tokenizer) -> list[int]:
+    """Token ids the chat template writes after an assistant's answer up to
+    the next turn (e.g. `<|im_end|>` or `<end_of_turn>`, not always the EOS
+    token), trailing white space left out; [EOS] without a template."""
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    if not getattr(tokenizer, "chat_template", None):
+        return eos
+    try:
+        rendered = tokenizer.apply_chat_template(
+            [
+                {"role": "user", "content": "Q"},
+                {"role": "assistant", "content": _ANSWER},
+            ],
+            tokenize=False,
+        )
+    except Exception:  # noqa: BLE001 - a template may refuse this conversation
+        return eos
+    if _ANSWER not in rendered:
+        return eos
+    tail = rendered.split(_ANSWER, 1)[1].rstrip()
+    ids = list(tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else []
+    return ids or eos
 
 
 def context_window(config, tokenizer) -> int:
@@ -262,16 +322,16 @@ def check_adapter(adapter: Path, model: ResolvedModel) -> None:
             )
 
 
-def adapter_identity(adapter: Path, model: ResolvedModel) -> str:
-    """The adapter's name and a digest of its config and weights (checked
-    first): distinct for two trainings, recorded in calibrations."""
+def adapter_identity(adapter: Path, model: ResolvedModel, name: str = "") -> str:
+    """The adapter's name (`name`, default: its directory's) and a digest of
+    its config and whole weights (checked first): distinct for two
+    trainings, recorded in calibrations."""
     check_adapter(adapter, model)
     sha = hashlib.sha256((adapter / "adapter_config.json").read_bytes())
-    weights = adapter / ADAPTER_WEIGHTS
-    sha.update(str(weights.stat().st_size).encode())
-    with open(weights, "rb") as f:
-        sha.update(f.read(1 << 20))
-    return f"{adapter.name} {sha.hexdigest()[:16]}"
+    with open(adapter / ADAPTER_WEIGHTS, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):  # the whole weights
+            sha.update(block)
+    return f"{name or adapter.name} {sha.hexdigest()[:16]}"
 
 
 def merged_adapter(lm, adapter: Path):
@@ -317,10 +377,13 @@ def _cache_argument(decoder) -> str:
 
 
 @lru_cache(maxsize=2)
-def _load(name: str, device: str, dtype: str, adapter: str) -> CausalLM:
-    return CausalLM(
-        resolve_model(name), device, dtype, Path(adapter) if adapter else None
-    )
+def _load(
+    name: str, device: str, dtype: str, adapter: str, adapter_identity: str
+) -> CausalLM:
+    if not adapter:
+        return CausalLM(resolve_model(name), device, dtype)
+    real, shown = adapter.split("\0")
+    return CausalLM(resolve_model(name), device, dtype, Path(real), shown)
 
 
 def load_causal_lm(
@@ -328,5 +391,12 @@ def load_causal_lm(
 ) -> CausalLM:
     """The causal LM `name` (packaged, local directory or hub id), with the
     LoRA adapter directory `adapter` merged in when one is named; loaded
-    once."""
-    return _load(name, device, dtype, adapter)
+    once per model and adapter weights (an adapter trained again in place,
+    or a link to it moved, loads afresh)."""
+    identity = ""
+    if adapter:
+        real = Path(adapter).resolve()  # a link swapped to a new training
+        shown = Path(adapter).name
+        identity = adapter_identity(real, resolve_model(name), shown)
+        adapter = f"{real}\0{shown}"
+    return _load(name, device, dtype, adapter, identity)
