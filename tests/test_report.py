@@ -192,6 +192,7 @@ def test_rest_serves_the_last_report(trained, workspace):
     assert missing.mimetype == "application/problem+json"
     assert "--report report.html" in missing.get_json()["detail"]
     assert client.get("/v1/projects/nope/report").status_code == 404
+    assert client.get("/v1/projects/tfidf-en").get_json()["evaluation_report"] is None
     corpus = str(DATA / "tiny.tsv")
     report = workspace / "r.html"
     assert trained("eval", "tfidf-en", corpus, "--report", str(report)).exit_code == 0
@@ -199,6 +200,8 @@ def test_rest_serves_the_last_report(trained, workspace):
     assert response.status_code == 200 and response.mimetype == "text/html"
     assert response.get_data(as_text=True) == report.read_text()
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    detail = client.get("/v1/projects/tfidf-en").get_json()
+    assert detail["evaluation_report"] == "projects/tfidf-en/report"
     spec = client.get("/v1/openapi.json").get_json()
     operation = spec["paths"]["/v1/projects/{project_id}/report"]["get"]
     assert list(operation["responses"]["200"]["content"]) == ["text/html"]
