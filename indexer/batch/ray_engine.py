@@ -4,8 +4,9 @@ Each block of the input travels as one row (its records, then its results,
 encoded as JSON), and is one Ray Data block: a read task reads a block, or
 the blocks of one Parquet row group in order (so that each row is decoded
 once); an actor pool of `workers` actors, each of which loads the project
-once, indexes them; the results stream back to this process, which hands the
-blocks on in input order.
+once, indexes them; the results stream back to this process in input order
+(blocks finished early wait in Ray's object store, under its backpressure),
+and it hands them on.
 
 Ray restarts an actor that died and retries its block, but only `RETRIES`
 times: a block that kills its worker every time (out of memory, a crash in a
@@ -148,13 +149,17 @@ class RayIndexer:
 
 class InOrder:
     """Hands finished blocks on in the order of `specs`, holding those that
-    come early (so that of two records with one id, the first is kept)."""
+    come early (so that of two records with one id, the first is kept).
+
+    Ray Data streams the blocks back in order (`_one_row_blocks`), so none
+    should come early; `most_held` is how many were held at once."""
 
     def __init__(self, specs: list[BlockSpec], on_block: OnBlock):
         self._waiting = deque(specs)
         self._ready: dict[int, list[DocResult]] = {}
         self._on_block = on_block
         self.arrived: set[int] = set()
+        self.most_held = 0
 
     def add(self, number: int, results: list[DocResult]) -> None:
         if number in self.arrived:  # a retried block that came twice
@@ -164,6 +169,7 @@ class InOrder:
         while self._waiting and self._waiting[0].number in self._ready:
             spec = self._waiting.popleft()
             self._on_block(spec, self._ready.pop(spec.number))
+        self.most_held = max(self.most_held, len(self._ready))
 
 
 def start_ray(address: str | None) -> bool:
@@ -194,10 +200,12 @@ def run_ray(
     specs: list[BlockSpec],
     settings: RayOptions,
     on_block: OnBlock,
-) -> None:
-    """Index `specs` on Ray, calling `on_block` for each finished block, in order."""
+) -> int:
+    """Index `specs` on Ray, calling `on_block` for each finished block, in
+    order; the most blocks this process held at once, waiting for an earlier
+    one (none: Ray holds them, in its object store, within its memory budget)."""
     if not specs:
-        return
+        return 0
     import ray
 
     started_here = start_ray(settings.address)
@@ -217,11 +225,16 @@ def run_ray(
     finally:
         if started_here:
             ray.shutdown()
+    return in_order.most_held
 
 
 def _hand_on(dataset, in_order: InOrder) -> None:
     """Each block's results, as they stream back, to `in_order`."""
-    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+    # no prefetching: in order, a prefetched block is yielded only when the
+    # next one comes, and a block that kills its workers never comes
+    for batch in dataset.iter_batches(
+        batch_size=None, batch_format="pyarrow", prefetch_batches=0
+    ):
         for row in batch.to_pylist():
             results = [DocResult.from_json(d) for d in json.loads(row["results"])]
             in_order.add(row["block"], results)
@@ -264,17 +277,30 @@ def _bounded_dataset(ref, options, specs, settings: RayOptions, attempts):
 @contextmanager
 def _one_row_blocks():
     """Datasets made meanwhile cut their data into Ray blocks of one row (one
-    block of ours each), so that any actor can take any block."""
+    block of ours each), so that any actor can take any block, and stream
+    their output in input order: blocks finished while an earlier one is slow
+    wait in Ray's object store, where its backpressure stops new work when
+    they fill the budget, not in this process without bound."""
     import ray
 
     context = ray.data.DataContext.get_current()
-    saved = context.target_max_block_size, context.enable_progress_bars
+    options = context.execution_options
+    saved = (
+        context.target_max_block_size,
+        context.enable_progress_bars,
+        options.preserve_order,
+    )
     context.target_max_block_size = 1
     context.enable_progress_bars = False
+    options.preserve_order = True
     try:
         yield
     finally:
-        context.target_max_block_size, context.enable_progress_bars = saved
+        (
+            context.target_max_block_size,
+            context.enable_progress_bars,
+            options.preserve_order,
+        ) = saved
 
 
 @contextmanager

@@ -1,12 +1,16 @@
 """Set up in every Ray worker of tests/batch/test_ray.py (its cluster's
 `worker_process_setup_hook`): a record whose text holds KILLER kills the worker
-that indexes it, as running out of memory or a crash in a backend would."""
+that indexes it, as running out of memory or a crash in a backend would; one
+whose text holds SLOW takes SLOW_SECONDS longer."""
 
 from __future__ import annotations
 
 import os
+import time
 
 KILLER = "this record kills the worker that indexes it"
+SLOW = "this record takes long to index"
+SLOW_SECONDS = 4.0
 
 
 def install() -> None:
@@ -17,6 +21,8 @@ def install() -> None:
     def index_or_die(self, records):
         if any(r.text and KILLER in r.text for r in records):
             os._exit(1)
+        if any(r.text and SLOW in r.text for r in records):
+            time.sleep(SLOW_SECONDS)
         return index_records(self, records)
 
     BlockIndexer.index_records = index_or_die

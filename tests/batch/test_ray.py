@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.batch.conftest import ROOT, documents_written, read_rows, write_corpus
-from tests.batch.ray_hooks import KILLER
+from tests.batch.ray_hooks import KILLER, SLOW, SLOW_SECONDS
 from tests.batch.test_local import (
     PROJECTS,
     assert_same_suggestions,
@@ -167,6 +167,41 @@ def test_a_block_that_kills_its_worker_stops_the_run_naming_it(trained, workspac
     assert "Traceback" not in result.output
     done = {int(p.name[6:14]) for p in Path(f"{out}.parts").glob("block-*.jsonl")}
     assert set(range(5)) <= done and 5 not in done
+
+
+def test_blocks_after_a_slow_first_block_are_not_held_here(trained, workspace):
+    """While block 0 takes long, the blocks after it finish: they wait in Ray
+    (within its memory budget), not in this process, which before held every
+    one of them until block 0 came."""
+    from indexer.batch.ray_engine import run_ray
+    from indexer.batch.readers import scan
+    from indexer.batch.records import Options, RayOptions
+    from indexer.batch.runner import BatchJob, run
+    from indexer.batch.work import ProjectRef
+    from indexer.project import Projects
+
+    corpus = write_corpus(workspace / "corpus.jsonl", 150)
+    lines = corpus.read_text().splitlines()
+    lines[0] = json.dumps({"id": "d0", "text": f"stars {SLOW}"})
+    corpus.write_text("\n".join(lines) + "\n")
+    project = Projects.from_path(workspace / "projects.cfg").get("tfidf-en")
+    ref = ProjectRef.of(project, str(workspace / "projects.cfg"))
+    specs = list(scan(corpus, 5, 0))
+    handed_on: list[int] = []
+    started = time.monotonic()
+    held = run_ray(
+        ref, Options(), specs, RayOptions(workers=2),
+        lambda spec, results: handed_on.append(spec.number),
+    )  # fmt: skip
+    assert time.monotonic() - started > SLOW_SECONDS  # block 0 was slow
+    assert handed_on == list(range(30))
+    assert held <= 1, f"{held} blocks were held here waiting for block 0"
+    # and the whole run writes what it wrote before
+    out = workspace / "out.jsonl"
+    job = BatchJob(project, ref, [corpus], out, engine="ray", block_size=5,
+                   ray=RayOptions(workers=2))  # fmt: skip
+    assert run(job, progress=False).documents == 150
+    assert list(documents_written(read_rows(out))) == [f"d{n}" for n in range(150)]
 
 
 TEXTS = ["stars and telescopes", "music of orchestras", "cells and genes"]
