@@ -146,6 +146,10 @@ def test_report_errors(trained, workspace, monkeypatch):
     assert result.exit_code == 1
     assert "subject-indexer[report]" in result.output
     assert not (workspace / "r.html").exists()
+    # said before the evaluation starts, not after it (it reads no corpus)
+    missing = str(workspace / "missing.tsv")
+    result = trained("eval", "tfidf-en", missing, "--report", str(workspace / "r.html"))
+    assert "subject-indexer[report]" in result.output
     result = trained("eval", "tfidf-en", corpus, "--report", str(workspace / "r.json"))
     assert result.exit_code == 0, result.output
 

@@ -27,13 +27,18 @@ SOURCE_METRICS = ("f1@5", "ndcg@10", "f1", "recall@10")
 
 
 def check_report_path(path: str | os.PathLike) -> str:
-    """The report's format from its suffix; a usage error for any other."""
+    """The report's format from its suffix; a usage error for any other, and
+    for HTML a missing matplotlib is reported now, before a long evaluation."""
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
         raise UsageError(
             f"--report {path}: name a .html file (the report) or a .json file "
             "(its data)"
         )
+    if suffix == ".html":
+        from indexer.report.plots import require_matplotlib
+
+        require_matplotlib()
     return suffix[1:]
 
 

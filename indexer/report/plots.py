@@ -11,6 +11,11 @@ COLOURS = {"precision": "#1f77b4", "recall": "#2ca02c", "f1": "#d62728"}
 SIZE = (5.6, 3.3)
 
 
+def require_matplotlib() -> None:
+    """Raise the error naming the extra when matplotlib is not installed."""
+    _matplotlib()
+
+
 def _matplotlib():
     try:
         from matplotlib.figure import Figure
