@@ -80,7 +80,38 @@ def test_the_terms_of_an_answer(answer, terms):
 
 def test_only_strings_are_terms_and_they_are_stripped():
     answer = '["  solar  power ", 3, null, ["nested"], {"a": 1}, "", "\\"grids\\""]'
-    assert parse_terms(answer, 10) == ["solar power", "grids"]
+    assert parse_terms(answer, 10) == ["solar power", "nested", "grids"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "terms"),
+    [
+        (
+            "Sure, here are the terms:\nSolar energy\nPhysics",
+            ["Solar energy", "Physics"],
+        ),
+        ("[1] Solar energy\n[2] Physics", ["Solar energy", "Physics"]),
+        (
+            'The document lists ["telescopes", "stars"]. Headings: ["astronomy"]',
+            ["astronomy"],
+        ),
+        ('[["astronomy", "optics"], ["music"]]', ["astronomy", "optics", "music"]),
+        ('[{"label": "astronomy"}, {"label": "music"}]', ["astronomy", "music"]),
+        ('See [below]: ["solar power", "batteries"]', ["solar power", "batteries"]),
+    ],
+    ids=["lead-in", "bracket-numbers", "quoted-first", "nested", "objects", "aside"],
+)
+def test_the_answers_own_terms(answer, terms):
+    assert parse_terms(answer, 10) == terms
+
+
+def test_terms_are_parsed_in_linear_time_and_without_recursion():
+    started = time.perf_counter()
+    assert parse_terms('["' * 80000, 10) == []  # 160,000 characters
+    assert time.perf_counter() - started < 2.0  # quadratic: 4.3 s
+    assert parse_terms("[" * 100000, 10) == []
+    assert parse_terms("[" * 100000 + "]" * 100000, 10) == []
+    assert parse_terms("[" * 5000 + '"deep"' + "]" * 5000, 10) == []
 
 
 def test_json_without_a_list_of_strings_gives_no_terms():
