@@ -1153,6 +1153,20 @@ def test_real_server_over_http(config_path):
         assert http("GET", f"{base}/v1/health")[0] == 200  # still up
 
 
+def raw_request(base: str, raw: bytes) -> tuple[int, str, dict]:
+    """(status, content type, JSON body) of bytes sent as they are."""
+    import http.client
+    import socket
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(raw)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read()
+    return response.status, response.headers.get_content_type(), json.loads(body)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes need fork()")
 @pytest.mark.parametrize("kind", ["gunicorn", "waitress"])
 def test_serve_with_worker_processes(config_path, kind):
@@ -1181,6 +1195,15 @@ def test_serve_with_worker_processes(config_path, kind):
                 base = found.group(1)
                 break
         assert base, "the server did not start"
+        if kind == "gunicorn":  # its own answers to what the app never sees
+            for raw in (
+                b"NOT A REQUEST LINE\r\n\r\n",
+                b"GET / HTTP/1.1\r\n" + (b"X-Big: " + b"a" * 9000 + b"\r\n") + b"\r\n",
+            ):
+                status, kind_of, detail = raw_request(base, raw)
+                assert status in (400, 431), (status, detail)
+                assert kind_of == "application/problem+json", detail
+                assert detail["status"] == status and detail["title"]
         payload = json.dumps({"text": PHYSICS}).encode()
         for _ in range(6):  # new connections: both workers answer some
             status, _, body = http(
@@ -1219,3 +1242,46 @@ def test_serve_help(run_cli):
     options = ("--host", "--port", "--threads", "--workers", "--api-key", "--cors")
     for option in (*options, "--dev", "--check-interval", "--max-content-length"):
         assert option in result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--port", "-1", "-1 is not in the range 0<=x<=65535"),
+        ("--port", "70000", "70000 is not in the range 0<=x<=65535"),
+        ("--host", "999.1.1.1", "'999.1.1.1' is not an IPv4 address"),
+    ],
+)
+def test_serve_refuses_a_bad_address_before_it_loads(run_cli, option, value, says):
+    result = run_cli("serve", option, value)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output
+    assert says in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_port_in_use_says_so(config_path, workers):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-c", "from indexer.cli import main; main()"]
+            + ["--projects", str(config_path), "serve", "--port", str(port)]
+            + ["--workers", workers],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Port {port} on 127.0.0.1 is in use by another program: stop it, "
+        "or choose another --port"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_an_address_of_another_machine_is_a_usage_error(run_cli):
+    result = run_cli("serve", "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1
+    assert result.exit_code == 2, result.output
+    assert "--host 192.0.2.1 is not an address of this machine" in result.output

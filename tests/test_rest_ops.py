@@ -765,3 +765,75 @@ def test_odd_requests_add_no_metric_series(ops_config):
     requests = {labels for name, labels in after if name.startswith("indexer_http")}
     methods = {dict(labels)["method"] for labels in requests}
     assert methods <= {"GET", "POST", "other"}, methods
+
+
+# -- what the log says at start, and what callers cannot write into it ----------
+
+FORGED = "2026-01-01 00:00:00,000 ERROR indexer.rest: the disk is full"
+
+
+def test_a_caller_cannot_forge_a_line_of_the_text_log(ops_config):
+    server = Server(ops_config, "--api-key", API_KEY)
+    try:
+        base = server.base
+        wait_ready(base)
+        documents = [
+            {
+                "text": MARSUPIALS,
+                "subjects": [{"uri": MUSIC}, {"uri": f"http://x.org/a\n{FORGED}\r"}],
+            }
+        ]
+        status, _, body = call(
+            "POST",
+            f"{base}/v1/projects/tfidf-en/learn",
+            documents,
+            {"X-API-Key": API_KEY},
+        )
+        assert status == 204, body
+        wait_until(
+            lambda: "the disk is full" in "".join(server.lines), 10, "not logged"
+        )
+    finally:
+        assert server.stop() == 0
+    [logged] = [line for line in server.lines if "the disk is full" in line]
+    assert "WARNING indexer.rest: Learning project 'tfidf-en'" in logged
+    assert f"http://x.org/a\\n{FORGED}\\r" in logged
+    assert not any(line.startswith(FORGED) for line in server.lines)
+
+
+def test_every_line_of_a_json_log_is_json_from_the_start(tmp_path):
+    config = tmp_path / "projects.cfg"
+    config.write_text(OPS_CFG)  # the vocabulary is loaded as the server starts
+    server = Server(config, "--log-format", "json")
+    try:
+        wait_ready(server.base)
+        concepts = f"{server.base}/v1/vocabs/tiny/concepts?label=music"
+        assert call("GET", concepts)[0] == 200  # loads the vocabulary
+    finally:
+        assert server.stop() == 0
+    records = [json.loads(line) for line in server.lines if line.strip()]
+    messages = [r["message"] for r in records]
+    assert f"Loading vocabulary 'tiny' from {DATA / 'tiny.ttl'}" in messages
+    # a project without a model yet is said so plainly, not as an error
+    [untrained] = [r for r in records if "untrained-en" in r["message"]]
+    assert untrained["level"] == "INFO"
+    assert untrained["message"] == (
+        "Project 'untrained-en' is not trained: run `indexer train untrained-en "
+        "CORPUS` (until then it has nothing to serve)"
+    )
+    assert not any("Not ready" in m for m in messages)
+
+
+def test_faiss_says_nothing_of_its_loader_in_the_server_log():
+    pytest.importorskip("faiss")
+    code = (
+        "from indexer.rest.logs import configure_logging\n"
+        "configure_logging('text')\n"
+        "import faiss\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ModuleNotFoundError" not in result.stderr
+    assert "faiss.loader" not in result.stderr

@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from indexer.cli.app import Context, cli, pass_context
 from indexer.cli.options import at_least, together
 
+
+def _host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The address to listen on, checked before anything loads: a name that
+    does not resolve or a malformed address is a usage error (exit 2)."""
+    import ipaddress
+    import socket
+
+    if re.fullmatch(r"[0-9.]+", value):  # looks like IPv4: must be one
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an IPv4 address") from None
+    try:
+        socket.getaddrinfo(value, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise click.BadParameter(
+            f"{value!r} is neither an address nor a known host name ({exc})"
+        ) from None
+    return value
+
+
 _serve_options = together(
-    click.option("--host", default="127.0.0.1", show_default=True),
-    click.option("--port", default=5000, show_default=True, type=int),
+    click.option(
+        "--host",
+        default="127.0.0.1",
+        show_default=True,
+        callback=_host,
+        help="Address to listen on (0.0.0.0: every IPv4 interface).",
+    ),
+    click.option(
+        "--port",
+        default=5000,
+        show_default=True,
+        type=click.IntRange(0, 65535),
+        help="TCP port, 1 to 65535 (0: any free port, as the log then says).",
+    ),
     click.option(
         "--api-key",
         envvar="INDEXER_API_KEY",

@@ -130,8 +130,7 @@ def create_app(
     if preload == PRELOAD_IN_BACKGROUND:
         served.preload_in_background()
     elif preload:
-        for line in served.preload():
-            log.warning("Not ready: %s", line)
+        served.preload()  # it logs what did not load
     return app
 
 

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 
 from flask import Flask
-from gunicorn import glogging
+from gunicorn import glogging, util
 from gunicorn.app.base import BaseApplication
 
 from indexer.rest.metrics import process_dead
@@ -55,6 +55,28 @@ class _Server(BaseApplication):
         return self.app
 
 
+def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own error answers (a malformed request line, headers too
+    large: the app never sees those) as problem+json, like the app's, rather
+    than gunicorn's HTML page."""
+    import json
+
+    body = json.dumps(
+        {
+            "type": "about:blank",
+            "title": reason,
+            "status": status_int,
+            "detail": mesg or reason,
+        }
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\n"
+        f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
 def share_cores(workers: int) -> None:
     """torch and faiss in this worker on its share of the cores, also where
     they are imported only later."""
@@ -78,6 +100,9 @@ def serve(
 ) -> None:
     """Serve `app` with gunicorn until stopped (SIGTERM, SIGINT): `workers`
     processes with `threads` threads each; `announce(url)` once it listens."""
+    # gunicorn has no hook for its error pages: its workers call this
+    # function of its util module, which this server replaces for good
+    util.write_error = write_problem
     master = os.getpid()
     metrics = app.extensions.get("indexer_metrics")
 

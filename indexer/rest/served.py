@@ -380,13 +380,20 @@ class ServedProjects:
         )
 
     def preload(self) -> list[str]:
-        """Load every project's model now; the errors, one line each."""
+        """Load every project's model now; the errors, one line each (logged:
+        a project not trained yet in plain words at INFO, others as warnings)."""
         self._mark_loading()
         errors = []
         for project_id in self.projects.ids():
             try:
                 self.refresh(self.projects.get(project_id))
+            except NotTrainedError as exc:
+                # expected before its first training: not an error of the server
+                log.info("%s (until then it has nothing to serve)", exc.message)
+                errors.append(f"{project_id}: {exc.message}")
+                self._failed(project_id, exc)
             except IndexerError as exc:
+                log.warning("Not ready: %s: %s", project_id, exc.message)
                 errors.append(f"{project_id}: {exc.message}")
                 self._failed(project_id, exc)
             except Exception as exc:  # a broken model must not stop the others
@@ -401,9 +408,7 @@ class ServedProjects:
 
         def load() -> None:
             started = time.perf_counter()
-            errors = self.preload()
-            for line in errors:
-                log.warning("Not ready: %s", line)
+            self.preload()
             log.info(
                 "Preloading done in %.1f s: %d of %d projects loaded",
                 time.perf_counter() - started,

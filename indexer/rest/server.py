@@ -9,6 +9,7 @@ prometheus_client's multiprocess mode, in a fresh directory per server.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -106,6 +107,7 @@ def run(
     public = sum(c.access == "public" for c in projects.config.projects.values())
     announce = _announcer(public, log_format)
     chosen = "dev" if dev else _choose_server(server, workers)
+    check_address(host, port)
     several = chosen == "gunicorn" or (chosen == "waitress" and workers > 1)
     args = (projects, host, port, threads, workers, announce, preload, settings)
     with _metrics_directory(several):
@@ -115,6 +117,41 @@ def run(
             _run_workers(*args)
         else:
             _run_one(*args, dev=dev)
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail now, in words, where the server could not listen on (host, port):
+    a port in use (exit 1), an address not of this machine (exit 2)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # as the servers bind: a port in TIME_WAIT is free to them
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise _address_error(host, port, exc) from None
+
+
+def _address_error(host: str, port: int, exc: OSError) -> IndexerError:
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return IndexerError(
+            f"Port {port} on {host} is in use by another program: stop it, or "
+            "choose another --port"
+        )
+    if exc.errno == errno.EACCES:
+        return IndexerError(
+            f"No permission to listen on {where}: ports below 1024 need "
+            "privileges; choose a --port from 1024 up"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return UsageError(
+            f"--host {host} is not an address of this machine: use one of its "
+            "addresses, 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        )
+    return IndexerError(f"Cannot listen on {where}: {exc.strerror or exc}")
 
 
 def _choose_server(server: str, workers: int) -> str:
@@ -196,7 +233,10 @@ def _run_one(
         announce(f"http://{host}:{port}/", "Flask's development server")
         app.run(host=host, port=port, threaded=True)
         return
-    server = make_server(app, host=host, port=port, threads=threads)
+    try:
+        server = make_server(app, host=host, port=port, threads=threads)
+    except OSError as exc:  # taken since check_address
+        raise _address_error(host, port, exc) from None
     url = f"http://{server.effective_host}:{server.effective_port}/"
     announce(url, f"waitress, {threads} threads")
     # SIGTERM (how a service manager or Kubernetes stops it) ends it cleanly
@@ -246,7 +286,10 @@ def _run_workers(
     if not hasattr(os, "fork"):
         raise UsageError("--workers needs fork(): use one worker with --threads")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048)
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:  # taken since check_address
+        raise _address_error(host, port, exc) from None
     url_host = f"[{host}]" if family == socket.AF_INET6 else host
     url = f"http://{url_host}:{sock.getsockname()[1]}/"
     children: list[int] = []
@@ -283,8 +326,6 @@ def _run_workers(
 
 def _worker(projects, sock, threads: int, preload: bool, settings, tell: int):
     """A forked worker: load, tell the parent, serve; never returns."""
-    import traceback
-
     from waitress import create_server
 
     code = 1
@@ -304,6 +345,6 @@ def _worker(projects, sock, threads: int, preload: bool, settings, tell: int):
         server.run()
         code = 0
     except BaseException:  # noqa: BLE001 - a worker must never return
-        traceback.print_exc()
+        log.exception("Worker %d failed", os.getpid())
     finally:
         os._exit(code)
