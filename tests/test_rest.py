@@ -1220,6 +1220,38 @@ def test_serve_with_worker_processes(config_path, kind):
     assert server.returncode == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="worker processes need fork()")
+def test_a_killed_waitress_worker_stops_the_server_with_a_failure(config_path):
+    import signal
+
+    command = [sys.executable, "-c", "from indexer.cli import main; main()"]
+    command += ["--projects", str(config_path), "serve", "--port", "0"]
+    command += ["--workers", "2", "--threads", "1", "--server", "waitress"]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in server.stderr:
+            if "(waitress, 2 processes" in line:
+                break
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+        if not children.exists():
+            pytest.skip("needs Linux's /proc/PID/task/TID/children")
+        workers = [int(pid) for pid in children.read_text().split()]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        assert server.wait(30) == 1  # a failure: Restart=on-failure restarts it
+        rest = server.stderr.read()
+    finally:
+        server.kill()
+        server.stderr.close()
+    assert rest.rstrip().endswith(
+        f"Error: Worker process {workers[0]} was killed by signal 9, so the "
+        "server stopped"
+    )
+    assert "Traceback" not in rest
+    with pytest.raises(ProcessLookupError):  # the other worker stopped too
+        os.kill(workers[1], 0)
+
+
 # -- the command line ---------------------------------------------------------------
 
 

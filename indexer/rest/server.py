@@ -311,7 +311,11 @@ def _run_workers(
         pid, status = os.wait()  # one worker ending ends the server
         children.remove(pid)
         process_dead(pid)
-        log.error("Worker %d ended (status %d): stopping the others", pid, status)
+        code = os.waitstatus_to_exitcode(status)
+        how = f"was killed by signal {-code}" if code < 0 else f"exited ({code})"
+        log.error("Worker %d %s: stopping the others", pid, how)
+        # a failure, so that a service manager (Restart=on-failure) restarts it
+        raise IndexerError(f"Worker process {pid} {how}, so the server stopped")
     except KeyboardInterrupt:
         pass
     finally:
