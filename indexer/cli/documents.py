@@ -262,6 +262,11 @@ def index(ctx: Context, project_id, inputs, output, **settings) -> None:
 
     INPUTS: directories of .txt files, JSONL (id, text), Parquet or Annif TSV
     files. A rerun of an interrupted run resumes it.
+
+    An id is a string or an integer (Parquet binary ids: UTF-8); a record
+    without one is named by its place (docs.jsonl:7), and one whose id is a
+    boolean, a fraction or a list is rejected. Per-document files never take
+    the suffix of a corpus's subject files (.tsv, .key).
     """
     from indexer.batch.records import Options, RayOptions
     from indexer.batch.runner import BatchJob, IndexingInterrupted, run
