@@ -129,6 +129,7 @@ class Workspace:
         self.path = path
         self.done: set[int] = set()
         self.servers: list[subprocess.Popen] = []
+        self.failed: str | None = None  # the first example of the page that failed
         self.port = None
         (path / ".curlrc").write_text("fail-with-body\n", encoding="utf-8")
         if any(ex.mark == "server" for ex in examples_of(DOCS / page)):
@@ -235,13 +236,14 @@ def start_server(example: Example, workspace: Workspace) -> None:
         except OSError:
             time.sleep(0.2)
     log.seek(0)
+    workspace.failed = example.id
     pytest.fail(
         f"docs/{example.id}: the server did not answer {url}\n{log.read()[-3000:]}",
         pytrace=False,
     )
 
 
-def check_config(example: Example, cwd: Path) -> None:
+def check_config(example: Example, workspace: Workspace) -> None:
     """An ini example is a valid projects.cfg: its settings and each project's
     backend parameters parse (vocabularies and models need not exist)."""
     from indexer.config import load_config
@@ -251,7 +253,7 @@ def check_config(example: Example, cwd: Path) -> None:
 
     if not re.search(r"^\[[^\]]+\]", example.body, re.M):
         return  # a fragment to add to a section, not a whole configuration
-    path = cwd / f"example-{example.line}.cfg"
+    path = workspace.path / f"example-{example.line}.cfg"
     path.write_text(example.body, encoding="utf-8")
     try:
         config = load_config(path)
@@ -259,6 +261,7 @@ def check_config(example: Example, cwd: Path) -> None:
             backend = get_backend_class(project.backend)
             parse_params(backend.Params, project.params, f"Project '{project.id}'")
     except IndexerError as exc:
+        workspace.failed = example.id
         pytest.fail(f"docs/{example.id}: {exc.message}", pytrace=False)
     finally:
         path.unlink()
@@ -266,11 +269,12 @@ def check_config(example: Example, cwd: Path) -> None:
 
 def _check(example: Example, workspace: Workspace) -> None:
     if example.lang == "ini":
-        return check_config(example, workspace.path)
+        return check_config(example, workspace)
     if example.mark == "server":
         return start_server(example, workspace)
     result = run_example(example, workspace)
     if result.returncode != 0:
+        workspace.failed = example.id
         pytest.fail(
             f"docs/{example.id}: the {example.lang} example exited with "
             f"{result.returncode}\n--- example ---\n{example.body}"
@@ -286,6 +290,8 @@ def test_doc_example_runs(example: Example, workspaces, request) -> None:
     if example.mark == "no-run":
         pytest.skip(f"not run: {example.reason}")
     workspace = workspaces(example.page)
+    if workspace.failed:
+        pytest.skip(f"an earlier example of this page failed: docs/{workspace.failed}")
     earlier = [
         ex
         for ex in examples_of(DOCS / example.page)
@@ -294,11 +300,11 @@ def test_doc_example_runs(example: Example, workspaces, request) -> None:
     # earlier slow examples run only where this run selects slow tests
     run_slow = "not slow" not in (request.config.option.markexpr or "")
     for ex in earlier:
+        workspace.done.add(ex.line)
         if ex.mark in (None, "server") or (ex.mark == "slow" and run_slow):
             _check(ex, workspace)
-        workspace.done.add(ex.line)
-    _check(example, workspace)
     workspace.done.add(example.line)
+    _check(example, workspace)
 
 
 def test_examples_are_found() -> None:
@@ -321,6 +327,7 @@ def test_site_builds_strictly(tmp_path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
         cwd=ROOT,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
