@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from indexer.backend import LEXICAL, Backend
-from indexer.errors import ConfigError, NotTrainedError
+from indexer.errors import NotTrainedError
 from indexer.linear import LinearScorer
 from indexer.parallel import parallel_map
 from indexer.params import param
@@ -97,13 +97,6 @@ class LexicalParams:
     )
     compound_min_length: int = param(
         5, "shortest label stem matched inside compounds", min=2
-    )
-    compound_parts: str = param(
-        "no",
-        "match multi-word labels against the parts of compound words, and "
-        "compound labels against their parts written apart (needs an analyzer "
-        "that splits compounds: voikko)",
-        choices=["yes", "no"],
     )
     min_coverage: float = param(
         0.6,
@@ -237,17 +230,6 @@ class LexicalBackend(Backend):
         self._fuzzy = (
             _FuzzyWords({t for p in phrases for t in p}) if use_fuzzy else None
         )
-        self._part_phrases: dict[tuple[str, ...], list[tuple[int, bool]]] = {}
-        self._split = None
-        if self.params.compound_parts == "yes":
-            self._split = getattr(analyzer, "parts", None)
-            if self._split is None:
-                raise ConfigError(
-                    f"Project '{self.project.id}': compound_parts = yes needs an "
-                    "analyzer that splits compounds (analyzer = voikko(fi)), not "
-                    f"{self.project.analyzer_spec}"
-                )
-            self._part_phrases = _part_phrases(phrases, self._split_tokens)
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
         self._build_index()
@@ -324,47 +306,8 @@ class LexicalBackend(Backend):
                             match.fuzzy_only = False
                             match.senses = min(match.senses, senses)
                         break  # the longest head is the most specific
-        if self._split is not None:
-            self._compound_part_matches(tokens, matches)
         self._partial_matches(tokens, matches)
         return matches, len(tokens)
-
-    def _split_tokens(self, tokens) -> tuple[list[str], list[int]]:
-        """`tokens` with each compound replaced by its parts, and the position
-        in `tokens` that each part comes from."""
-        parts, origin = [], []
-        for i, token in enumerate(tokens):
-            split = self._split(token) or (token,)
-            parts += split
-            origin += [i] * len(split)
-        return parts, origin
-
-    def _compound_part_matches(
-        self, tokens: list[str], matches: dict[int, _Match]
-    ) -> None:
-        """Multi-word labels found among the parts of the text's compounds
-        ("kirjastonhoitaja" holds "kirjasto" + "hoitaja"), and compound labels
-        whose parts the text writes apart."""
-        parts, origin = self._split_tokens(tokens)
-        lengths = sorted({len(t) for t in self._part_phrases} | set(self._lengths))
-        for i in range(len(parts)):
-            for length in lengths:
-                if i + length > len(parts):
-                    break
-                if length < 2:
-                    continue
-                key = tuple(parts[i : i + length])
-                entries = self._phrases.get(key, []) + self._part_phrases.get(key, [])
-                start, end = origin[i], origin[i + length - 1] + 1
-                senses = _senses(entries)
-                for concept_id, is_pref in entries:
-                    known = matches.get(concept_id)
-                    if known is not None and (start, end) in known.spans:
-                        continue  # already matched as written
-                    match = matches[concept_id]
-                    self._record(match, start, is_pref, end - start, exact=True)
-                    match.fuzzy_only = False
-                    match.senses = min(match.senses, senses)
 
     @staticmethod
     def _record(
@@ -678,18 +621,6 @@ def _value(array: np.ndarray | None, index: int) -> float:
 def _smoothed_precision(hits, matched, base_rate: float) -> np.ndarray:
     """Share of a concept's label matches that were gold, shrunk to the base rate."""
     return (hits + MATCH_PSEUDOCOUNT * base_rate) / (matched + MATCH_PSEUDOCOUNT)
-
-
-def _part_phrases(phrases: dict, split) -> dict[tuple[str, ...], list]:
-    """Labels with a compound among their words, written with its parts
-    instead ("kirjastonhoitaja" -> kirjasto hoitaja), where that is not a
-    label already."""
-    out: dict[tuple[str, ...], list] = defaultdict(list)
-    for tokens, entries in phrases.items():
-        parts = tuple(split(tokens)[0])
-        if len(parts) > len(tokens) and parts not in phrases:
-            out[parts] += [e for e in entries if e not in out[parts]]
-    return dict(out)
 
 
 def _senses(entries: list[tuple[int, bool]]) -> int:

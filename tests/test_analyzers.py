@@ -164,12 +164,9 @@ def test_simplemma_lemmatizes():
     assert tokens == ["kirjasto", "kirjastonhoitaja"]
 
 
-def test_voikko_lemmatizes_and_splits_compounds():
+def test_voikko_lemmatizes():
     voikko = voikko_or_skip()
     assert voikko.tokens("Tähtitieteen kirjastoissa") == ["tähtitiede", "kirjasto"]
-    assert voikko.parts("kirjastonhoitajien") == ("kirjasto", "hoitaja")
-    assert voikko.parts("tietokoneohjelmat") == ("tieto", "kone", "ohjelma")
-    assert voikko.parts("arkeologian") == ()
     assert voikko.tokens("xqzzy") == ["xqzzy"]  # unknown words stay as they are
 
 
@@ -302,22 +299,3 @@ def test_annif_analyzers_are_converted(tmp_path):
     projects = Projects.from_path(out)
     assert str(projects.get("simplemma-fi").analyzer_spec) == settings["simplemma-fi"]
     assert projects.get("snowball-fi").analyzer_spec == default_analyzer("fi")
-
-
-def test_lexical_compound_parts_match_labels_written_apart(tmp_path):
-    voikko_or_skip()
-    projects = workspace_with(tmp_path, "voikko(fi)")
-    text = "Tähtien tieteestä ja auringon voimaa"  # tähtitiede, aurinkovoima
-    assert not {"astronomy", "solar-power"} & set(
-        uris(projects.get("lexical-fi"), text)
-    )
-    parts = workspace_with(tmp_path, "voikko(fi)")
-    parts.get("lexical-fi").config.params["compound_parts"] = "yes"
-    assert set(uris(parts.get("lexical-fi"), text)) >= {"astronomy", "solar-power"}
-
-
-def test_compound_parts_need_an_analyzer_that_splits_compounds(tmp_path):
-    project = workspace_with(tmp_path).get("lexical-fi")
-    project.config.params["compound_parts"] = "yes"
-    with pytest.raises(ConfigError, match="needs an analyzer that splits compounds"):
-        project.suggest(["tähtitiede"])

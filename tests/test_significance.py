@@ -194,6 +194,9 @@ def test_compare_errors(run_cli, workspace, tiny_corpus):
         (("lexical-en", "dummy-en", "--metric", "f1@7"), 2, "Unknown metric 'f1@7'"),
         (("lexical-en", "tfidf-en"), 1, "not trained"),
     ]
+    no_gold = ("lexical-en", "dummy-en", str(DATA / "nosubjects.tsv"))
+    result = run_cli("compare", *no_gold)
+    assert result.exit_code == 2 and "nothing to compare" in result.output
     for args, code, message in cases:
         result = run_cli("compare", *args[:2], str(tiny_corpus), *args[2:])
         assert result.exit_code == code, (args, result.output)

@@ -1,20 +1,15 @@
-"""Lemmatizing analyzers: simplemma, Voikko (Finnish, with compound parts) and
+"""Lemmatizing analyzers: simplemma, Voikko (Finnish) and
 spaCy. Each is an optional extra, imported only when a project uses it; the
 lemma of each word type is cached by the base class (bounded LRU)."""
 
 from __future__ import annotations
 
-import functools
 import importlib
-import re
 import threading
 
 from indexer.analyzer import CACHE_SIZE, DEFAULT_MIN_LENGTH, VOIKKO_DEBIAN, Analyzer
 from indexer.errors import ConfigError, DependencyError
 from indexer.registry import DISTRIBUTION
-
-#: one morpheme of Voikko's WORDBASES: "+kirjaston(kirjasto)"
-_WORDBASE = re.compile(r"\+([^(+]*)\(([^)]*)\)")
 
 
 def _require(module: str, analyzer: str, extra: str, also: str = ""):
@@ -56,9 +51,9 @@ class SimplemmaAnalyzer(Analyzer):
 
 
 class VoikkoAnalyzer(Analyzer):
-    """Finnish morphology from Voikko: the base form of each word, and the
-    parts of compounds (`parts`). One Voikko handle per thread: the C library's
-    handles are not safe to share."""
+    """Finnish morphology from Voikko: the base form of each word (its first
+    analysis). One Voikko handle per thread: the C library's handles are not
+    safe to share."""
 
     name = "voikko"
 
@@ -73,7 +68,6 @@ class VoikkoAnalyzer(Analyzer):
         super().__init__(language, False, min_length, cache_size)
         self._local = threading.local()
         self._handle()  # a missing library or dictionary shows now, not mid-run
-        self.parts = functools.lru_cache(maxsize=cache_size)(self._parts)
 
     def _handle(self):
         handle = getattr(self._local, "voikko", None)
@@ -103,27 +97,6 @@ class VoikkoAnalyzer(Analyzer):
         if not analyses or "BASEFORM" not in analyses[0]:
             return word
         return analyses[0]["BASEFORM"].lower()
-
-    def _parts(self, word: str) -> tuple[str, ...]:
-        """The base forms of a compound's parts ("kirjastonhoitajien" ->
-        kirjasto, hoitaja); a word that is not a compound gives ()."""
-        analyses = self._handle().analyze(word)
-        if not analyses:
-            return ()
-        base = analyses[0].get("BASEFORM", "").lower()
-        groups: list[list[str]] = []  # [surface, base form]
-        for surface, form in _WORDBASE.findall(analyses[0].get("WORDBASES", "")):
-            if form.startswith("+") and groups:  # a derivation ending: "hoita+ja"
-                groups[-1] = [groups[-1][0] + surface, ""]
-            elif surface:
-                groups.append([surface.lower(), form.lower()])
-        if len(groups) < 2:
-            return ()
-        prefix = "".join(surface for surface, _ in groups[:-1])
-        # the last part inflects with the whole word: take it from the base form
-        last = base[len(prefix) :] if base.startswith(prefix) else groups[-1][1]
-        parts = [form or surface for surface, form in groups[:-1]] + [last]
-        return tuple(p for p in parts if p)
 
 
 class SpacyAnalyzer(Analyzer):

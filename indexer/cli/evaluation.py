@@ -224,6 +224,11 @@ def compare(ctx: Context, project_a, project_b, paths, bootstrap, metrics, seed)
             f"Unknown metric {unknown[0]!r}; choose from: {', '.join(known)}"
         )
     evaluator_a, evaluator_b = _evaluate_pair(a, b, paths)
+    if not evaluator_a.results().get("documents_with_subjects"):
+        raise UsageError(
+            "No document of the corpus has gold subjects of the vocabulary: "
+            "there is nothing to compare"
+        )
     try:
         diffs = paired_difference(
             evaluator_a, evaluator_b, bootstrap, seed, CONFIDENCE, metrics or None

@@ -103,7 +103,8 @@ def seen_unseen(data: dict) -> str:
     ax.set_xticks(range(0, len(data["seen"]) + 1, 2))
     ax.set_xlabel("k (suggestions per document)")
     ax.set_ylabel("recall@k (micro)")
-    ax.legend(fontsize=8, loc="lower right")
+    if ax.get_lines():  # none when no document has gold subjects
+        ax.legend(fontsize=8, loc="lower right")
     return _svg(fig, "recall at k of seen and unseen subjects")
 
 
