@@ -80,10 +80,10 @@ class Example:
         return f"{self.page}:{self.line}"
 
 
-def examples_of(page: Path) -> list[Example]:
-    """The runnable-language code blocks of `page`, in order."""
+def examples_of(page: Path, docs: Path = DOCS) -> list[Example]:
+    """The runnable-language code blocks of `page` (under `docs`), in order."""
     text = page.read_text(encoding="utf-8")
-    name = page.relative_to(DOCS).as_posix()
+    name = page.relative_to(docs).as_posix()
     found = []
     for match in FENCE.finditer(text):
         lang = match["lang"].lower()
@@ -127,6 +127,7 @@ class Workspace:
 
     def __init__(self, path: Path, page: str):
         self.path = path
+        path.mkdir(parents=True, exist_ok=True)
         self.done: set[int] = set()
         self.servers: list[subprocess.Popen] = []
         self.failed: str | None = None  # the first example of the page that failed
@@ -317,6 +318,47 @@ def test_examples_are_found() -> None:
         assert ex.body.strip(), f"docs/{ex.id} is empty"
         if ex.mark:
             assert ex.reason, f"docs/{ex.id}: say why it is {ex.mark}"
+
+
+BROKEN_PAGE = """# A page
+
+<!-- no-run: needs a GPU -->
+```sh
+nvidia-smi
+```
+
+```sh
+indexer suggest demo-lexical --no-such-option < vocabularies/examples/solar-power.txt
+```
+
+```ini
+[misspelt]
+language = en
+vocab = disciplines
+backend = tfidf
+ngrams = 2
+```
+
+```text
+not an example
+```
+"""
+
+
+def test_a_broken_example_fails(tmp_path) -> None:
+    """What the suite promises: a renamed option or a misspelt parameter in an
+    example fails, and a marked example is collected with its reason."""
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    page.write_text(BROKEN_PAGE, encoding="utf-8")
+    gpu, option, config = examples_of(page, tmp_path / "docs")
+    assert (gpu.mark, gpu.reason) == ("no-run", "needs a GPU")
+    assert (option.mark, option.lang, config.lang) == (None, "sh", "ini")
+    workspace = Workspace(tmp_path / "ws", "index.md")
+    with pytest.raises(pytest.fail.Exception, match="No such option"):
+        _check(option, workspace)
+    with pytest.raises(pytest.fail.Exception, match="Did you mean 'ngram'"):
+        _check(config, workspace)
 
 
 def test_site_builds_strictly(tmp_path) -> None:
