@@ -86,6 +86,10 @@ class CrossFit:
                 "ensemble; a cross-fitted fusion needs trained sources: use its "
                 "sources directly"
             )
+        refusal = getattr(source.backend, "cross_fit_refusal", None)
+        why = refusal() if refusal is not None else ""
+        if why:
+            raise ConfigError(f"Project '{self.fusion.project.id}': {why}")
         if not source.backend_class.trainable:
             return REUSE  # nothing of its own to train: the same in every fold
         if source.id in reuse or source.backend_class.cross_fit == REUSE:

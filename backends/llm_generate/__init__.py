@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
@@ -157,7 +158,22 @@ class LlmGenerateBackend(Backend):
     Params = LlmGenerateParams
     needs_training = False
     # its training fits a few match-quality weights, nothing of the documents
+    # (but a fine-tuned generator has seen them: see `cross_fit_refusal`)
     cross_fit = "reuse"
+
+    def cross_fit_refusal(self) -> str:
+        """Why this project cannot be a source of a cross-fitted fusion (''
+        when it can): a generator fine-tuned on the training documents
+        would score folds it has seen as if they were new."""
+        if not self.params.adapter:
+            return ""
+        return (
+            f"source '{self.project.id}' generates with the fine-tuned adapter "
+            f"'{self.params.adapter}', which has seen the training documents "
+            "that cross-fitting scores as unseen: set cross_fit = 0 and fit the "
+            "fusion on a split the adapter was not trained on, or leave the "
+            "adapter out of this project"
+        )
 
     # -- parts ---------------------------------------------------------------
     @property
@@ -217,7 +233,8 @@ class LlmGenerateBackend(Backend):
             path = Path(sources[0]).parent / path
         if not path.is_dir():
             raise ConfigError(f"{self._where}: adapter '{path}' is not a directory")
-        return str(path.resolve())
+        # not resolved: the link that training swaps is read at each load
+        return os.path.abspath(path)
 
     def _make_generator(self) -> LocalGenerator | ServerGenerator:
         p = self.params

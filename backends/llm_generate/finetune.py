@@ -18,6 +18,7 @@ or from a shell: `python -m backends.llm_generate.finetune train.jsonl out`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -109,6 +110,29 @@ class LoraSettings:
     seed: int = 0
     device: str = "auto"
 
+    def check(self) -> None:
+        """ConfigError naming each setting out of its range."""
+        wrong = [
+            f"{name} = {value} ({rule})"
+            for name, value, ok, rule in (
+                ("steps", self.steps, self.steps >= 1, "at least 1"),
+                ("batch_size", self.batch_size, self.batch_size >= 1, "at least 1"),
+                ("rank", self.rank, self.rank >= 1, "the LoRA rank: at least 1"),
+                ("alpha", self.alpha, self.alpha > 0, "above 0"),
+                (
+                    "learning_rate",
+                    self.learning_rate,
+                    math.isfinite(self.learning_rate) and self.learning_rate > 0,
+                    "above 0",
+                ),
+                ("dropout", self.dropout, 0 <= self.dropout < 1, "from 0 to below 1"),
+                ("max_length", self.max_length, self.max_length >= 2, "at least 2"),
+            )
+            if not ok
+        ]
+        if wrong:
+            raise ConfigError("Fine-tuning settings out of range: " + "; ".join(wrong))
+
 
 def tokenized(tokenizer, pairs: list[Example], max_length: int) -> list[tuple]:
     """(token ids, prompt length) of each example that fits `max_length`:
@@ -161,6 +185,7 @@ def fine_tune(
         load_tokenizer,
     )
 
+    settings.check()
     where = f"Fine-tuning model '{model_name}'"
     model, device = resolve_model(model_name), pick_device(settings.device)
     tokenizer = load_tokenizer(model)
@@ -226,6 +251,9 @@ def fine_tune(
         "settings": asdict(settings),
         "device": device,
         "examples": len(rows),
+        # which documents the generator has seen: a fusion must not score
+        # them as new to it (cross-fitting)
+        "examples_digest": examples_digest(pairs),
         "left_out": len(pairs) - len(rows),  # longer than max_length
         "steps": len(losses),
         "loss_first": float(np.mean(losses[:window])),
@@ -237,27 +265,51 @@ def fine_tune(
     return info
 
 
+def examples_digest(pairs: list[Example]) -> str:
+    """sha256 of the prompts and answers trained on, in their order."""
+    sha = hashlib.sha256()
+    for pair in pairs:
+        for text in (pair.prompt, pair.completion):
+            data = text.encode("utf-8", "surrogatepass")
+            sha.update(len(data).to_bytes(8, "little") + data)
+    return sha.hexdigest()
+
+
 def save_adapter(adapted, info: dict, target: Path) -> None:
     """The adapter (safetensors) and `info` (finetune.json) in a new
-    directory that then replaces `target`: an interrupted save leaves the
-    previous adapter whole."""
+    directory `.NAME.TAG` beside `target`; `target` then becomes a link to
+    it, replaced in one atomic step (os.replace), so that a save killed at
+    any point leaves `target` a whole adapter, the previous or the new one.
+    The previous version is removed after the swap. (A `target` that is a
+    directory, saved before adapters were links, is moved aside just
+    before the swap: the one moment a kill leaves no adapter there.)"""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:12]
-    fresh = target.parent / f".{target.name}.{tag}.tmp"
-    previous = target.parent / f".{target.name}.{tag}.old"
+    fresh = target.parent / f".{target.name}.{tag}"
+    link = target.parent / f".{target.name}.{tag}.link"
+    previous: Path | None = None
+    moved = False
     try:
         adapted.save_pretrained(str(fresh), safe_serialization=True)
-        (fresh / ADAPTER_INFO).write_text(json.dumps(info, indent=2))
-        if target.exists():
+        text = json.dumps(info, indent=2, allow_nan=False)
+        (fresh / ADAPTER_INFO).write_text(text)
+        os.symlink(fresh.name, link)
+        if target.is_symlink():
+            previous = target.parent / os.readlink(target)
+        elif target.exists():
+            previous = target.parent / f".{target.name}.{tag}.old"
             os.rename(target, previous)
-        os.rename(fresh, target)
+            moved = True
+        os.replace(link, target)
     except BaseException:
-        if previous.exists() and not target.exists():
+        if moved and not target.exists():
             os.rename(previous, target)  # the previous adapter back in place
+        link.unlink(missing_ok=True)
         shutil.rmtree(fresh, ignore_errors=True)
         raise
-    shutil.rmtree(previous, ignore_errors=True)
+    if previous is not None and previous.name.startswith(f".{target.name}."):
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         device=args.device,
     )
+    try:
+        settings.check()
+    except IndexerError as exc:
+        message = exc.message
+        for name in ("batch_size", "learning_rate", "max_length"):
+            message = message.replace(name, name.replace("_", "-"))
+        parser.error(message)  # a usage error: exit 2
     try:
         pairs = read_examples(args.data)
         info = fine_tune(args.model, pairs, settings, args.adapter)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -173,7 +174,10 @@ def test_two_steps_give_a_finite_loss_and_a_safetensors_adapter(adapter):
     saved = json.loads((target / "finetune.json").read_text())
     assert saved["base_model"]["identity"].startswith("local ")
     assert saved["settings"]["steps"] == 2
-    assert not list(target.parent.glob(f".{target.name}.*"))
+    assert len(saved["examples_digest"]) == 64  # which documents it has seen
+    # the adapter is a link to its version, and nothing else is left beside
+    assert target.is_symlink()
+    assert list(target.parent.glob(f".{target.name}.*")) == [target.resolve()]
 
 
 def _with(workspace, **settings):
@@ -227,37 +231,178 @@ def test_a_wrong_adapter_is_a_configuration_error(
         _with(dense_workspace, adapter=target, model=tiny_llm).suggest([ASTRONOMY])
 
 
-def test_an_interrupted_save_leaves_the_previous_adapter_whole(
-    adapter, tmp_path, monkeypatch
-):
+class _Adapted:
+    """Saves like a peft model: a config and weights that name `version`."""
+
+    def __init__(self, version: str):
+        self.version = version
+
+    def save_pretrained(self, directory, safe_serialization):
+        import os
+
+        assert safe_serialization
+        os.makedirs(directory)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            (Path(directory) / name).write_text(self.version)
+
+
+def _killed_at(step: int, target) -> bool:
+    """Save version 'new' over `target` in a child process that is killed
+    (os._exit: no clean-up runs) at its `step`-th file-system operation;
+    whether it was killed before the save finished."""
     import os
     import shutil
 
     from backends.llm_generate import finetune
 
+    pid = os.fork()
+    if pid == 0:  # the child
+        calls = [0]
+
+        def dying(function):
+            def call(*args, **kwargs):
+                calls[0] += 1
+                if calls[0] == step:
+                    os._exit(9)
+                return function(*args, **kwargs)
+
+            return call
+
+        for module, name in (
+            (os, "rename"),
+            (os, "replace"),
+            (os, "symlink"),
+            (shutil, "rmtree"),
+        ):
+            setattr(module, name, dying(getattr(module, name)))
+        finetune.save_adapter(_Adapted("new"), {"steps": 1}, target)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 9
+
+
+def test_a_save_killed_at_any_point_leaves_a_whole_adapter(tmp_path):
+    from backends.llm_generate import finetune
+
+    versions = set()
+    for step in range(1, 10):
+        target = tmp_path / f"kill-{step}" / "generator"
+        finetune.save_adapter(_Adapted("old"), {"steps": 1}, target)
+        killed = _killed_at(step, target)
+        files = {p.name: p.read_text() for p in target.iterdir()}
+        assert set(files) == {"adapter_config.json", "adapter_model.safetensors"} | {
+            "finetune.json"
+        }, f"killed at step {step}"
+        version = files["adapter_model.safetensors"]
+        assert files["adapter_config.json"] == version  # one version, whole
+        versions.add(version)
+        if not killed:
+            assert version == "new"
+            break
+    else:
+        pytest.fail("the save never finished")
+    assert versions == {"old", "new"}
+
+
+def test_an_interrupted_save_leaves_the_previous_adapter_whole(tmp_path, monkeypatch):
+    import os
+
+    from backends.llm_generate import finetune
+
     target = tmp_path / "generator"
-    shutil.copytree(adapter[0], target)
-    before = {p.name: p.read_bytes() for p in target.iterdir()}
-
-    class Adapted:  # saves like a peft model, then the swap is interrupted
-        def save_pretrained(self, directory, safe_serialization):
-            assert safe_serialization
-            os.makedirs(directory)
-
-    renames = []
+    finetune.save_adapter(_Adapted("old"), {"steps": 1}, target)
 
     def interrupted(src, dst):
-        renames.append(dst)
-        if len(renames) == 2:  # after moving the old one aside
-            raise KeyboardInterrupt
-        os.rename(src, dst)
+        raise KeyboardInterrupt
 
-    monkeypatch.setattr(finetune.os, "rename", interrupted)
+    monkeypatch.setattr(finetune.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        finetune.save_adapter(Adapted(), {"steps": 1}, target)
+        finetune.save_adapter(_Adapted("new"), {"steps": 1}, target)
     monkeypatch.undo()
-    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
-    assert not list(tmp_path.glob(".generator.*"))
+    assert (target / "adapter_model.safetensors").read_text() == "old"
+    assert list(tmp_path.glob(".generator.*")) == [target.resolve()]
+    assert os.path.islink(target)
+
+
+def test_settings_out_of_range_are_refused_before_training(
+    tmp_path, tiny_chat_llm, capsys
+):
+    from backends.llm_generate.finetune import main
+
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"prompt": "Stars", "completion": '["a"]'}) + "\n")
+    out = tmp_path / "adapter"
+    for flags, message in (
+        (["--steps", "0"], "steps = 0 (at least 1)"),
+        (["--steps", "-3"], "steps = -3 (at least 1)"),
+        (["--batch-size", "0"], "batch-size = 0 (at least 1)"),
+        (["--rank", "0"], "rank = 0 (the LoRA rank: at least 1)"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main([str(data), str(out), "--model", str(tiny_chat_llm), *flags])
+        assert exited.value.code == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+    with pytest.raises(ConfigError, match="steps = 0"):
+        fine_tune(str(tiny_chat_llm), [], LoraSettings(steps=0), out)
+
+
+def test_an_adapter_trained_again_loads_afresh_in_the_same_process(
+    tmp_path, tiny_chat_llm
+):
+    import torch
+
+    from indexer.neural.causal_lm import load_causal_lm
+
+    pairs = [
+        Example("<|im_start|>user\nstars<|im_end|>\n<|im_start|>assistant\n", "[]")
+    ]
+    target = tmp_path / "generator"
+    first = LoraSettings(steps=1, batch_size=1, learning_rate=0.05, device="cpu")
+    fine_tune(str(tiny_chat_llm), pairs, first, target)
+    before = load_causal_lm(str(tiny_chat_llm), "cpu", "float32", str(target))
+    again = LoraSettings(
+        steps=1, batch_size=1, learning_rate=0.05, seed=1, device="cpu"
+    )
+    fine_tune(str(tiny_chat_llm), pairs, again, target)
+    after = load_causal_lm(str(tiny_chat_llm), "cpu", "float32", str(target))
+    assert after is not before and after.adapter != before.adapter
+    assert after.adapter.startswith("generator ")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(
+        after.model.state_dict()[name], before.model.state_dict()[name]
+    )
+
+
+def test_an_adapter_identity_covers_the_whole_weights(tmp_path, tiny_chat_llm):
+    from indexer.neural.causal_lm import adapter_identity
+    from indexer.neural.models import resolve_model
+
+    model = resolve_model(str(tiny_chat_llm))
+    identities = set()
+    for last in (b"a", b"b"):
+        adapter = tmp_path / "adapter"
+        adapter.mkdir(exist_ok=True)
+        (adapter / "adapter_config.json").write_text("{}")
+        (adapter / "adapter_model.safetensors").write_bytes(b"x" * (1 << 21) + last)
+        identities.add(adapter_identity(adapter, model))
+    assert len(identities) == 2  # the two differ after the first MiB only
+
+
+def test_a_cross_fitted_fusion_refuses_a_fine_tuned_generator(dense_workspace, adapter):
+    from backends.fusion_crossfit import CrossFit
+
+    cfg = dense_workspace / "projects.cfg"
+    cfg.write_text(
+        cfg.read_text().replace(
+            "[llm_generate-en]", f"[llm_generate-en]\nadapter = {adapter[0]}"
+        )
+        + "\n[fused]\nlanguage = en\nvocab = tiny\nbackend = calibrated\n"
+        + "sources = tfidf-en, llm_generate-en\n"
+    )
+    project = Projects.from_path(cfg).get("fused")
+    with pytest.raises(ConfigError, match="fine-tuned adapter.*cross_fit = 0"):
+        CrossFit(project.backend, project.backend.sources(), None, 2)
 
 
 def test_the_command_line_trains_an_adapter_from_jsonl(tmp_path, tiny_chat_llm, capsys):
