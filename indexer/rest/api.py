@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections import Counter
 
 from flask import Blueprint, current_app, g, request
@@ -160,6 +161,31 @@ def project_info(project: Project, authorised: bool = False) -> dict:
     return info
 
 
+#: parameters whose names say they locate a server or hold a credential
+_PRIVATE_PARAM = re.compile(
+    r"url|host|endpoint|server|key|token|secret|password|credential|auth", re.I
+)
+
+
+def _private(name: str, value) -> bool:
+    """Whether a parameter tells the operator's business: a server's address
+    or a credential (by its name), a URL or a path on the server (by its value)."""
+    if _PRIVATE_PARAM.search(name):
+        return True
+    values = value if isinstance(value, list) else [value]
+    return any(
+        isinstance(v, str) and ("://" in v or v.startswith(("/", "~"))) for v in values
+    )
+
+
+def shown_params(params: dict, authorised: bool) -> dict:
+    """A project's parameters as a caller sees them: without the API key, the
+    values that name a server, a URL, a key or a path on the server are null."""
+    if authorised:
+        return params
+    return {k: None if _private(k, v) else v for k, v in params.items()}
+
+
 @v1.get("/projects")
 @documented(s.ProjectList)
 def list_projects():
@@ -176,13 +202,17 @@ def list_projects():
 @v1.get("/projects/<project_id>")
 @documented(s.ProjectDetail, (401, 404, 500))
 def get_project(project_id: str):
-    """One project, with its parameters and model"""
-    project = _project(project_id)
-    info = project_info(project, _authorised())
+    """One project, with its parameters and model
+
+    Without the API key, the parameters that name a server (its URL), a key
+    or a path on the server are null.
+    """
+    project, authorised = _project(project_id), _authorised()
+    info = project_info(project, authorised)
     params = model = None
     if info["status"] != "unavailable":
         backend = project.backend
-        params = jsonable(dataclasses.asdict(backend.params))
+        params = shown_params(jsonable(dataclasses.asdict(backend.params)), authorised)
         manifest = backend.manifest
         if manifest:
             keys = ("trained_at", "documents", "subjects_seen", "vocab_size")
