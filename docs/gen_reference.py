@@ -47,11 +47,18 @@ def cli_reference(_arg: str | None = None, _page: str = "") -> str:
     from indexer.cli import cli
 
     root = click.Context(cli, info_name="indexer")
-    out = [_command_doc(cli, root, "indexer", level=2)]
-    for name in cli.list_commands(root):
-        command = cli.get_command(root, name)
-        if command is None or command.hidden:
-            continue
+    commands = [
+        (name, command)
+        for name in cli.list_commands(root)
+        if (command := cli.get_command(root, name)) and not command.hidden
+    ]
+    summary = ["| command | what it does |", "|---|---|"]
+    for name, command in commands:
+        anchor = f"indexer-{name}"
+        short = _cell(command.get_short_help_str(limit=200))
+        summary.append(f"| [`{name}`](#{anchor}) | {short} |")
+    out = ["\n".join(summary) + "\n", _command_doc(cli, root, "indexer", level=2)]
+    for name, command in commands:
         ctx = click.Context(command, info_name=name, parent=root)
         out.append(_command_doc(command, ctx, f"indexer {name}", level=2))
     return "\n".join(out)
