@@ -1160,6 +1160,14 @@ def test_real_server_over_http(config_path):
         assert (status, kind) == (413, "application/problem+json")
         status, _, _ = http("POST", f"{base}/v1/projects/nope/suggest", payload)
         assert status == 404
+        # waitress's own answers to what the app never sees
+        for raw, expected in (
+            (b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        ):
+            status, kind, detail = raw_request(base, raw)
+            assert (status, kind) == (expected, "application/problem+json")
+            assert detail["status"] == status and detail["title"], detail
 
         # concurrent clients over real sockets agree with each other
         results: list = []

@@ -68,6 +68,31 @@ def _waitress_options(app: Flask) -> dict:
     return {"ident": "indexer", "max_request_body_size": max(4 * limit, 64 << 20)}
 
 
+def problem_errors() -> None:
+    """waitress's own error answers (a malformed request, headers too large:
+    the app never sees those) as problem+json, like the app's, rather than
+    waitress's plain text; waitress has no hook for them, so its error class
+    gets this method for good."""
+    import json
+
+    from waitress.utilities import Error
+
+    def to_response(self, ident=None):
+        body = {
+            "type": "about:blank",
+            "title": self.reason,
+            "status": self.code,
+            "detail": self.body or self.reason,
+        }
+        headers = [
+            ("Content-Type", "application/problem+json"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+        return f"{self.code} {self.reason}", headers, json.dumps(body).encode()
+
+    Error.to_response = to_response
+
+
 def make_server(
     app: Flask,
     host: str = "127.0.0.1",
@@ -80,6 +105,7 @@ def make_server(
     from waitress import create_server
 
     quiet_queue_warnings()
+    problem_errors()
     options = {**_waitress_options(app), **options}
     return create_server(app, host=host, port=port, threads=threads, **options)
 
@@ -341,6 +367,7 @@ def _worker(projects, sock, threads: int, preload: bool, settings, tell: int):
         if metrics is not None:
             metrics.worker_started()
         quiet_queue_warnings()
+        problem_errors()
         server = create_server(
             app, sockets=[sock], threads=threads, **_waitress_options(app)
         )
