@@ -43,7 +43,13 @@ from backends.llm_rank.prompts import (
 )
 from indexer.analyzer import get_analyzer
 from indexer.backend import LEXICAL, Backend
-from indexer.errors import ConfigError, InputError, NotTrainedError, ServiceError
+from indexer.errors import (
+    ConfigError,
+    DependencyError,
+    InputError,
+    NotTrainedError,
+    ServiceError,
+)
 from indexer.neural.http import SERVER_SETTINGS, ModelServerParams
 from indexer.params import param
 from indexer.suggestion import SuggestionBatch
@@ -346,11 +352,23 @@ class LlmRankBackend(Backend):
         """The System One decision config (answer labels and chat template)
         that gives a server `model` the prompt the local engine gives it; only
         the model's tokenizer is loaded."""
-        from indexer.neural.llm import load_tokenizer
+        from indexer.neural.llm import load_tokenizer, on_this_machine
         from indexer.neural.models import resolve_model
 
         p, where = self.params, f"Project '{self.project.id}'"
-        tokenizer = load_tokenizer(resolve_model(self._llm_name()))
+        try:
+            model = resolve_model(self._llm_name())  # never the hub when offline
+        except DependencyError as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
+        if not on_this_machine(model):
+            raise ConfigError(
+                f"{where}: decision-config needs the tokenizer of model "
+                f"'{model.name}', which is neither a local directory nor a "
+                "packaged model (nor a hub id in the local cache): set model to "
+                "the served model's local directory (or download its hub id "
+                "first) to write the decision config"
+            )
+        tokenizer = load_tokenizer(model)
         has_template = bool(getattr(tokenizer, "chat_template", None))
         chat = p.prompt_style == "chat" or (p.prompt_style == "auto" and has_template)
         templates = self._templates(where)

@@ -26,11 +26,18 @@ def local_tokenizer(name: str):
     otherwise (loading a hub id that is not here would try to download it)."""
     try:
         model = resolve_model(name)
-        if model.identity.startswith("hub ") and "(cached)" not in model.identity:
+        if not on_this_machine(model):
             return None
         return load_tokenizer(model)
     except DependencyError:
         return None
+
+
+def on_this_machine(model: ResolvedModel) -> bool:
+    """Whether `model` loads without the hub: a local directory, a packaged
+    model or a hub id in the local cache (an id not cached would be
+    downloaded, or retried for a minute where the hub is out of reach)."""
+    return not (model.identity.startswith("hub ") and "(cached)" not in model.identity)
 
 
 def load_tokenizer(model: ResolvedModel, padding_side: str = "right"):

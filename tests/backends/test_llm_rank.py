@@ -585,3 +585,32 @@ def test_a_document_cannot_write_control_tokens_into_the_prompt(projects):
         i in control for i in clean.prefix
     )
     assert len(prompt.prefix) > len(clean.prefix)  # the tokens are there, as text
+
+
+@pytest.mark.parametrize("offline", ["", "1"])
+def test_decision_config_for_a_model_known_only_to_the_server_fails_at_once(
+    dense_workspace, run_cli, tiny_encoder, monkeypatch, offline
+):
+    import time
+
+    from ..model_servers import FaultyServer
+
+    with FaultyServer() as hub:  # where the hub would be: it must not be asked
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+        monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
+        _add(
+            dense_workspace,
+            "rank-server-name",
+            engine="systemone",
+            url="http://127.0.0.1:1",
+            model="org/served-only",
+            embed_model=tiny_encoder,
+        )
+        started = time.monotonic()
+        result = run_cli("decision-config", "rank-server-name")
+        assert time.monotonic() - started < 10
+    assert result.exit_code == 2, result.output
+    assert "org/served-only" in result.output
+    assert "local directory" in result.output and "Traceback" not in result.output
+    assert hub.requests == 0
