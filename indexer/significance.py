@@ -244,6 +244,50 @@ def bootstrap_interval(
     return bootstrap(evaluator, n_boot, seed, confidence, [metric])[metric]
 
 
+def subject_intervals(
+    evaluator: Evaluator,
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, np.ndarray]:
+    """Percentile intervals of each subject's precision, recall and F1, in the
+    rows of `Evaluator.per_subject()`: arrays `precision_low`, `precision_high`,
+    `recall_low`, ... A resample where a ratio is 0/0 (precision of a subject
+    not suggested, recall of one without gold in the resample) says nothing
+    of it and is left out of that interval; NaN where no resample has it."""
+    import warnings
+
+    _check(n_boot, confidence)
+    table = _Table(evaluator)
+    tp_m, fp_m, fn_m = table.subjects
+    names = ("precision", "recall", "f1")
+    replicates: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    step = max(1, _CHUNK_CELLS // max(1, tp_m.shape[1]))
+    for counts in resample_counts(table.n_docs, n_boot, seed):
+        for start in range(0, len(counts), step):
+            w = counts[start : start + step].astype(np.float64).T
+            tp, fp, fn = ((m.T @ w).T for m in (tp_m, fp_m, fn_m))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # 0/0 (not suggested; no gold drawn; neither) is NaN: left out
+                values = {
+                    "precision": tp / (tp + fp),
+                    "recall": tp / (tp + fn),
+                    "f1": 2 * tp / (2 * tp + fp + fn),
+                }
+            for n in names:
+                replicates[n].append(values[n].astype(np.float32))
+    tail = (1 - confidence) / 2 * 100
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: no interval
+        for n in names:
+            low, high = np.nanpercentile(
+                np.concatenate(replicates[n]), [tail, 100 - tail], axis=0
+            )
+            out[f"{n}_low"], out[f"{n}_high"] = low, high
+    return out
+
+
 def paired_difference(
     evaluator_a: Evaluator,
     evaluator_b: Evaluator,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,8 @@ from indexer.significance import (
     interval_metrics,
     metrics_for_weights,
     paired_difference,
+    resample_counts,
+    subject_intervals,
 )
 from indexer.suggestion import SuggestionBatch
 
@@ -141,6 +145,39 @@ def test_paired_difference_needs_the_same_documents():
         paired_difference(a, b, n_boot=10)
 
 
+def test_subject_intervals_match_evaluating_each_resample():
+    gold, batch = random_run(30, 10)
+    evaluator = evaluator_for(gold, batch)
+    intervals = subject_intervals(evaluator, n_boot=40, seed=3)
+    subjects = [r["subject"] for r in evaluator.per_subject()]
+    values = {n: [] for n in ("precision", "recall", "f1")}
+    for counts in resample_counts(30, 40, seed=3):
+        for row in counts:
+            drawn = np.repeat(np.arange(30), row)
+            resample = evaluator_for(
+                [gold[i] for i in drawn], SuggestionBatch(batch.matrix[drawn])
+            )
+            tp, fp, fn = (
+                resample.tp[subjects],
+                resample.fp[subjects],
+                resample.fn[subjects],
+            )
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values["precision"].append(tp / (tp + fp))
+                values["recall"].append(tp / (tp + fn))
+                values["f1"].append(2 * tp / (2 * tp + fp + fn))
+    for name, replicates in values.items():
+        with warnings.catch_warnings():  # a subject no resample has: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanpercentile(np.array(replicates), [2.5, 97.5], axis=0)
+        assert intervals[f"{name}_low"] == pytest.approx(low, abs=1e-6, nan_ok=True), (
+            name
+        )
+        assert intervals[f"{name}_high"] == pytest.approx(
+            high, abs=1e-6, nan_ok=True
+        ), name
+
+
 def test_eval_bootstrap_prints_and_writes_intervals(run_cli, workspace, tiny_corpus):
     import json
 
@@ -160,6 +197,20 @@ def test_eval_bootstrap_prints_and_writes_intervals(run_cli, workspace, tiny_cor
     assert run_cli(*args).stdout == result.stdout  # seeded: the same interval
     plain = run_cli("eval", "tfidf-en", str(tiny_corpus)).stdout
     assert "[" not in plain
+    # per-subject intervals in the results TSV
+    results = workspace / "r.tsv"
+    assert run_cli(*args, "--results-file", str(results)).exit_code == 0
+    header, *rows = (line.split("\t") for line in results.read_text().splitlines())
+    assert header[-6:] == [
+        "precision_low",
+        "precision_high",
+        "recall_low",
+        "recall_high",
+        "f1_low",
+        "f1_high",
+    ]
+    history = next(r for r in rows if r[1] == "history")
+    assert float(history[-2]) < float(history[8]) < float(history[-1])
 
 
 def test_compare_gives_difference_interval_and_verdict(run_cli, tiny_corpus):

@@ -164,15 +164,7 @@ def eval_command(
             data["bootstrap"] = _bootstrap_json(intervals, bootstrap, seed)
         Path(metrics_file).write_text(json.dumps(data, indent=2))
     if results_file:
-        vocab = project.vocab
-        with open(results_file, "w", encoding="utf-8") as f:
-            f.write("uri\tlabel\tsupport\ttp\tfp\tfn\tprecision\trecall\tf1\n")
-            for r in evaluator.per_subject():
-                label = vocab.label(r["subject"], project.language)
-                f.write(
-                    f"<{vocab.uris[r['subject']]}>\t{label}\t{r['support']}\t{r['tp']}\t{r['fp']}\t{r['fn']}\t"
-                    f"{r['precision']:.4f}\t{r['recall']:.4f}\t{r['f1']:.4f}\n"
-                )
+        _write_results(project, evaluator, results_file, bootstrap, seed)
     if report:
         from indexer.report import write_report
 
@@ -186,6 +178,34 @@ def eval_command(
             command=_command_line(),
         )
         click.echo(f"Report written to {report} (kept as {saved})", err=True)
+
+
+def _write_results(project, evaluator, path, bootstrap: int | None, seed: int):
+    """Per-subject results as TSV; with `bootstrap`, each subject's precision,
+    recall and F1 intervals in six more columns (empty: no interval)."""
+    vocab = project.vocab
+    columns = ["precision", "recall", "f1"]
+    intervals = {}
+    if bootstrap:
+        from indexer.significance import subject_intervals
+
+        intervals = subject_intervals(evaluator, bootstrap, seed, CONFIDENCE)
+    header = ["uri", "label", "support", "tp", "fp", "fn", *columns]
+    header += [f"{c}_{end}" for c in columns for end in ("low", "high")] * bool(
+        intervals
+    )
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\t".join(header) + "\n")
+        for i, r in enumerate(evaluator.per_subject()):
+            s = r["subject"]
+            row = [f"<{vocab.uris[s]}>", vocab.label(s, project.language)]
+            row += [str(r[k]) for k in ("support", "tp", "fp", "fn")]
+            row += [f"{r[c]:.4f}" for c in columns]
+            for name in [f"{c}_{end}" for c in columns for end in ("low", "high")]:
+                if name in intervals:
+                    value = intervals[name][i]
+                    row.append("" if value != value else f"{value:.4f}")
+            f.write("\t".join(row) + "\n")
 
 
 def _command_line() -> str:
