@@ -123,7 +123,7 @@ function updateProjectMeta() {
   const project = selectedProject();
   const meta = $("project-meta");
   meta.replaceChildren();
-  $("report-link").hidden = true;
+  $("report-row").hidden = true;
   if (!project) return;
   const backend = project.backend.backend_id;
   const parts = [
@@ -143,9 +143,10 @@ function updateProjectMeta() {
     meta.append(pill);
   }
   // the detail names the last report of `indexer eval --report`, if any
-  const report = $("report-link");
-  report.hidden = !project.evaluation_report;
-  if (project.evaluation_report) report.href = `${API}/${project.evaluation_report}`;
+  $("report-row").hidden = !project.evaluation_report;
+  if (project.evaluation_report) {
+    $("report-link").href = `${API}/${project.evaluation_report}`;
+  }
   $("limit").value = project.limit;
   const explain = $("explain");
   explain.disabled = !project.explain;
