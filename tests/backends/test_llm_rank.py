@@ -544,28 +544,40 @@ def test_the_documents_of_a_batch_are_judged_concurrently(
     assert server.max_in_flight == 4  # as many as allowed, and no more
 
 
-def test_on_error_retrieval_covers_the_label_bias_and_the_generate_source(
-    dense_workspace, tiny_chat_llm, tiny_encoder
+@pytest.mark.parametrize(
+    ("settings", "failing"),
+    [
+        # the label bias asks about an empty document: that request fails
+        ({"contextual": "true"}, lambda state: state == ""),
+        # the generate source's chat server (the same URL) does not exist
+        ({"sources": "lexical, embed, generate"}, lambda state: False),
+    ],
+    ids=["label-bias", "generate-source"],
+)
+def test_on_error_retrieval_covers_every_request_to_the_server(
+    dense_workspace, tiny_chat_llm, tiny_encoder, settings, failing
 ):
-    with SystemOneServer(fail_state=lambda state: state == "") as server:
-        # the empty document of the label bias fails; the generate source's
-        # chat server (the same URL) does not exist
+    with SystemOneServer(fail_state=failing) as server:
         projects = _served(
             dense_workspace,
             "rank-fallback",
             server.url,
             tiny_chat_llm,
             tiny_encoder,
-            contextual="true",
             on_error="retrieval",
-            sources="lexical, embed, generate",
+            **settings,
         )
         project = projects.get("rank-fallback")
         batch = project.suggest([ASTRONOMY])
         [analysis] = project.backend.analyse([ASTRONOMY])
-    assert batch.row(0) and analysis.llm_failed
+    assert batch.row(0)
     assert not any("generate" in s for s in analysis.sources)
-    expected = project.backend.combine(analysis.x, "retrieval")
+    if "contextual" in settings:
+        assert analysis.llm_failed
+        expected = project.backend.combine(analysis.x, "retrieval")
+    else:
+        assert analysis.judged  # the judge's own server works
+        expected = project.backend.combine(analysis.x)
     scores = dict(zip(analysis.ids.tolist(), expected.tolist(), strict=True))
     assert all(abs(s.score - scores[s.subject]) < 1e-6 for s in batch.row(0))
 
