@@ -298,3 +298,22 @@ def test_web_page_links_the_last_report(trained, workspace, browser):
         assert browser.title == "Evaluation of tfidf-en"
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+
+
+def test_labels_and_paths_are_escaped(trained, workspace):
+    """A vocabulary label or corpus path is text on the page, never markup."""
+    from indexer.report.html import render_html
+
+    report_file = workspace / "r.json"
+    corpus = str(DATA / "tiny.tsv")
+    assert (
+        trained("eval", "tfidf-en", corpus, "--report", str(report_file)).exit_code == 0
+    )
+    report = json.loads(report_file.read_text())
+    hostile = '<img src=x onerror="alert(1)">'
+    report["concepts"]["rows"][0]["label"] = hostile
+    report["corpus"]["paths"] = [hostile]
+    report["command"] = f"indexer eval x '{hostile}'"
+    page = render_html(report)
+    assert hostile not in page
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
