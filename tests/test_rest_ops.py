@@ -837,3 +837,22 @@ def test_faiss_says_nothing_of_its_loader_in_the_server_log():
     assert result.returncode == 0, result.stderr
     assert "ModuleNotFoundError" not in result.stderr
     assert "faiss.loader" not in result.stderr
+
+
+def test_a_json_log_has_the_refusal_to_start_as_json_too(ops_config):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-c", "from indexer.cli import main; main()"]
+            + ["--projects", str(ops_config), "serve", "--port", str(port)]
+            + ["--log-format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    [record] = [json.loads(line) for line in result.stderr.splitlines()]
+    assert record["level"] == "ERROR"
+    assert record["message"].startswith(f"Error: Port {port} on 127.0.0.1 is in use")

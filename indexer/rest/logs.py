@@ -145,9 +145,17 @@ class StderrToLog(io.TextIOBase):
         try:
             for line in lines:
                 if line.strip():
-                    self.log.log(self.level, line.rstrip("\r"))
+                    self.log.log(_level_of(line, self.level), line.rstrip("\r"))
         finally:
             self._inside.yes = False
+
+
+def _level_of(line: str, default: int) -> int:
+    """The level a printed line says it has ("Error: ...", "Warning: ...")."""
+    for prefix, level in (("Error", logging.ERROR), ("Warning", logging.WARNING)):
+        if line.startswith(prefix):
+            return level
+    return default
 
 
 def configure_logging(log_format: str = "text") -> None:
