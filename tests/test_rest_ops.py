@@ -856,3 +856,33 @@ def test_a_json_log_has_the_refusal_to_start_as_json_too(ops_config):
     [record] = [json.loads(line) for line in result.stderr.splitlines()]
     assert record["level"] == "ERROR"
     assert record["message"].startswith(f"Error: Port {port} on 127.0.0.1 is in use")
+
+
+@needs_fork
+def test_gunicorn_replaces_a_killed_worker(ops_config):
+    import signal
+
+    server = gunicorn(ops_config)
+    try:
+        wait_ready(server.base)
+        children = Path(
+            f"/proc/{server.process.pid}/task/{server.process.pid}/children"
+        )
+        if not children.exists():
+            pytest.skip("needs Linux's /proc/PID/task/TID/children")
+
+        def workers() -> set[int]:
+            return {int(pid) for pid in children.read_text().split()}
+
+        before = workers()
+        assert len(before) == 2
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(
+            lambda: len(workers()) == 2 and victim not in workers(), 30, "not replaced"
+        )
+        assert server.process.poll() is None
+        for _ in range(4):
+            assert suggest(server.base, "tfidf-en", PHYSICS)[0] == 200
+    finally:
+        assert server.stop() == 0
