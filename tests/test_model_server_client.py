@@ -311,3 +311,28 @@ def test_an_empty_refusal_reads_well():
         with pytest.raises(ServiceError) as caught:
             ask(server.url)
     assert caught.value.message.endswith("refused the request: it answered HTTP 404")
+
+
+def test_after_a_timeout_the_server_gets_one_request_at_a_time_again():
+    def first_slow(handler):
+        time.sleep(1.5 if server.requests == 1 else 0.3)
+        answer(handler, 200, json.dumps(DECISION).encode())
+
+    with HostileServer(first_slow) as server:
+        with pytest.raises(ServiceError, match="no answer within 0.5 s"):
+            ask(server.url, timeout=0.5, concurrency=4)
+        time.sleep(1.2)  # the server is done with the abandoned request
+        ModelServer(server.url).breaker.reset()  # this test is about the gate
+        server.most_at_once = 0
+        threads = [
+            threading.Thread(target=ask, args=(server.url,), kwargs={"concurrency": 4})
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert server.requests == 5
+    # one, then two at a time (one answer in time raises the limit by one),
+    # where four would have gone out at once
+    assert server.most_at_once == 2

@@ -19,7 +19,10 @@ PATH = "/v1/chat/completions"
 
 
 class ChatClient:
-    """Asks a chat-completions server; a batch's requests go out concurrently."""
+    """Asks a chat-completions server; a batch's requests go out concurrently,
+    at most `concurrency` at once together with every other client of the same
+    server (see `indexer.neural.http`, which also bounds each request's time
+    and answer, and fails at once while the server's circuit breaker is open)."""
 
     def __init__(self, server: ModelServer, model: str, concurrency: int = 4):
         self.server = server

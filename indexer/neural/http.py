@@ -70,9 +70,11 @@ _CHUNK = 64 * 2**10
 class _Failed(Exception):
     """A failed attempt; `retry` says whether another attempt may fare better."""
 
-    def __init__(self, message: str, retry: bool = True, retry_after=None):
+    def __init__(
+        self, message: str, retry: bool = True, retry_after=None, late: bool = False
+    ):
         super().__init__(message)
-        self.retry, self.retry_after = retry, retry_after
+        self.retry, self.retry_after, self.late = retry, retry_after, late
 
 
 class _Refused(Exception):
@@ -133,12 +135,15 @@ class ModelServer:
                     ) from None
                 except _Failed as exc:
                     last = exc
+                    if exc.late:
+                        shared.gate.slow_down()
                     if not exc.retry:
                         break
                     wait = min(MAX_BACKOFF, self.backoff * 2**attempt)
                     if exc.retry_after is not None:
                         wait = min(MAX_BACKOFF, max(wait, exc.retry_after))
                     continue
+                shared.gate.answered()
                 shared.breaker.answered(trial)
                 return answer
             tries = "once" if made == 1 else f"{made} times"
@@ -210,6 +215,7 @@ class ModelServer:
                 f"no answer within {self.timeout:g} s (abandoned, and not "
                 "asked again: it may still be busy with it)",
                 retry=False,
+                late=True,
             )
         if not connected:
             cause = exc.__cause__ or exc.__context__ or exc
@@ -374,16 +380,38 @@ class CircuitBreaker:
         )
 
 
-class _Gate:
-    """At most `limit` requests in flight; the limit only ever goes down."""
+class Gate:
+    """At most `limit` requests in flight to one server from this process. The
+    limit starts at `ceiling`, the smallest `concurrency` that any client of
+    the server asked for. A request that ran out of time cuts it to 1, so
+    that a server too slow for its load gets one request at a time from here
+    (the next waits until nothing else is in flight); then each `limit`
+    answers in a row raise it by one, back up to the ceiling."""
 
-    def __init__(self, limit: int):
-        self.limit, self.in_flight = limit, 0
+    def __init__(self, ceiling: int):
+        self.ceiling = self.limit = ceiling
+        self.in_flight = self._answered = 0
         self._free = threading.Condition()
 
-    def lower(self, limit: int) -> None:
+    def lower(self, ceiling: int) -> None:
+        """A client asks for at most `ceiling` in flight."""
         with self._free:
-            self.limit = min(self.limit, limit)
+            self.ceiling = min(self.ceiling, ceiling)
+            self.limit = min(self.limit, self.ceiling)
+
+    def slow_down(self) -> None:
+        """A request ran out of time: one at a time from now on."""
+        with self._free:
+            self.limit, self._answered = 1, 0
+
+    def answered(self) -> None:
+        """A request was answered in time."""
+        with self._free:
+            if self.limit < self.ceiling:
+                self._answered += 1
+                if self._answered >= self.limit:
+                    self.limit, self._answered = self.limit + 1, 0
+                    self._free.notify_all()
 
     def __enter__(self) -> None:
         with self._free:
@@ -393,12 +421,12 @@ class _Gate:
     def __exit__(self, *exc) -> None:
         with self._free:
             self.in_flight -= 1
-            self._free.notify()
+            self._free.notify_all()
 
 
 @dataclass
 class _Shared:
-    gate: _Gate
+    gate: Gate
     breaker: CircuitBreaker
 
 
@@ -412,7 +440,7 @@ def _shared(server: ModelServer) -> _Shared:
         shared = _SHARED.get(server.url)
         if shared is None:
             shared = _SHARED[server.url] = _Shared(
-                _Gate(server.concurrency), CircuitBreaker(server.cooldown)
+                Gate(server.concurrency), CircuitBreaker(server.cooldown)
             )
         else:
             shared.gate.lower(server.concurrency)

@@ -22,7 +22,10 @@ PATH = "/v1/systemone"
 
 
 class SystemOneClient:
-    """Asks a System One server; requests of one document go out concurrently."""
+    """Asks a System One server; requests of one document go out concurrently,
+    at most `concurrency` at once together with every other client of the same
+    server (see `indexer.neural.http`, which also bounds each request's time
+    and answer, and fails at once while the server's circuit breaker is open)."""
 
     def __init__(self, server: ModelServer, model: str, concurrency: int = 4):
         self.server = server
