@@ -758,14 +758,14 @@ def test_a_project_shows_its_model_server_only_with_the_key(config_path, make_cl
     config_path.write_text(
         config_path.read_text()
         + "\n[ranker-en]\nlanguage = en\nvocab = tiny\nbackend = llm_rank\n"
-        "engine = systemone\nurl = http://10.1.2.3:8000\nmodel = served-model\n"
+        "engine = systemone\nurl = http://127.0.0.1:48999\nmodel = served-model\n"
         "api_key_env = RANKER_KEY\ntemplate_file = /srv/indexer/templates.json\n"
     )
     client = make_client()
     anonymous = client.get("/v1/projects/ranker-en")
     assert anonymous.status_code == 200, anonymous.get_data()
     body = anonymous.get_data(as_text=True)
-    for private in ("10.1.2.3", "RANKER_KEY", "/srv/indexer"):
+    for private in ("127.0.0.1:48999", "RANKER_KEY", "/srv/indexer"):
         assert private not in body
     params = anonymous.get_json()["params"]
     assert params["url"] is None and params["api_key_env"] is None
@@ -773,7 +773,7 @@ def test_a_project_shows_its_model_server_only_with_the_key(config_path, make_cl
     assert params["engine"] == "systemone" and params["model"] == "served-model"
     keyed = client.get("/v1/projects/ranker-en", headers={"X-API-Key": API_KEY})
     params = keyed.get_json()["params"]
-    assert params["url"] == "http://10.1.2.3:8000"
+    assert params["url"] == "http://127.0.0.1:48999"
     assert params["api_key_env"] == "RANKER_KEY"
     assert params["template_file"] == "/srv/indexer/templates.json"
 

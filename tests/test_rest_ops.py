@@ -462,7 +462,7 @@ class FlakyBackend(SlowBackend):
         from indexer.errors import ServiceError
 
         if not os.path.exists(self.params.gate):
-            raise ServiceError("The model server at http://10.0.0.1:8000 is down")
+            raise ServiceError("The model server at http://127.0.0.1:48999 is down")
 '''
 
 
