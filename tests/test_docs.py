@@ -2,7 +2,8 @@
 
 Every ```sh and ```python block of docs/ is a test, and every ```ini block with
 a section is read as a projects.cfg whose projects' backend parameters must
-parse (a block of bare keys is a fragment to add to a section: not checked).
+parse (a block of bare keys is a fragment to add to a section: not checked);
+```yaml and ```json blocks must parse.
 
 The blocks of one page run in order in one workspace (a temporary copy of
 projects.cfg, vocabularies/ and examples/, so a page reads as if run from a
@@ -50,6 +51,8 @@ RUNNERS = {
     "shell": "bash",
     "python": "python",
     "ini": "config",
+    "yaml": "yaml",
+    "json": "json",
 }
 FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*\n"
@@ -268,9 +271,26 @@ def check_config(example: Example, workspace: Workspace) -> None:
         path.unlink()
 
 
+def check_data(example: Example) -> None:
+    """A YAML or JSON example parses (a Kubernetes manifest, an answer)."""
+    import json
+
+    yaml = pytest.importorskip("yaml")  # PyYAML comes with mkdocs (the test extra)
+    try:
+        if example.lang == "yaml":
+            list(yaml.safe_load_all(example.body))
+        else:
+            json.loads(example.body)
+    except (yaml.YAMLError, ValueError) as exc:
+        where = f"docs/{example.id}"
+        pytest.fail(f"{where}: not valid {example.lang}: {exc}", pytrace=False)
+
+
 def _check(example: Example, workspace: Workspace) -> None:
     if example.lang == "ini":
         return check_config(example, workspace)
+    if example.lang in ("yaml", "json"):
+        return check_data(example)
     if example.mark == "server":
         return start_server(example, workspace)
     result = run_example(example, workspace)
