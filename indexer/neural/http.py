@@ -212,8 +212,9 @@ class ModelServer:
         timed_out = isinstance(exc, TimeoutError | socket.timeout | Urllib3Timeout)
         if (late or timed_out) and not isinstance(exc, NewConnectionError):
             return _Failed(
-                f"no answer within {self.timeout:g} s (abandoned, and not "
-                "asked again: it may still be busy with it)",
+                f"no answer within {self.timeout:g} s (abandoned, and not asked "
+                "again: it may still be busy with it; a server that is slow "
+                "rather than down needs a larger timeout or a smaller concurrency)",
                 retry=False,
                 late=True,
             )
