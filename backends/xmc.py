@@ -3,6 +3,15 @@
 omikuji (Rust) implements the Parabel and Bonsai label trees that Annif's
 best single backend uses. Presets:
 
+- `auto` (the default): `flat` while the flat layout's work, training
+  documents x distinct subjects, is at most `FLAT_WORK_LIMIT` (20 million:
+  yso-kirjastonhoitaja's 2.6k documents x 4k subjects is 10 million and trains
+  flat in about 20 s), `bonsai` beyond it. Flat training grows with that
+  product (one classifier per subject, each against every document):
+  10k documents x 15k subjects took 338 s flat against 30 s for Bonsai, and a
+  catalogue of 200k documents would take days. The choice is printed when
+  training and saved in the manifest (`info.layout`), which
+  `indexer show-project` shows.
 - `flat`: one level, so every subject has its own linear classifier trained
   against all documents (one-vs-rest). The most accurate layout while the
   training set is small (measured on yso-kirjastonhoitaja, 2.6k documents:
@@ -42,6 +51,7 @@ from indexer.suggestion import SuggestionBatch
 
 # omikuji hyper-parameters of each preset (Annif's documented Bonsai settings)
 PRESETS = {
+    "auto": {},  # flat or bonsai, chosen from the training data: `choose_layout`
     "flat": {"n_trees": 1, "max_depth": 1},
     "bonsai": {
         "cluster_balanced": False,
@@ -64,14 +74,25 @@ WEIGHTS = "weights.npz"
 # liblinear settings omikuji uses (its defaults), kept for the flat layout
 LINEAR_EPS = 0.1
 LINEAR_MAX_ITER = 20
+# `auto` trains flat up to this many (training documents x distinct subjects);
+# flat training time grows with it (about 2 s per million on one core)
+FLAT_WORK_LIMIT = 20_000_000
+
+
+def choose_layout(preset: str, documents: int, subjects: int) -> str:
+    """The layout a preset trains: `auto` is `flat` while documents x subjects
+    is at most `FLAT_WORK_LIMIT`, else `bonsai`; the others are themselves."""
+    if preset != "auto":
+        return preset
+    return "flat" if documents * subjects <= FLAT_WORK_LIMIT else "bonsai"
 
 
 @dataclass
 class XmcParams:
     preset: str = param(
-        "flat",
-        "label tree layout: flat (one-vs-rest), bonsai (shallow, wide), "
-        "parabel (deep, binary)",
+        "auto",
+        "label tree layout: auto (flat on small training data, bonsai beyond), "
+        "flat (one-vs-rest), bonsai (shallow, wide), parabel (deep, binary)",
         choices=list(PRESETS),
     )
     ngram: int = param(1, "word n-grams: 1 = words, 2 = words and bigrams", min=1)
@@ -111,14 +132,16 @@ class XmcBackend(Backend):
     #: parameters read only when suggesting (cheap to tune with `indexer hyperopt`)
     search_space: ClassVar[dict] = {"beam_size": [5, 10, 20, 40]}
 
-    def hyper_params(self, n_labels: int) -> dict:
-        """omikuji hyper-parameters: the preset, overridden by explicit params."""
+    def hyper_params(self, n_labels: int, layout: str | None = None) -> dict:
+        """omikuji hyper-parameters: the layout (`auto` resolved, else the
+        preset), overridden by explicit params."""
         p = self.params
-        values = dict(PRESETS[p.preset])
+        layout = layout or choose_layout(p.preset, 0, n_labels)
+        values = dict(PRESETS[layout])
         for key in (*TREE_PARAMS, "n_trees"):
             if getattr(p, key) is not None:
                 values[key] = getattr(p, key)
-        if p.preset == "flat":
+        if layout == "flat":
             # a node with fewer labels than this becomes leaves: all of them
             values["min_branch_size"] = max(n_labels, 2) + 1
             values.pop("max_depth")
@@ -146,11 +169,19 @@ class XmcBackend(Backend):
             texts, min_df=self.params.min_df, max_features=self.params.max_features
         )
         labels = np.unique(np.concatenate([np.asarray(s) for s in subjects]))
-        if self.params.preset == "flat" and not self._tree_overrides():
+        layout = choose_layout(self.params.preset, len(subjects), len(labels))
+        if self.params.preset == "auto":
+            print(
+                f"Layout: {layout} ({len(subjects)} documents x {len(labels)} "
+                f"subjects = {len(subjects) * len(labels):,} "
+                f"{'<=' if layout == 'flat' else '>'} {FLAT_WORK_LIMIT:,})",
+                file=sys.stderr,
+            )
+        if layout == "flat" and not self._tree_overrides():
             examples = self._train_flat(x, subjects, labels, directory, jobs)
             engine = {"solver": "liblinear", "seed": self.params.seed}
         else:
-            engine = self._train_trees(x, subjects, labels, directory, jobs)
+            engine = self._train_trees(x, subjects, labels, directory, jobs, layout)
             examples = engine.pop("examples")
         features.save(directory)
         save_arrays(directory / "labels.npz", {"labels": labels.astype(np.int64)})
@@ -158,6 +189,7 @@ class XmcBackend(Backend):
             "terms": len(features.terms),
             "subjects": len(labels),
             "examples": examples,
+            "layout": layout,
             "omikuji" if "solver" not in engine else "linear": engine,
         }
 
@@ -180,16 +212,13 @@ class XmcBackend(Backend):
             f"{x.shape[0]} documents",
             file=sys.stderr,
         )
-        position = {int(v): i for i, v in enumerate(labels)}
-        targets = np.zeros((x.shape[0], len(labels)), dtype=bool)
-        for row, doc_subjects in enumerate(subjects):
-            targets[row, [position[s] for s in doc_subjects]] = True
+        targets = target_columns(subjects, labels)
         p = self.params
 
         def fit(column: int):
-            weights = fit_linear(
-                x, targets[:, column], p.linear_c, p.weight_threshold, p.seed
-            )
+            y = np.zeros(x.shape[0], dtype=bool)
+            y[targets.indices[targets.indptr[column] : targets.indptr[column + 1]]] = 1
+            weights = fit_linear(x, y, p.linear_c, p.weight_threshold, p.seed)
             kept = np.flatnonzero(weights)
             return kept, weights[kept].astype(np.float32)
 
@@ -214,10 +243,12 @@ class XmcBackend(Backend):
         save_arrays(directory / WEIGHTS, {"weights": weights})
         return int(x.shape[0])
 
-    def _train_trees(self, x, subjects, labels, directory: Path, jobs: int) -> dict:
+    def _train_trees(
+        self, x, subjects, labels, directory: Path, jobs: int, layout: str
+    ) -> dict:
         import omikuji
 
-        hyper = self.hyper_params(len(labels))
+        hyper = self.hyper_params(len(labels), layout)
         with tempfile.TemporaryDirectory(prefix="indexer-xmc-") as tmp:
             data = Path(tmp) / "train.txt"
             examples = write_libsvm(data, x, subjects, labels)
@@ -227,7 +258,7 @@ class XmcBackend(Backend):
             for key, value in hyper.items():
                 setattr(hp, key, value)
             print(
-                f"Training {self.params.preset} label trees for {len(labels)} "
+                f"Training {layout} label trees for {len(labels)} "
                 f"subjects on {examples} documents",
                 file=sys.stderr,
             )
@@ -336,6 +367,22 @@ def fit_linear(x, y: np.ndarray, c: float, threshold: float, seed: int) -> np.nd
     weights = model.coef_.ravel()
     weights[np.abs(weights) <= threshold] = 0.0
     return weights
+
+
+def target_columns(subjects: list[list[int]], labels: np.ndarray):
+    """Documents x labels targets as a sparse CSC matrix: column j lists the
+    documents of `labels[j]` (a dense array would be documents x subjects
+    bytes: 40 GB for 200k documents and 200k subjects)."""
+    import scipy.sparse as sp
+
+    counts = np.fromiter((len(s) for s in subjects), np.int64, len(subjects))
+    rows = np.repeat(np.arange(len(subjects)), counts)
+    flat = np.fromiter((v for s in subjects for v in s), np.int64, int(counts.sum()))
+    columns = np.searchsorted(labels, flat)
+    return sp.csc_matrix(
+        (np.ones(len(flat), dtype=bool), (rows, columns)),
+        shape=(len(subjects), len(labels)),
+    )
 
 
 def write_libsvm(path: Path, x, subjects: list[list[int]], labels: np.ndarray) -> int:

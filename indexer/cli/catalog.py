@@ -62,6 +62,15 @@ def show_project(ctx: Context, project_id: str) -> None:
             f"  documents:  {manifest['documents']}, subjects seen: "
             f"{manifest['subjects_seen']}"
         )
+        facts = {
+            key: value
+            for key, value in manifest.get("info", {}).items()
+            if isinstance(value, str | int | float) and key != "seconds"
+        }
+        if facts:  # what the backend chose or counted (an xmc layout, terms, ...)
+            click.echo(
+                "  model:      " + ", ".join(f"{k}: {v}" for k, v in facts.items())
+            )
         for learned in manifest.get("learned", []):
             click.echo(
                 f"  learned:    {learned['documents']} documents at "

@@ -58,10 +58,62 @@ def test_presets_and_overrides_give_omikuji_hyper_parameters(projects):
     assert bonsai["cluster_k"] == 50 and bonsai["linear_c"] == 2.0
 
 
+def test_auto_trains_flat_on_small_data_and_says_so(run_cli, projects, capfd):
+    project = projects.get("xmc-en")
+    assert project.backend.params.preset == "auto"
+    project.train([DATA / "tiny.tsv"])
+    assert "Layout: flat" in capfd.readouterr().err
+    assert project.backend.manifest["info"]["layout"] == "flat"
+    assert (project.model_dir / "weights.npz").is_file()  # the liblinear layer
+    shown = run_cli("show-project", "xmc-en")
+    assert shown.exit_code == 0 and "layout: flat" in shown.output
+
+
+def test_auto_trains_bonsai_above_the_flat_work_limit(
+    run_cli, projects, capfd, monkeypatch
+):
+    import backends.xmc
+
+    project = projects.get("xmc-en")
+    project.train([DATA / "tiny.tsv"])
+    info = project.backend.manifest["info"]
+    work = info["examples"] * info["subjects"]
+    monkeypatch.setattr(backends.xmc, "FLAT_WORK_LIMIT", work - 1)
+    project.train([DATA / "tiny.tsv"])
+    assert "Layout: bonsai" in capfd.readouterr().err
+    assert project.backend.manifest["info"]["layout"] == "bonsai"
+    assert (project.model_dir / "omikuji" / "tree0.cbor").is_file()
+    assert top_uri(project, "galaxies and telescopes") == ASTRONOMY
+    shown = run_cli("show-project", "xmc-en")
+    assert shown.exit_code == 0 and "layout: bonsai" in shown.output
+
+
+def test_layout_rule():
+    from backends.xmc import FLAT_WORK_LIMIT, choose_layout
+
+    assert choose_layout("auto", 2_600, 4_000) == "flat"  # kirjastonhoitaja
+    assert choose_layout("auto", 10_000, 15_000) == "bonsai"  # 338 s flat
+    assert choose_layout("auto", FLAT_WORK_LIMIT, 1) == "flat"
+    assert choose_layout("auto", FLAT_WORK_LIMIT + 1, 1) == "bonsai"
+    assert choose_layout("flat", 10**6, 10**6) == "flat"  # explicit stays
+
+
+def test_flat_targets_are_sparse_columns():
+    from backends.xmc import target_columns
+
+    targets = target_columns([[3, 9], [9], [8]], np.array([3, 8, 9]))
+    assert sp.issparse(targets) and targets.format == "csc"
+    assert targets.toarray().tolist() == [
+        [True, False, True],
+        [False, False, True],
+        [False, True, False],
+    ]
+
+
 def test_bad_preset_lists_the_choices(projects):
     project = projects.get("xmc-en")
     project.config.params["preset"] = "forest"
-    with pytest.raises(ConfigError, match="valid choices: flat, bonsai, parabel"):
+    with pytest.raises(ConfigError, match="valid choices: auto, flat, bonsai, parabel"):
         _ = project.backend
 
 
