@@ -265,25 +265,24 @@ def _f1(metrics: dict) -> float:
 def print_growth(tag: str = "") -> None:
     """Growth exponents between consecutive measured sizes (per stage)."""
     measured = []
-    for size in SIZES:
+    for size in ("S", "M", "L"):
         path = RESULTS / f"scale_stages-{size}{f'-{tag}' if tag else ''}.json"
         if path.is_file():
             measured.append(json.loads(path.read_text()))
     for a, b in zip(measured, measured[1:], strict=False):
         ratio = math.log(b["documents"] / a["documents"])
-        times = {r["stage"]: r["seconds"] for r in a["rows"]}
+        before = {r["stage"]: r for r in a["rows"]}
         rows = [
             {
                 "stage": r["stage"],
-                "exponent": round(
-                    math.log(r["seconds"] / times[r["stage"]]) / ratio, 2
-                ),
+                "time": round(math.log(r["seconds"] / old["seconds"]) / ratio, 2),
+                "memory": round(math.log(r["peak_mb"] / old["peak_mb"]) / ratio, 2),
             }
             for r in b["rows"]
-            if times.get(r["stage"])
+            if (old := before.get(r["stage"]))
         ]
-        print(f"\n## growth {a['size']} -> {b['size']} (time ~ documents^exponent)\n")
-        print(markdown_table(rows, ["stage", "exponent"]))
+        print(f"\n## growth {a['size']} -> {b['size']}: ~ documents^exponent\n")
+        print(markdown_table(rows, ["stage", "time", "memory"]))
 
 
 if __name__ == "__main__":
