@@ -98,7 +98,7 @@ class Evaluator:
         """All metrics as a flat name -> value mapping."""
         if not self._docs:
             return {"documents": 0}
-        d = {key: np.concatenate([x[key] for x in self._docs]) for key in self._docs[0]}
+        d = self.document_counts()
         evaluated = d["n_gold"] > 0
         n_gold = d["n_gold"][evaluated]
         get = {key: value[evaluated] for key, value in d.items()}
@@ -108,28 +108,16 @@ class Evaluator:
         }
         if not evaluated.any():
             return r
-        for k in self.ks:
-            hits, pred = get[f"hits@{k}"], get[f"pred@{k}"]
-            r[f"precision@{k}"] = float(np.mean(hits / k))
-            r[f"recall@{k}"] = float(np.mean(hits / n_gold))
-            r[f"f1@{k}"] = float(np.mean(2 * hits / (pred + n_gold)))
-            r[f"ndcg@{k}"] = float(
-                np.mean(get[f"dcg@{k}"] / _idcg(np.minimum(n_gold, k)))
-            )
-        # float: a batch without suggestions gives integer (empty) bincounts
-        hits, pred = get["hits"].astype(np.float64), get["pred"]
-        r["precision"] = float(
-            np.mean(np.divide(hits, pred, out=np.zeros(len(hits)), where=pred > 0))
-        )
-        r["recall"] = float(np.mean(hits / n_gold))
-        r["f1"] = float(np.mean(2 * hits / (pred + n_gold)))
-        r["ndcg"] = float(np.mean(get["dcg"] / _idcg(n_gold)))
+        # the document-averaged metrics: the mean of their per-document values
+        for name, values in self.per_document().items():
+            r[name] = float(np.mean(values[evaluated]))
+        hits, pred = get["hits"], get["pred"]
         total_hits, total_pred, total_gold = hits.sum(), pred.sum(), n_gold.sum()
         r["precision_micro"] = float(total_hits / total_pred) if total_pred else 0.0
         r["recall_micro"] = float(total_hits / total_gold)
         r["f1_micro"] = float(2 * total_hits / (total_pred + total_gold))
         r["f1_macro"] = self._macro_f1()
-        r["lrap"] = float(np.mean(get["lrap"]))
+        r["lrap"] = r.pop("lrap")  # after the micro and macro metrics, as ever
         if self.seen is not None:
             r["unseen_gold"] = self.unseen_gold
             for k in self.ks:
