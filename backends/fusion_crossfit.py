@@ -23,6 +23,10 @@ fold and each staged model is saved under the project's `cross-fit` folder, so
 an interrupted run resumes with the next fold; the folder is removed when the
 fusion is saved. The plan saved beside them (folds, corpus, and the sources in
 order, with their language, backend and parameters) decides what is reused.
+
+The trainings run here one after another, or, within `cross_fit_engine`, on
+another engine (`backends.fusion_ray`: each training a Ray task); either way
+the folds are scored, saved and fitted here, the same way.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -48,6 +52,20 @@ from indexer.storage import atomic_directory, read_manifest
 from indexer.suggestion import SuggestionBatch
 
 REFIT, REUSE = "refit", "reuse"
+
+_ENGINE = None  # where the trainings run, if not here (see cross_fit_engine)
+
+
+@contextmanager
+def cross_fit_engine(engine) -> Iterator[None]:
+    """Run the trainings of cross-fits started meanwhile on `engine` (its
+    `run(crossfit, documents, todo, staging)` yields each fold's scores)."""
+    global _ENGINE
+    previous, _ENGINE = _ENGINE, engine
+    try:
+        yield
+    finally:
+        _ENGINE = previous
 
 
 def fold_of(text: str, folds: int) -> int:
@@ -117,7 +135,13 @@ class CrossFit:
         documents = list(self.corpus)
         folds = self.folds_of(documents)  # refused before anything is trained
         done = self._start(documents)
-        self._stage_sources()
+        staging = self._staging()
+        if _ENGINE is not None:
+            return self._run_on(_ENGINE, documents, folds, done, staging)
+        for source, staged in staging:
+            tell(f"Training '{source.id}' on the whole corpus (staged)")
+            stage_model(source, self.corpus, staged, self.jobs)
+            self.staged[source.id] = staged
         held = None
         bar = tqdm(
             range(self.folds),
@@ -135,8 +159,22 @@ class CrossFit:
                     if fold in done
                     else f"{time.perf_counter() - started:.1f} s"
                 )
-                _tell(f"Cross-fitting: fold {fold + 1} of {self.folds} done ({how})")
+                tell(f"Cross-fitting: fold {fold + 1} of {self.folds} done ({how})")
         assert isinstance(held, HeldOut)
+        return held
+
+    def _run_on(self, engine, documents, folds, done, staging):
+        """`run`, the trainings on `engine`: each fold is saved as its scores
+        come, the staged models are recorded as they are trained."""
+        from backends.fusion import HeldOut
+
+        parts = {fold: HeldOut.load(self.fold_path(fold)) for fold in done}
+        todo = [fold for fold in range(self.folds) if fold not in done]
+        for fold, batches in engine.run(self, documents, todo, staging):
+            parts[fold] = self._save_fold(fold, documents, folds, batches)
+        held = parts[0]
+        for fold in range(1, self.folds):
+            held = held.extend(parts[fold])
         return held
 
     def swap_in(self) -> None:
@@ -222,16 +260,22 @@ class CrossFit:
             self.workdir.mkdir(parents=True)
             _write_atomically(path, json.dumps(plan, indent=2).encode())
             return set()
-        done = {f for f in range(self.folds) if self._fold_path(f).is_file()}
+        done = {f for f in range(self.folds) if self.fold_path(f).is_file()}
         if done:
-            _tell(f"Resuming: {_folds_in_words(sorted(done))} of {self.folds} reused")
+            tell(f"Resuming: {folds_in_words(sorted(done))} of {self.folds} reused")
         return done
 
-    def _stage_sources(self) -> None:
-        """Train each trainable source on the whole corpus into the staging
-        folder, unless its serving model already is of this corpus and these
-        settings, or a resumed run staged it already."""
+    def refitted(self) -> list:
+        """The sources trained anew for each fold, in order."""
+        return [p for p in self.sources if self.policy[p.id] == REFIT]
+
+    def _staging(self) -> list[tuple]:
+        """The trainable sources to train on the whole corpus, each with its
+        folder in staging: not those whose serving model already is of this
+        corpus and these settings, nor those a resumed run staged already
+        (recorded in `staged` now)."""
         digest = self.corpus.digest()
+        out = []
         for source in self.sources:
             if not source.backend_class.trainable:
                 continue
@@ -249,15 +293,11 @@ class CrossFit:
             if current(read_manifest(source.model_dir)):
                 continue
             staged = self.workdir / f"model-{source.id}"
-            if not current(read_manifest(staged)):
-                shutil.rmtree(staged, ignore_errors=True)
-                partial = staged.with_name(f".{staged.name}.{os.getpid()}")
-                shutil.rmtree(partial, ignore_errors=True)
-                partial.mkdir(parents=True)
-                _tell(f"Training '{source.id}' on the whole corpus (staged)")
-                source.new_backend().train_into(self.corpus, partial, self.jobs)
-                os.replace(partial, staged)
-            self.staged[source.id] = staged
+            if current(read_manifest(staged)):
+                self.staged[source.id] = staged
+            else:
+                out.append((source, staged))
+        return out
 
     def _whole(self, source):
         """The source's model of the whole corpus: staged, or the serving one."""
@@ -270,61 +310,118 @@ class CrossFit:
             self._staged_backends[source.id] = backend
         return self._staged_backends[source.id]
 
-    def _fold_path(self, fold: int) -> Path:
+    def fold_path(self, fold: int) -> Path:
         return self.workdir / f"fold-{fold}.npz"
 
     def _fold(self, fold: int, documents: list[Document], folds: list[int]):
-        from backends.fusion import Candidates, HeldOut
+        from backends.fusion import HeldOut
 
-        path = self._fold_path(fold)
+        path = self.fold_path(fold)
         if path.is_file():
             return HeldOut.load(path)
-        training = [d for d, f in zip(documents, folds, strict=True) if f != fold]
-        scored = [
-            d for d, f in zip(documents, folds, strict=True) if f == fold and d.subjects
-        ]
-        vocab = self.fusion.project.vocab
-        corpus = ResolvedCorpus(training, vocab, self.corpus.language)
-        seen = np.zeros(len(vocab), np.int64)
+        training, scored = fold_parts(documents, folds, fold)
+        corpus = ResolvedCorpus(training, self.fusion.project.vocab, self.language)
+        texts = [d.text for d in scored]
+        batches = {
+            source.id: score_on_fold(
+                source,
+                corpus,
+                self.fold_directory(fold, source.id),
+                texts,
+                self.fusion.params.batch_size,
+                self.jobs,
+            )
+            for source in self.refitted()
+        }
+        return self._save_fold(fold, documents, folds, batches)
+
+    @property
+    def language(self) -> str:
+        return self.corpus.language
+
+    def fold_directory(self, fold: int, source_id: str) -> Path:
+        """Where `source` is trained for `fold` (removed once it has scored)."""
+        return self.workdir / f"fold-{fold}-{source_id}"
+
+    def _save_fold(self, fold: int, documents, folds, batches: dict):
+        """The fold's held-out scores from the refitted sources' `batches` (and
+        the reused sources' whole models), saved atomically."""
+        from backends.fusion import Candidates, HeldOut
+
+        training, scored = fold_parts(documents, folds, fold)
+        seen = np.zeros(len(self.fusion.project.vocab), np.int64)
         for doc in training:
             np.add.at(seen, doc.subjects, 1)
         texts = [d.text for d in scored]
-        batches = [self._scores(source, fold, corpus, texts) for source in self.sources]
+        ordered = [
+            batches[source.id]
+            if self.policy[source.id] == REFIT
+            else self._suggest(self._whole(source), texts)
+            for source in self.sources
+        ]
         per_source = self.fusion.params.per_source
-        candidates = Candidates.from_batches(batches, per_source)
+        candidates = Candidates.from_batches(ordered, per_source)
         held = HeldOut.of_group(
             candidates, [d.subjects for d in scored], per_source, seen
         )
+        path = self.fold_path(fold)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.npz")
         held.save(tmp)
         _fsync(tmp)
         os.replace(tmp, path)
         return held
 
-    def _scores(self, source, fold: int, corpus, texts: list[str]) -> SuggestionBatch:
-        """`source`'s scores of the fold's texts, from a model trained on the
-        other folds (or the whole corpus, for sources that are reused)."""
-        if self.policy[source.id] == REUSE:
-            return self._suggest(self._whole(source), texts)
-        directory = self.workdir / f"fold-{fold}-{source.id}"
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
-        try:
-            backend = source.new_backend()
-            backend.train_part(corpus, directory, self.jobs)
-            backend.load_part(directory)
-            return self._suggest(backend, texts)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-
     def _suggest(self, backend, texts: list[str]) -> SuggestionBatch:
-        size = self.fusion.params.batch_size
-        return SuggestionBatch.vstack(
-            [
-                backend.suggest_batch(texts[i : i + size])
-                for i in range(0, len(texts), size)
-            ]
-        )
+        return suggest_in_batches(backend, texts, self.fusion.params.batch_size)
+
+
+# -- one training, wherever it runs ----------------------------------------------
+
+
+def fold_parts(
+    documents: Sequence[Document], folds: Sequence[int], fold: int
+) -> tuple[list[Document], list[Document]]:
+    """The documents that train the sources for `fold` (those of the other
+    folds), and those they score (the fold's, with a known subject)."""
+    training = [d for d, f in zip(documents, folds, strict=True) if f != fold]
+    scored = [
+        d for d, f in zip(documents, folds, strict=True) if f == fold and d.subjects
+    ]
+    return training, scored
+
+
+def score_on_fold(
+    source, corpus, directory: Path, texts: list[str], batch_size: int, jobs: int
+) -> SuggestionBatch:
+    """`source`'s scores of `texts` from a model trained on `corpus` in
+    `directory` (emptied first, removed after)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    try:
+        backend = source.new_backend()
+        backend.train_part(corpus, directory, jobs)
+        backend.load_part(directory)
+        return suggest_in_batches(backend, texts, batch_size)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def stage_model(source, corpus, staged: Path, jobs: int) -> None:
+    """Train `source`'s whole model on `corpus` into `staged`, which appears
+    complete or not at all."""
+    shutil.rmtree(staged, ignore_errors=True)
+    partial = staged.with_name(f".{staged.name}.{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    source.new_backend().train_into(corpus, partial, jobs)
+    os.replace(partial, staged)
+
+
+def suggest_in_batches(backend, texts: list[str], size: int) -> SuggestionBatch:
+    """The backend's scores of `texts`, suggested `size` at a time."""
+    return SuggestionBatch.vstack(
+        [backend.suggest_batch(texts[i : i + size]) for i in range(0, len(texts), size)]
+    )
 
 
 def _workable_folds(digests: list[int], below: int) -> int | None:
@@ -338,7 +435,7 @@ def _workable_folds(digests: list[int], below: int) -> int | None:
     return None
 
 
-def _folds_in_words(folds: list[int]) -> str:
+def folds_in_words(folds: list[int]) -> str:
     """'fold 1', 'folds 1-3' or 'folds 1, 3' (1-based) of 0-based numbers."""
     if len(folds) == 1:
         return f"fold {folds[0] + 1}"
@@ -347,7 +444,7 @@ def _folds_in_words(folds: list[int]) -> str:
     return "folds " + ", ".join(str(f + 1) for f in folds)
 
 
-def _tell(line: str) -> None:
+def tell(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 

@@ -49,7 +49,10 @@ ray_options = together(  # for --engine ray
 @click.argument("project_id")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @jobs_option("Parallel jobs.")
-@engine_option("Where the encoding passes run (knn, embed, llm_rank, llm_head).")
+@engine_option(
+    "Where the encoding passes run (knn, embed, llm_rank, llm_head), or, with "
+    "--cross-fit, every training of the sources (a Ray task each)."
+)
 @ray_options
 @click.option(
     "--wait",
@@ -99,7 +102,7 @@ def train(
                 f"Backend '{project.config.backend}' trains in one process: run "
                 "`indexer train` without torchrun"
             )
-        with _encoding_on(ctx, project, engine):
+        with _training_on(ctx, project, engine):
             info = project.train(list(paths), jobs=jobs, wait=wait)
     finally:
         distributed.leave()
@@ -114,10 +117,15 @@ def train(
 
 
 @contextmanager
-def _encoding_on(ctx: Context, project, engine: dict):
-    """With --engine ray, the encoding passes of the training run on Ray."""
+def _training_on(ctx: Context, project, engine: dict):
+    """With --engine ray, the trainings of a cross-fit run on Ray (a task
+    each), or else the encoding passes of the training."""
     if engine["engine"] != "ray":
         yield
+        return
+    if project.config.backend == "calibrated" and project.backend.params.cross_fit:
+        with _cross_fit_on(ctx, project, engine):
+            yield
         return
     from indexer.batch.ray_encoding import RayEncoding
     from indexer.batch.records import RayOptions
@@ -131,6 +139,22 @@ def _encoding_on(ctx: Context, project, engine: dict):
     with RayEncoding(ref, settings) as ray_engine, encoding_engine(ray_engine):
         yield
     click.echo(f"{ray_engine.encoded} texts encoded on the Ray cluster", err=True)
+
+
+@contextmanager
+def _cross_fit_on(ctx: Context, project, engine: dict):
+    from backends.fusion_crossfit import cross_fit_engine
+    from backends.fusion_ray import RayCrossFit
+    from indexer.batch.records import RayOptions
+    from indexer.batch.work import ProjectRef
+
+    settings = RayOptions(
+        engine["address"], engine["workers"], engine["gpus_per_worker"]
+    )
+    ref = ProjectRef.of(project, ctx.projects_path)
+    with RayCrossFit(ref, settings) as ray_engine, cross_fit_engine(ray_engine):
+        yield
+    click.echo(f"{ray_engine.trained} trainings ran on the Ray cluster", err=True)
 
 
 def _read_inputs(files: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -352,6 +352,22 @@ def test_cli_cross_fits_only_a_fusion(workspace, corpus, monkeypatch):
     assert "Traceback" not in result.output
 
 
+def test_cross_fit_on_ray_without_ray_names_the_extra(
+    run_cli, projects, corpus, monkeypatch
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails, as uninstalled
+    result = run_cli(
+        "train", "calibrated-en", str(corpus), "--cross-fit", "3", "--engine", "ray"
+    )
+    assert result.exit_code == 1, result.output
+    assert "pip install 'subject-indexer[distributed]'" in result.output
+    assert "Traceback" not in result.output
+    for source in ("tfidf-en", "xmc-en", "lexical-en"):
+        assert not projects.get(source).is_trained
+
+
 # -- the unseen slots ---------------------------------------------------------
 
 
