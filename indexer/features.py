@@ -50,16 +50,21 @@ class TfidfFeatures:
     ) -> sp.csr_matrix:
         """Learn the term list and idf from `texts` and return their vectors."""
         vocabulary: dict[str, int] = {}
-        rows = []
+        # per document, the term ids and counts as two small arrays: a dict per
+        # document costs ~10 times their memory at catalogue scale
+        ids, values = [], []
         for grams in parallel_map(self._grams, texts, jobs):
             counts = Counter(grams)
-            rows.append(
-                {
-                    vocabulary.setdefault(t, len(vocabulary)): c
-                    for t, c in counts.items()
-                }
+            ids.append(
+                np.fromiter(
+                    (vocabulary.setdefault(t, len(vocabulary)) for t in counts),
+                    np.int32,
+                    len(counts),
+                )
             )
-        counts = _rows_to_csr(rows, len(vocabulary))
+            values.append(np.fromiter(counts.values(), np.float32, len(counts)))
+        counts = _arrays_to_csr(ids, values, len(vocabulary))
+        del ids, values
         df = np.bincount(counts.indices, minlength=len(vocabulary))
         n_docs = max(counts.shape[0], 1)
         keep = (df >= min_df) & (df <= max_df * n_docs)
@@ -67,10 +72,14 @@ class TfidfFeatures:
             threshold = np.sort(df[keep])[-max_features]
             keep &= df >= threshold
         kept = np.flatnonzero(keep)
-        names = sorted(vocabulary, key=vocabulary.get)
+        names = list(vocabulary)  # in id order: ids were given in insertion order
+        del vocabulary
         self.terms = {names[old]: new for new, old in enumerate(kept)}
+        del names
         self.idf = (np.log((1 + n_docs) / (1 + df[kept])) + 1).astype(np.float32)
-        return self._weight(counts[:, kept])
+        if len(kept) < counts.shape[1]:
+            counts = counts[:, kept]
+        return self._weight(counts)
 
     def extend(
         self, texts: Sequence[str], documents_before: int, max_features: int
@@ -102,11 +111,13 @@ class TfidfFeatures:
         return self._weight(_rows_to_csr(rows, len(self.terms)))
 
     def _weight(self, counts: sp.csr_matrix) -> sp.csr_matrix:
-        m = counts.astype(np.float32)
+        """TF-IDF rows of a float32 count matrix, computed in place."""
+        m = counts
         if self.sublinear_tf:
-            m.data = 1 + np.log(m.data)
+            np.log(m.data, out=m.data)
+            m.data += 1
         m.data *= self.idf[m.indices]  # a terms x terms diagonal product is slow
-        return normalize_rows(m)
+        return normalize_rows(m, copy=False)
 
     def save(self, directory: Path, prefix: str = "tfidf") -> None:
         names = sorted(self.terms, key=self.terms.get)
@@ -131,28 +142,50 @@ class TfidfFeatures:
 
 
 def _rows_to_csr(rows: list[dict[int, int]], n_cols: int) -> sp.csr_matrix:
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(r) for r in rows])
-    indices = np.fromiter(
-        (k for r in rows for k in r), dtype=np.int32, count=int(indptr[-1])
+    return _arrays_to_csr(
+        [np.fromiter(r, np.int32, len(r)) for r in rows],
+        [np.fromiter(r.values(), np.float32, len(r)) for r in rows],
+        n_cols,
     )
-    data = np.fromiter(
-        (v for r in rows for v in r.values()), dtype=np.float32, count=int(indptr[-1])
-    )
-    return sp.csr_matrix((data, indices, indptr), shape=(len(rows), n_cols))
 
 
-def normalize_rows(m: sp.csr_matrix) -> sp.csr_matrix:
-    """L2-normalise the rows of a sparse matrix (zero rows stay zero)."""
-    m = sp.csr_matrix(m, dtype=np.float32, copy=True)
+def _arrays_to_csr(
+    ids: list[np.ndarray], values: list[np.ndarray], n_cols: int
+) -> sp.csr_matrix:
+    """A CSR matrix from each row's column ids and values, with 32-bit index
+    arrays where they fit (scipy then keeps products 32-bit: half the memory)."""
+    indptr = np.zeros(len(ids) + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum([len(r) for r in ids])
+    dtype = index_dtype(int(indptr[-1]), n_cols)
+    indices = np.concatenate(ids).astype(dtype, copy=False) if ids else np.zeros(0)
+    data = np.concatenate(values) if values else np.zeros(0, np.float32)
+    return sp.csr_matrix(
+        (data, indices.astype(dtype, copy=False), indptr.astype(dtype)),
+        shape=(len(ids), n_cols),
+    )
+
+
+def index_dtype(*sizes: int) -> type:
+    """int32 where every index and count fits, else int64."""
+    return np.int32 if max(sizes, default=0) < 2**31 - 1 else np.int64
+
+
+def normalize_rows(m: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
+    """L2-normalise the rows of a sparse matrix (zero rows stay zero); with
+    `copy=False`, a float32 CSR matrix without duplicates is scaled in place."""
+    m = sp.csr_matrix(m, dtype=np.float32, copy=copy)
     m.sum_duplicates()
     # on the values directly: sparse products cost more than the rest of a
-    # REST request for one short document
-    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    squares = np.bincount(rows, weights=np.square(m.data), minlength=m.shape[0])
-    norms = np.sqrt(squares).astype(np.float32)
+    # REST request for one short document; no per-value row array either,
+    # which at catalogue scale is as large as the matrix
+    lengths = np.diff(m.indptr)
+    nonempty = lengths > 0
+    squares = np.zeros(m.shape[0], dtype=np.float32)
+    if m.nnz:
+        squares[nonempty] = np.add.reduceat(np.square(m.data), m.indptr[:-1][nonempty])
+    norms = np.sqrt(squares)
     norms[norms == 0] = 1
-    m.data *= (1 / norms)[rows]
+    m.data *= np.repeat(1 / norms, lengths)
     return m
 
 

@@ -139,3 +139,53 @@ def load_arrays(path: Path) -> dict:
             )
     arrays.update(flat)
     return arrays
+
+
+def save_mappable(directory: Path, arrays: dict) -> None:
+    """Save numpy arrays and scipy sparse matrices as raw .npy files in
+    `directory` (created), which `load_mappable` maps into memory instead of
+    reading: a model opens at once, and processes serving it share its pages.
+    No pickle."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, value in arrays.items():
+        if sp.issparse(value):
+            value = value.tocsr()
+            parts = {
+                "data": value.data,
+                "indices": value.indices,
+                "indptr": value.indptr,
+                "shape": np.asarray(value.shape, dtype=np.int64),
+            }
+            for part, array in parts.items():
+                np.save(directory / f"{name}.{part}.npy", array, allow_pickle=False)
+        else:
+            np.save(directory / f"{name}.npy", np.asarray(value), allow_pickle=False)
+
+
+def load_mappable(directory: Path) -> dict:
+    """Inverse of `save_mappable`: the arrays memory-mapped read-only."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    flat = {
+        path.name[: -len(".npy")]: np.load(path, mmap_mode="r", allow_pickle=False)
+        for path in sorted(directory.glob("*.npy"))
+    }
+    arrays = {}
+    for key in list(flat):
+        if key.endswith(".shape"):
+            name = key[: -len(".shape")]
+            arrays[name] = sp.csr_matrix(
+                (
+                    flat.pop(f"{name}.data"),
+                    flat.pop(f"{name}.indices"),
+                    flat.pop(f"{name}.indptr"),
+                ),
+                shape=tuple(int(n) for n in flat.pop(key)),
+                copy=False,
+            )
+    arrays.update(flat)
+    return arrays
