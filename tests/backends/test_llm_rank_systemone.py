@@ -216,6 +216,31 @@ def test_on_error_retrieval_suggests_from_the_retrieval_scores(
     assert why["llm_probability"] is None and "retrieval only" in why["llm_unavailable"]
 
 
+def test_on_error_retrieval_pays_the_retry_budget_once_not_per_document(
+    workspace, tiny_chat_llm, tiny_encoder
+):
+    """A server that times out opens its circuit breaker: the documents after
+    the first failure fall back to retrieval at once, without asking it."""
+    with FaultyServer() as server:
+        server.answer(body={"answers": {}}, delay=3.0)
+        projects = write_projects(
+            workspace,
+            tiny_chat_llm,
+            tiny_encoder,
+            server.url,
+            retries=2,
+            timeout=1,
+            on_error="retrieval",
+        )
+        backend = projects.get("llm-served").backend
+        started = time.monotonic()
+        analyses = backend.analyse(TEXTS * 3)
+        took = time.monotonic() - started
+    assert all(analysis.llm_failed for analysis in analyses)
+    assert server.requests == 1  # the check at load, abandoned after 1 s
+    assert took < 1 + 4  # one deadline, then loading and retrieval alone
+
+
 def test_the_rest_server_answers_503_and_stays_up(
     workspace, tiny_chat_llm, tiny_encoder
 ):
