@@ -13,6 +13,10 @@ import scipy.sparse as sp
 from indexer.analyzer import analyzer_for, default_analyzer
 from indexer.parallel import parallel_map
 
+# documents tokenized at a time when fitting (their token lists are the
+# largest temporary: a whole catalogue's would be gigabytes)
+CHUNK = 2048
+
 
 class TfidfFeatures:
     """Stemmed word (and optionally word-bigram) TF-IDF, L2-normalised rows."""
@@ -48,38 +52,53 @@ class TfidfFeatures:
         max_features: int | None = None,
         jobs: int = 1,
     ) -> sp.csr_matrix:
-        """Learn the term list and idf from `texts` and return their vectors."""
-        vocabulary: dict[str, int] = {}
-        # per document, the term ids and counts as two small arrays: a dict per
-        # document costs ~10 times their memory at catalogue scale
-        ids, values = [], []
-        for grams in parallel_map(self._grams, texts, jobs):
-            counts = Counter(grams)
-            ids.append(
-                np.fromiter(
-                    (vocabulary.setdefault(t, len(vocabulary)) for t in counts),
-                    np.int32,
-                    len(counts),
+        """Learn the term list and idf from `texts` and return their vectors.
+
+        Memory stays near the size of the result: texts are tokenized a chunk
+        at a time, a document's grams are kept as an array of integer codes
+        (a bigram is the pair of its words' ids), and only the terms kept get
+        a string."""
+        words: dict[str, int] = {}
+        codes, values = [], []
+        for start in range(0, len(texts), CHUNK):
+            chunk = texts[start : start + CHUNK]
+            for tokens in parallel_map(self._tokens, chunk, jobs):
+                ids = np.fromiter(
+                    (words.setdefault(t, len(words)) for t in tokens),
+                    np.int64,
+                    len(tokens),
                 )
-            )
-            values.append(np.fromiter(counts.values(), np.float32, len(counts)))
-        counts = _arrays_to_csr(ids, values, len(vocabulary))
-        del ids, values
-        df = np.bincount(counts.indices, minlength=len(vocabulary))
-        n_docs = max(counts.shape[0], 1)
+                if self.ngram >= 2 and len(ids) > 1:
+                    ids = np.concatenate([ids, (ids[:-1] + 1) << 32 | ids[1:]])
+                doc_codes, counts = np.unique(ids, return_counts=True)
+                codes.append(doc_codes)
+                values.append(counts.astype(np.float32))
+        vocabulary, df = np.unique(
+            np.concatenate(codes) if codes else np.zeros(0, np.int64),
+            return_counts=True,
+        )
+        n_docs = max(len(codes), 1)
         keep = (df >= min_df) & (df <= max_df * n_docs)
         if max_features and keep.sum() > max_features:
             threshold = np.sort(df[keep])[-max_features]
             keep &= df >= threshold
-        kept = np.flatnonzero(keep)
-        names = list(vocabulary)  # in id order: ids were given in insertion order
-        del vocabulary
-        self.terms = {names[old]: new for new, old in enumerate(kept)}
+        kept = vocabulary[keep]
+        names = list(words)  # in id order: ids were given in insertion order
+        del words
+        self.terms = {_term(names, int(code)): i for i, code in enumerate(kept)}
         del names
-        self.idf = (np.log((1 + n_docs) / (1 + df[kept])) + 1).astype(np.float32)
-        if len(kept) < counts.shape[1]:
-            counts = counts[:, kept]
-        return self._weight(counts)
+        self.idf = (np.log((1 + n_docs) / (1 + df[keep])) + 1).astype(np.float32)
+        del vocabulary, df, keep
+        for i, doc_codes in enumerate(codes):  # codes -> column ids, in place
+            columns = np.searchsorted(kept, doc_codes)
+            found = columns < len(kept)
+            found[found] = kept[columns[found]] == doc_codes[found]
+            codes[i] = columns[found].astype(np.int32)
+            values[i] = values[i][found]
+        return self._weight(_arrays_to_csr(codes, values, len(kept)))
+
+    def _tokens(self, text: str) -> list[str]:
+        return analyzer_for(self.analyzer).tokens(text)
 
     def extend(
         self, texts: Sequence[str], documents_before: int, max_features: int
@@ -139,6 +158,13 @@ class TfidfFeatures:
         features.terms = {t: i for i, t in enumerate(data["terms"])}
         features.idf = np.load(directory / f"{prefix}-idf.npy", allow_pickle=False)
         return features
+
+
+def _term(names: list[str], code: int) -> str:
+    """The term of a gram code: a word id, or (first word id + 1) << 32 | second."""
+    if code >> 32:
+        return f"{names[(code >> 32) - 1]} {names[code & 0xFFFFFFFF]}"
+    return names[code]
 
 
 def _rows_to_csr(rows: list[dict[int, int]], n_cols: int) -> sp.csr_matrix:

@@ -122,7 +122,7 @@ def test_vectorising_a_corpus_keeps_no_python_object_per_term_occurrence():
 
     rng = random.Random(0)
     words = [f"w{i}x" for i in range(3000)]
-    texts = [" ".join(rng.choice(words) for _ in range(120)) for _ in range(2000)]
+    texts = [" ".join(rng.choice(words) for _ in range(120)) for _ in range(800)]
     features = TfidfFeatures("en")
     tracemalloc.start()
     try:
@@ -131,3 +131,40 @@ def test_vectorising_a_corpus_keeps_no_python_object_per_term_occurrence():
     finally:
         tracemalloc.stop()
     assert peak / x.nnz < 60  # bytes per stored value
+
+
+def test_fitting_keeps_no_string_for_terms_it_drops():
+    """Bigrams are counted as integer codes: only the `max_features` terms
+    kept become strings (a catalogue has millions of distinct bigrams)."""
+    import random
+    import tracemalloc
+
+    from indexer.features import TfidfFeatures
+
+    rng = random.Random(0)
+    words = [f"w{i}x" for i in range(3000)]
+    texts = [" ".join(rng.choice(words) for _ in range(120)) for _ in range(800)]
+    features = TfidfFeatures("en", ngram=2)
+    tracemalloc.start()
+    try:
+        features.fit_transform(texts, max_features=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak / (120 * len(texts)) < 130  # bytes per word of the corpus
+
+
+def test_fitted_vectors_are_those_of_transform():
+    """The integer codes of fitting and the strings of `transform` agree."""
+    from indexer.features import TfidfFeatures
+
+    texts = [
+        line.split("\t")[0] for line in (DATA / "tiny.tsv").read_text().split("\n")
+    ]
+    texts = [t for t in texts if t] * 2
+    for ngram, min_df, max_features in ((1, 1, None), (2, 1, None), (2, 2, 20)):
+        features = TfidfFeatures("en", ngram=ngram)
+        fitted = features.fit_transform(texts, min_df=min_df, max_features=max_features)
+        again = features.transform(texts)
+        assert fitted.shape == again.shape and fitted.nnz == again.nnz > 0
+        np.testing.assert_allclose(fitted.toarray(), again.toarray(), atol=1e-6)
