@@ -317,3 +317,32 @@ def test_labels_and_paths_are_escaped(trained, workspace):
     page = render_html(report)
     assert hostile not in page
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
+
+
+@pytest.mark.parametrize("option", ["--report", "--metrics-file", "--results-file"])
+def test_an_output_under_a_file_is_a_usage_error_and_missing_folders_are_made(
+    trained, workspace, option
+):
+    corpus = str(DATA / "tiny.tsv")
+    suffix = ".tsv" if option == "--results-file" else ".json"
+    target = str(DATA / "tiny.tsv" / "sub" / f"out{suffix}")
+    result = trained("eval", "tfidf-en", corpus, option, target)
+    assert result.exit_code == 2, result.output
+    assert f"Error: {option} {target}: {DATA / 'tiny.tsv'} is a file" in result.output
+    assert not isinstance(result.exception, OSError)
+    target = workspace / "new" / "folder" / f"out{suffix}"
+    result = trained("eval", "tfidf-en", corpus, option, str(target))
+    assert result.exit_code == 0, result.output
+    assert target.stat().st_size > 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("option", ["--metrics-file", "--results-file"])
+def test_an_output_the_system_refuses_is_one_error_and_a_device_stays(trained, option):
+    before = Path("/dev/full").stat()
+    result = trained("eval", "tfidf-en", str(DATA / "tiny.tsv"), option, "/dev/full")
+    assert result.exit_code == 1, result.output
+    assert f"{option} /dev/full: could not write it (No space" in result.output
+    assert not isinstance(result.exception, OSError)
+    after = Path("/dev/full").stat()  # written into, never replaced by a file
+    assert (after.st_mode, after.st_rdev) == (before.st_mode, before.st_rdev)

@@ -9,9 +9,38 @@ import click
 
 from indexer.cli.app import Context, cli, pass_context, print_table, warn
 from indexer.cli.options import at_least, limit_option, threshold_option
-from indexer.errors import UsageError
+from indexer.errors import IndexerError, UsageError
 
 CONFIDENCE = 0.95
+
+
+def _check_output(option: str, path: str | None) -> None:
+    """A usage error now, before a long evaluation, for an output file that
+    cannot be made: one under a file rather than a folder (missing folders
+    are made when it is written, as for the report)."""
+    if not path:
+        return
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(
+            f"{option} {path}: {folder} is a file, not a folder: name a file "
+            "in a folder"
+        )
+
+
+def _write_output(option: str, path: str, text: str) -> None:
+    """Write `text` to `path` whole or not at all; an error that names the
+    file (not a traceback) when the system refuses it."""
+    from indexer.report import write_atomic
+
+    try:
+        write_atomic(Path(path), text)
+    except OSError as exc:
+        raise IndexerError(
+            f"{option} {path}: could not write it ({exc.strerror or exc})"
+        ) from None
 
 
 def _evaluate(project, paths, limit, threshold, batch_size=64):
@@ -144,6 +173,9 @@ def eval_command(
     project = ctx.project(project_id)
     limit = limit or project.limit
     threshold = project.threshold if threshold is None else threshold
+    _check_output("--metrics-file", metrics_file)
+    _check_output("--results-file", results_file)
+    _check_output("--report", report)
     if report:
         from indexer.report import check_report_path
 
@@ -162,21 +194,26 @@ def eval_command(
         data.update({name: _finite(value) for name, value in metrics.items()})
         if bootstrap:
             data["bootstrap"] = _bootstrap_json(intervals, bootstrap, seed)
-        Path(metrics_file).write_text(json.dumps(data, indent=2))
+        _write_output("--metrics-file", metrics_file, json.dumps(data, indent=2))
     if results_file:
         _write_results(project, evaluator, results_file, bootstrap, seed)
     if report:
         from indexer.report import write_report
 
-        saved = write_report(
-            project,
-            report,
-            evaluator,
-            batches,
-            paths,
-            intervals=intervals,
-            command=_command_line(),
-        )
+        try:
+            saved = write_report(
+                project,
+                report,
+                evaluator,
+                batches,
+                paths,
+                intervals=intervals,
+                command=_command_line(),
+            )
+        except OSError as exc:
+            raise IndexerError(
+                f"--report {report}: could not write it ({exc.strerror or exc})"
+            ) from None
         click.echo(f"Report written to {report} (kept as {saved})", err=True)
 
 
@@ -194,18 +231,18 @@ def _write_results(project, evaluator, path, bootstrap: int | None, seed: int):
     header += [f"{c}_{end}" for c in columns for end in ("low", "high")] * bool(
         intervals
     )
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\t".join(header) + "\n")
-        for i, r in enumerate(evaluator.per_subject()):
-            s = r["subject"]
-            row = [f"<{vocab.uris[s]}>", vocab.label(s, project.language)]
-            row += [str(r[k]) for k in ("support", "tp", "fp", "fn")]
-            row += [f"{r[c]:.4f}" for c in columns]
-            for name in [f"{c}_{end}" for c in columns for end in ("low", "high")]:
-                if name in intervals:
-                    value = intervals[name][i]
-                    row.append("" if value != value else f"{value:.4f}")
-            f.write("\t".join(row) + "\n")
+    lines = ["\t".join(header)]
+    for i, r in enumerate(evaluator.per_subject()):
+        s = r["subject"]
+        row = [f"<{vocab.uris[s]}>", vocab.label(s, project.language)]
+        row += [str(r[k]) for k in ("support", "tp", "fp", "fn")]
+        row += [f"{r[c]:.4f}" for c in columns]
+        for name in [f"{c}_{end}" for c in columns for end in ("low", "high")]:
+            if name in intervals:
+                value = intervals[name][i]
+                row.append("" if value != value else f"{value:.4f}")
+        lines.append("\t".join(row))
+    _write_output("--results-file", path, "".join(line + "\n" for line in lines))
 
 
 def _command_line() -> str:

@@ -173,8 +173,13 @@ def render(report: dict, fmt: str) -> str:
     return render_html(report)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename it into place."""
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename it into place:
+    a failed write (a full disk) leaves no half-written file. A target that
+    is no regular file (/dev/stdout, a pipe) is written into, never replaced."""
+    if path.exists() and not path.is_file():
+        path.write_text(text, encoding="utf-8")
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -198,7 +203,7 @@ def write_report(
         project, evaluator, batches, paths, intervals, command, sources
     )
     text = render(report, fmt)
-    _write_atomic(Path(path), text)
+    write_atomic(Path(path), text)
     saved = report_dir(project) / f"report.{fmt}"
-    _write_atomic(saved, text)
+    write_atomic(saved, text)
     return saved
