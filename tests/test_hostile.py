@@ -937,8 +937,8 @@ def test_misspelt_core_key_gets_did_you_mean(workspace, run_cli):
     assert error_of(result) == (
         "Error: Project 'typo': unknown parameter 'treshold'. Did you mean "
         "'threshold'? Valid keys: settings name, language, vocab, backend, limit, "
-        "threshold, access, allow_learn; parameters batch_size, candidates, "
-        "max_features, min_df, ngram"
+        "threshold, access, allow_learn, analyzer; parameters batch_size, "
+        "candidates, max_features, min_df, min_weight, ngram"
     )
 
 
