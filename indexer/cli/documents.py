@@ -34,7 +34,8 @@ ray_options = together(  # for --engine ray
         1,
         "--workers",
         default=1,
-        help_text="Ray actors, each loading the project once (--engine ray).",
+        help_text="Ray actors, each loading the project once, or with --cross-fit "
+        "the trainings run at once (--engine ray).",
     ),
     at_least(
         0.0,

@@ -45,7 +45,7 @@ def cluster(hooks):
 
 @pytest.fixture(autouse=True)
 def no_hooks_yet(hooks):
-    for name in ("trainings.log", "fail.json"):
+    for name in ("trainings.log", "running.log", "fail.json"):
         (hooks / name).unlink(missing_ok=True)
 
 
@@ -67,6 +67,15 @@ def corpus(tmp_path) -> Path:
     path = tmp_path / "corpus.tsv"
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     return path
+
+
+def most_at_once(hooks: Path) -> int:
+    """The most fold trainings that ran at the same time."""
+    now = most = 0
+    for line in (hooks / "running.log").read_text().splitlines():
+        now += 1 if line == "+" else -1
+        most = max(most, now)
+    return most
 
 
 def fusion_scores(projects: Projects, corpus: Path) -> np.ndarray:
@@ -136,6 +145,7 @@ def test_a_training_that_kills_its_worker_stops_the_run_naming_it_and_a_rerun_re
     assert "Traceback" not in result.output
     # tried again a bounded number of times, then given up
     assert trainings(hooks).count(f"{last} xmc-en") == RETRIES + 1
+    assert most_at_once(hooks) == 1  # --workers 1, on a cluster of 2 CPUs
     for source in SOURCES:  # nothing swapped in
         assert not projects.get(source).is_trained
 
