@@ -305,6 +305,25 @@ def test_terminal_escapes_and_control_characters_from_a_server_are_dropped():
     assert not any(ord(c) < 32 for c in message)
 
 
+@pytest.mark.parametrize("status", [401, 503])
+def test_a_server_that_echoes_the_key_does_not_put_it_in_a_message(status):
+    def echo(handler):
+        said = handler.headers.get("Authorization", "")
+        answer(handler, status, f"invalid credentials: {said}".encode())
+
+    with HostileServer(echo) as server:
+        with pytest.raises(ServiceError) as caught:
+            ask(server.url, retries=0)
+        assert server.requests == 1
+        with pytest.raises(ServiceError) as again:  # 503: the open breaker says it
+            ask(server.url, retries=0)
+    for message in (caught.value.message, again.value.message):
+        assert "TOPSECRETKEY" not in message
+    assert f"HTTP {status}: invalid credentials: Bearer (the API key)" in (
+        caught.value.message
+    )
+
+
 def test_an_empty_refusal_reads_well():
     with FaultyServer() as server:
         server.answer(status=404, body=b"")

@@ -131,7 +131,8 @@ class ModelServer:
                 except _Refused as exc:
                     shared.breaker.answered(trial)
                     raise ServiceError(
-                        f"The model server {where} refused the request: {exc}"
+                        f"The model server {where} refused the request: "
+                        + self._unkeyed(str(exc))
                     ) from None
                 except _Failed as exc:
                     last = exc
@@ -147,11 +148,25 @@ class ModelServer:
                 shared.breaker.answered(trial)
                 return answer
             tries = "once" if made == 1 else f"{made} times"
-            message = f"The model server {where} failed (tried {tries}): {last}"
+            message = (
+                f"The model server {where} failed (tried {tries}): "
+                + self._unkeyed(str(last))
+            )
             shared.breaker.failed(message, trial)
             raise ServiceError(message)
         finally:
             shared.breaker.release(trial)
+
+    def _unkeyed(self, text: str) -> str:
+        """`text` quoted from the server without the API key: a server or a
+        proxy that echoes the Authorization header in an error would put the
+        key into a message, a log or a REST answer."""
+        if not self.api_key:
+            return text
+        key = clean_text(self.api_key, limit=len(self.api_key))
+        for secret in {self.api_key, key}:
+            text = text.replace(secret, "(the API key)")
+        return text
 
     def _post_once(self, path: str, data: bytes, parse) -> Any:
         from urllib3.connection import HTTPConnection, HTTPSConnection
