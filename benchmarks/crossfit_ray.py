@@ -2,21 +2,23 @@
 and the largest difference of the fusions' scores.
 
     python benchmarks/crossfit_ray.py [--dataset ykl-makupalat] [--folds 5]
-        [--workers 2] [--documents N] [--hash-seed 0] [--tag TAG]
+        [--workers 2] [--documents N] [--hash-seed 0] [--order local,ray]
+        [--tag TAG]
 
 The dataset's train.tsv is split by the md5 of each line: 9 lines in 10 train
 (the first N of them with --documents), 1 in 10 is scored by both fusions
 (never a `test` file). The fusion of tfidf, xmc and lexical is cross-fitted
 twice from scratch, each in a data dir of its own, by `indexer train FUSION
 --cross-fit K` in a process of its own: on the local engine (one training at
-a time), then with `--engine ray --workers W` (a local Ray cluster started by
-the command: its start-up is part of the time). The vocabulary is loaded
-before either is timed. Both run with PYTHONHASHSEED=0 (--hash-seed), which
-Ray's workers inherit: lexical's tree scorer depends on the order of Python's
-string sets, so without a fixed seed two local runs differ as well. Both
-fusions then suggest for the scored split; the largest absolute difference of
-their score matrices is reported, with the load average of the machine before
-and after each run (other people's work on a shared machine slows both).
+a time) and with `--engine ray --workers W` (a local Ray cluster started by
+the command: its start-up is part of the time), in the order --order gives.
+The vocabulary is loaded before either is timed. Both run with
+PYTHONHASHSEED=0 (--hash-seed), which Ray's workers inherit: lexical's tree
+scorer depends on the order of Python's string sets, so without a fixed seed
+two local runs differ as well. Both fusions then suggest for the scored
+split; the largest absolute difference of their score matrices is reported,
+with the load average of the machine before and after each run (other
+people's work on a shared machine slows both).
 Writes benchmarks/results/crossfit_ray[-TAG].json.
 """
 
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--documents", type=int, default=0, help="0: all")
     parser.add_argument("--hash-seed", default="0", help="'random': none set")
+    parser.add_argument("--order", default="local,ray", help="which engine first")
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
 
@@ -122,8 +125,12 @@ def main() -> None:
         "local": [],
         "ray": ["--engine", "ray", "--workers", str(args.workers)],
     }
+    order = args.order.split(",")
+    if sorted(order) != sorted(engines):
+        parser.error("--order: local,ray or ray,local")
     runs, configs = {}, {}
-    for engine, options in engines.items():
+    for engine in order:
+        options = engines[engine]
         configs[engine] = workspace(workdir, engine, args.dataset, args.folds)
         runs[engine] = cross_fit(
             configs[engine], corpus, args.folds, options, args.hash_seed
@@ -139,6 +146,7 @@ def main() -> None:
         "folds": args.folds,
         "workers": args.workers,
         "hash_seed": args.hash_seed,
+        "order": order,
         "cpus": os.cpu_count(),
         "runs": runs,
         "ray_over_local": round(runs["ray"]["seconds"] / runs["local"]["seconds"], 3),
