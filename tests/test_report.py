@@ -202,13 +202,38 @@ def test_rest_serves_the_last_report(trained, workspace):
     assert trained("eval", "tfidf-en", corpus, "--report", str(report)).exit_code == 0
     response = client.get("/v1/projects/tfidf-en/report")
     assert response.status_code == 200 and response.mimetype == "text/html"
-    assert response.get_data(as_text=True) == report.read_text()
+    # no key: every caller gets the copy without server details
+    public = next(workspace.rglob("report.public.html"))
+    assert response.get_data(as_text=True) == public.read_text()
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
     detail = client.get("/v1/projects/tfidf-en").get_json()
     assert detail["evaluation_report"] == "projects/tfidf-en/report"
     spec = client.get("/v1/openapi.json").get_json()
     operation = spec["paths"]["/v1/projects/{project_id}/report"]["get"]
     assert list(operation["responses"]["200"]["content"]) == ["text/html"]
+
+
+def test_rest_serves_callers_without_the_key_a_report_without_server_details(
+    trained, workspace
+):
+    from indexer.rest import create_app
+
+    app = create_app(workspace / "projects.cfg", api_key="KEY", check_interval=0)
+    client = app.test_client()
+    corpus = str(DATA / "tiny.tsv")  # a path on the server
+    report = workspace / "r.html"
+    assert trained("eval", "dummy-en", corpus, "--report", str(report)).exit_code == 0
+    # dummy-en's uri is a URL: GET /v1/projects/dummy-en withholds it
+    assert client.get("/v1/projects/dummy-en").get_json()["params"]["uri"] is None
+    shown = "uri&quot;: &quot;http://example.org/t/physics"
+    public = client.get("/v1/projects/dummy-en/report")
+    assert public.status_code == 200
+    page = public.get_data(as_text=True)
+    assert shown not in page and corpus not in page
+    assert "tiny.tsv" in page and "(hidden)" in page
+    keyed = client.get("/v1/projects/dummy-en/report", headers={"X-API-Key": "KEY"})
+    assert keyed.get_data(as_text=True) == report.read_text()
+    assert shown in report.read_text() and corpus in report.read_text()
 
 
 @pytest.fixture

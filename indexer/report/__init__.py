@@ -24,6 +24,7 @@ SUFFIXES = (".html", ".json")
 #: parameters whose values a report must not repeat (API keys of model servers)
 SECRET = re.compile(r"key|token|secret|password", re.I)
 SOURCE_METRICS = ("f1@5", "ndcg@10", "f1", "recall@10")
+HIDDEN = "(hidden)"
 
 
 def check_report_path(path: str | os.PathLike) -> str:
@@ -42,10 +43,30 @@ def check_report_path(path: str | os.PathLike) -> str:
     return suffix[1:]
 
 
-def last_report(project) -> Path | None:
-    """The project's last saved HTML report, if any."""
-    path = report_dir(project) / "report.html"
+def last_report(project, public: bool = False) -> Path | None:
+    """The project's last saved HTML report, if any; `public`: the copy for
+    callers without the API key (`public_report`)."""
+    path = report_dir(project) / ("report.public.html" if public else "report.html")
     return path if path.is_file() else None
+
+
+def public_report(report: dict) -> dict:
+    """The report as a caller without the API key may read it over REST: the
+    parameters and manifest values that name a server, a credential or a path
+    on the server withheld (as GET /v1/projects/{id} withholds them), and so
+    the command line and the corpus's paths, which hold such paths."""
+    from indexer.disclosure import withheld
+
+    out = dict(report)
+    out["settings"] = withheld(report["settings"], HIDDEN)
+    out["models"] = withheld(report["models"], HIDDEN)
+    out["command"] = HIDDEN if report["command"] else ""
+    corpus = dict(report["corpus"])
+    names = {p: Path(p).name for p in corpus["paths"]}
+    corpus["paths"] = list(names.values())
+    corpus["sha256"] = {names.get(p, p): d for p, d in corpus["sha256"].items()}
+    out["corpus"] = corpus
+    return out
 
 
 def report_dir(project) -> Path:
@@ -82,7 +103,7 @@ def build_report(
             "limit": limit,
             "threshold": threshold,
             "params": {
-                k: ("(hidden)" if SECRET.search(k) else v)
+                k: (HIDDEN if SECRET.search(k) else v)
                 for k, v in project.config.params.items()
             },
         },
@@ -168,6 +189,11 @@ def render(report: dict, fmt: str) -> str:
     """The report as HTML or JSON text."""
     if fmt == "json":
         return json.dumps(report, indent=1, ensure_ascii=False) + "\n"
+    return render_html_text(report)
+
+
+def render_html_text(report: dict) -> str:
+    """The report as one self-contained HTML page."""
     from indexer.report.html import render_html
 
     return render_html(report)
@@ -206,4 +232,7 @@ def write_report(
     write_atomic(Path(path), text)
     saved = report_dir(project) / f"report.{fmt}"
     write_atomic(saved, text)
+    if fmt == "html":  # the copy that REST serves to callers without the key
+        public = render_html_text(public_report(report))
+        write_atomic(report_dir(project) / "report.public.html", public)
     return saved

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections import Counter
 
 from flask import Blueprint, current_app, g, request
 
 from indexer import __version__
 from indexer.backend import Backend
+from indexer.disclosure import is_private
 from indexer.errors import IndexerError, NotFoundError, NotSupportedError, UsageError
 from indexer.language import detect_languages
 from indexer.project import Project
@@ -161,29 +161,12 @@ def project_info(project: Project, authorised: bool = False) -> dict:
     return info
 
 
-#: parameters whose names say they locate a server or hold a credential
-_PRIVATE_PARAM = re.compile(
-    r"url|host|endpoint|server|key|token|secret|password|credential|auth", re.I
-)
-
-
-def _private(name: str, value) -> bool:
-    """Whether a parameter tells the operator's business: a server's address
-    or a credential (by its name), a URL or a path on the server (by its value)."""
-    if _PRIVATE_PARAM.search(name):
-        return True
-    values = value if isinstance(value, list) else [value]
-    return any(
-        isinstance(v, str) and ("://" in v or v.startswith(("/", "~"))) for v in values
-    )
-
-
 def shown_params(params: dict, authorised: bool) -> dict:
     """A project's parameters as a caller sees them: without the API key, the
     values that name a server, a URL, a key or a path on the server are null."""
     if authorised:
         return params
-    return {k: None if _private(k, v) else v for k, v in params.items()}
+    return {k: None if is_private(k, v) else v for k, v in params.items()}
 
 
 @v1.get("/projects")
@@ -222,15 +205,16 @@ def get_project(project_id: str):
         **info,
         "params": params,
         "model": model,
-        "evaluation_report": _report_path(project),
+        "evaluation_report": _report_path(project, authorised),
     }
 
 
-def _report_path(project: Project) -> str | None:
-    """Where the project's last evaluation report is served, if it has one."""
+def _report_path(project: Project, authorised: bool) -> str | None:
+    """Where the project's last evaluation report is served, if it has one
+    for this caller."""
     from indexer.report import last_report
 
-    if last_report(project) is None:
+    if last_report(project, public=not authorised) is None:
         return None
     return f"projects/{project.id}/report"
 
@@ -373,8 +357,8 @@ def evaluation_report(project_id: str):
     """
     from indexer.report import last_report
 
-    project = _project(project_id)
-    path = last_report(project)
+    project, authorised = _project(project_id), _authorised()
+    path = last_report(project, public=not authorised)
     if path is None:
         raise NotFoundError(
             f"Project '{project.id}' has no evaluation report: run `indexer eval "
