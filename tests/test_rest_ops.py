@@ -886,3 +886,43 @@ def test_gunicorn_replaces_a_killed_worker(ops_config):
             assert suggest(server.base, "tfidf-en", PHYSICS)[0] == 200
     finally:
         assert server.stop() == 0
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.create_server(("::1", 0), family=socket.AF_INET6):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_serve_on_an_ipv6_address_prints_a_url_that_opens(ops_config):
+    command = [
+        sys.executable,
+        "-c",
+        "from indexer.cli import main; main()",
+        "--projects",
+        str(ops_config),
+        "serve",
+        "--host",
+        "::1",
+        "--port",
+        "0",
+        "--no-preload",
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if "public projects on" in line:
+                break
+        url = re.search(r"on (\S+) \(", line).group(1)
+        assert re.fullmatch(r"http://\[::1\]:\d+/", url), line
+        status, _, _ = call("GET", url + "v1/")
+        assert status == 200
+    finally:
+        process.terminate()
+        process.wait(30)
+        process.stderr.close()

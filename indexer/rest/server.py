@@ -256,14 +256,14 @@ def _run_one(
     preload = PRELOAD_IN_BACKGROUND if preload else False
     app = create_app(projects=projects, preload=preload, **settings)
     if dev:
-        announce(f"http://{host}:{port}/", "Flask's development server")
+        announce(_http_url(host, port), "Flask's development server")
         app.run(host=host, port=port, threaded=True)
         return
     try:
         server = make_server(app, host=host, port=port, threads=threads)
     except OSError as exc:  # taken since check_address
         raise _address_error(host, port, exc) from None
-    url = f"http://{server.effective_host}:{server.effective_port}/"
+    url = _http_url(server.effective_host, server.effective_port)
     announce(url, f"waitress, {threads} threads")
     # SIGTERM (how a service manager or Kubernetes stops it) ends it cleanly
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -273,6 +273,12 @@ def _run_one(
         pass
     finally:
         server.close()
+
+
+def _http_url(host: str, port: int) -> str:
+    """The URL of a server at `host`, an IPv6 address in brackets
+    (http://[::1]:5000/), so that it can be opened as printed."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def _announcer(public: int, log_format: str) -> Callable[[str, str], None]:
@@ -316,8 +322,7 @@ def _run_workers(
         sock = socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:  # taken since check_address
         raise _address_error(host, port, exc) from None
-    url_host = f"[{host}]" if family == socket.AF_INET6 else host
-    url = f"http://{url_host}:{sock.getsockname()[1]}/"
+    url = _http_url(host, sock.getsockname()[1])
     children: list[int] = []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
