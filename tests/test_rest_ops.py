@@ -926,3 +926,34 @@ def test_serve_on_an_ipv6_address_prints_a_url_that_opens(ops_config):
         process.terminate()
         process.wait(30)
         process.stderr.close()
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [b"zz\r\nab\r\n0\r\n\r\n", b"2\r\nabXX0\r\n\r\n"],
+    ids=["bad-size", "no-terminator"],
+)
+def test_gunicorn_a_malformed_chunked_body_is_a_400_not_a_bug(ops_config, chunks):
+    import socket
+
+    server = gunicorn(ops_config)
+    try:
+        host, port = server.base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/projects/tfidf-en/suggest HTTP/1.1\r\nHost: x\r\n"
+                b"Transfer-Encoding: chunked\r\n"
+                b"Content-Type: application/json\r\n\r\n" + chunks
+            )
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                more = sock.recv(4096)
+                if not more:
+                    break
+                answer += more
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), answer
+        assert b"application/problem+json" in head
+        assert b"could not be read" in body and b"bug" not in body
+    finally:
+        server.stop()

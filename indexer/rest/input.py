@@ -12,7 +12,7 @@ from urllib.parse import unquote_to_bytes
 
 from flask import Request
 from pydantic import BaseModel, RootModel, ValidationError
-from werkzeug.exceptions import UnsupportedMediaType
+from werkzeug.exceptions import HTTPException, UnsupportedMediaType
 
 from indexer.errors import InputError, UsageError
 from indexer.rest.schemas import Options
@@ -106,7 +106,17 @@ def _unwrap(annotation: Any) -> Any:
 
 def _body(request: Request, media: tuple[str, ...]) -> Any:
     mimetype = request.mimetype
-    data = request.get_data(cache=True, parse_form_data=False)
+    try:
+        data = request.get_data(cache=True, parse_form_data=False)
+    except HTTPException:  # too large, or the client went away: werkzeug's own
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the WSGI server's parser raises
+        # gunicorn parses a chunked body only as it is read: a bad chunk size
+        # or a missing terminator is the caller's malformed request, no bug
+        raise UsageError(
+            f"The request body could not be read ({type(exc).__name__}: "
+            f"{str(exc)[:200]})"
+        ) from None
     if not mimetype and not data:
         return {}
     if mimetype not in media and not (JSON in media and mimetype.endswith("+json")):
