@@ -324,6 +324,17 @@ def test_a_server_that_echoes_the_key_does_not_put_it_in_a_message(status):
     )
 
 
+def test_a_key_cut_by_the_quoting_limit_shows_no_part_of_it():
+    def echo(handler):  # the key straddles the 200 characters quoted
+        said = handler.headers.get("Authorization", "")
+        answer(handler, 401, ("x" * 186 + said).encode())
+
+    with HostileServer(echo) as server, pytest.raises(ServiceError) as caught:
+        ask(server.url, retries=0)
+    message = caught.value.message
+    assert "TOPS" not in message and message.endswith("(the API key)...")
+
+
 def test_an_empty_refusal_reads_well():
     with FaultyServer() as server:
         server.answer(status=404, body=b"")

@@ -166,6 +166,12 @@ class ModelServer:
         key = clean_text(self.api_key, limit=len(self.api_key))
         for secret in {self.api_key, key}:
             text = text.replace(secret, "(the API key)")
+        # quoted text cut to its length limit: no 4 or more of the key's first
+        # characters before the cut either
+        head = text.removesuffix("...")
+        for n in range(min(len(key), len(head)) - 1, 3, -1):
+            if head.endswith(key[:n]):  # the cut went through the key
+                return head[:-n] + "(the API key)..."
         return text
 
     def _post_once(self, path: str, data: bytes, parse) -> Any:
