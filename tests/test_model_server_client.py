@@ -293,6 +293,22 @@ def test_a_url_with_a_query_is_refused_without_repeating_it():
     assert configured("http://127.0.0.1:8000/v1/").url == "http://127.0.0.1:8000"
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:99999", "not a number from 1 to 65535"),
+        ("http://127.0.0.1:0", "not a number from 1 to 65535"),
+        ("http://127.0.0.1:8000:1", "not a number from 1 to 65535"),
+        ("http://127.0.0.1:8000/\u202egnp.exe", "invisible formatting"),
+        ("http://127.0.0.1\u200b:8000", "invisible formatting"),
+        ("http://127.0.0.1:8000/a b", "spaces"),
+    ],
+)
+def test_a_url_with_a_bad_port_or_hidden_characters_is_refused(url, says):
+    with pytest.raises(ConfigError, match=says):
+        configured(url)
+
+
 def test_terminal_escapes_and_control_characters_from_a_server_are_dropped():
     with FaultyServer() as server:
         server.answer(

@@ -479,8 +479,10 @@ def server_root(url: str) -> str:
     """`url` as a server's root (http[s]://host[:port][/path], no `/v1`);
     ValueError, which never repeats a password or a query, for anything else."""
     text = url.strip()
-    if any(ord(c) < 33 or ord(c) == 127 for c in text):
-        raise ValueError("the URL holds spaces or control characters")
+    if " " in text or _CONTROLS.search(text):  # bidi overrides would disguise it
+        raise ValueError(
+            "the URL holds spaces, control or invisible formatting characters"
+        )
     parts = urlsplit(text)
     if "@" in parts.netloc:
         raise ValueError(
@@ -496,9 +498,11 @@ def server_root(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"'{text}' is not an http:// or https:// URL")
     try:
-        parts.port  # noqa: B018 - raises for a port that is not a number
+        port = parts.port  # raises for a port that is no number or too large
     except ValueError:
-        raise ValueError(f"'{text}' has a port that is no number") from None
+        port = 0
+    if port == 0:
+        raise ValueError(f"'{text}' has a port that is not a number from 1 to 65535")
     path = parts.path.rstrip("/").removesuffix("/v1").rstrip("/")
     return f"{parts.scheme}://{parts.netloc}{path}"
 
