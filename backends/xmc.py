@@ -392,21 +392,20 @@ def write_libsvm(path: Path, x, subjects: list[list[int]], labels: np.ndarray) -
     x = x.tocsr()
     x.sort_indices()
     position = {int(v): i for i, v in enumerate(labels)}
-    lines = []
-    for i, doc_subjects in enumerate(subjects):
-        start, end = x.indptr[i], x.indptr[i + 1]
-        if start == end:
-            continue
-        terms = " ".join(
-            f"{c}:{v:.6g}"
-            for c, v in zip(x.indices[start:end], x.data[start:end], strict=True)
-        )
-        lines.append(",".join(str(position[s]) for s in doc_subjects) + " " + terms)
+    written = int((np.diff(x.indptr) > 0).sum())
+    # streamed: the lines of a whole catalogue would be gigabytes of strings
     with open(path, "w", encoding="ascii") as f:
-        f.write(f"{len(lines)} {x.shape[1]} {len(labels)}\n")
-        for line in lines:
-            f.write(line + "\n")
-    return len(lines)
+        f.write(f"{written} {x.shape[1]} {len(labels)}\n")
+        for i, doc_subjects in enumerate(subjects):
+            start, end = x.indptr[i], x.indptr[i + 1]
+            if start == end:
+                continue
+            terms = " ".join(
+                f"{c}:{v:.6g}"
+                for c, v in zip(x.indices[start:end], x.data[start:end], strict=True)
+            )
+            f.write(",".join(str(position[s]) for s in doc_subjects) + f" {terms}\n")
+    return written
 
 
 @contextlib.contextmanager

@@ -148,3 +148,23 @@ def test_libsvm_file_maps_subjects_to_label_positions(tmp_path):
     written = write_libsvm(path, x, [[8, 9], [3], [3]], labels)
     assert written == 2  # the document without features is left out
     assert path.read_text().splitlines() == ["2 3 3", "1,2 0:0.5 2:0.25", "0 1:1"]
+
+
+def test_libsvm_file_is_written_as_it_goes(tmp_path):
+    """omikuji's training file is streamed, never held whole in memory."""
+    import tracemalloc
+
+    from backends.xmc import write_libsvm
+
+    rng = np.random.default_rng(0)
+    x = sp.random(2000, 5000, density=0.04, format="csr", dtype=np.float32, rng=rng)
+    subjects = [[int(s)] for s in rng.integers(0, 10, 2000)]
+    path = tmp_path / "train.txt"
+    tracemalloc.start()
+    try:
+        write_libsvm(path, x, subjects, np.arange(10))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert path.stat().st_size > 2_000_000
+    assert peak < path.stat().st_size / 10
