@@ -59,10 +59,15 @@ class TfidfFeatures:
         (a bigram is the pair of its words' ids), and only the terms kept get
         a string."""
         words: dict[str, int] = {}
-        codes, values = [], []
+        # per chunk of documents: their codes and counts, one document after
+        # the other, and each document's number of codes (one array per chunk
+        # rather than per document: no heap of small arrays left behind)
+        codes, values, lengths = [], [], []
         for start in range(0, len(texts), CHUNK):
-            chunk = texts[start : start + CHUNK]
-            for tokens in parallel_map(self._tokens, chunk, jobs):
+            chunk_codes, chunk_counts = [], []
+            for tokens in parallel_map(
+                self._tokens, texts[start : start + CHUNK], jobs
+            ):
                 ids = np.fromiter(
                     (words.setdefault(t, len(words)) for t in tokens),
                     np.int64,
@@ -71,13 +76,14 @@ class TfidfFeatures:
                 if self.ngram >= 2 and len(ids) > 1:
                     ids = np.concatenate([ids, (ids[:-1] + 1) << 32 | ids[1:]])
                 doc_codes, counts = np.unique(ids, return_counts=True)
-                codes.append(doc_codes)
-                values.append(counts.astype(np.float32))
-        vocabulary, df = np.unique(
-            np.concatenate(codes) if codes else np.zeros(0, np.int64),
-            return_counts=True,
-        )
-        n_docs = max(len(codes), 1)
+                chunk_codes.append(doc_codes)
+                chunk_counts.append(counts)
+            lengths.append(np.fromiter(map(len, chunk_codes), np.int64))
+            codes.append(np.concatenate(chunk_codes))
+            values.append(np.concatenate(chunk_counts).astype(np.float32))
+            del chunk_codes, chunk_counts
+        vocabulary, df = _distinct_counts(codes)
+        n_docs = max(len(texts), 1)
         keep = (df >= min_df) & (df <= max_df * n_docs)
         if max_features and keep.sum() > max_features:
             threshold = np.sort(df[keep])[-max_features]
@@ -89,13 +95,15 @@ class TfidfFeatures:
         del names
         self.idf = (np.log((1 + n_docs) / (1 + df[keep])) + 1).astype(np.float32)
         del vocabulary, df, keep
-        for i, doc_codes in enumerate(codes):  # codes -> column ids, in place
-            columns = np.searchsorted(kept, doc_codes)
+        for i, chunk_codes in enumerate(codes):  # codes -> column ids, in place
+            columns = np.searchsorted(kept, chunk_codes)
             found = columns < len(kept)
-            found[found] = kept[columns[found]] == doc_codes[found]
+            found[found] = kept[columns[found]] == chunk_codes[found]
             codes[i] = columns[found].astype(np.int32)
             values[i] = values[i][found]
-        return self._weight(_arrays_to_csr(codes, values, len(kept)))
+            doc = np.repeat(np.arange(len(lengths[i])), lengths[i])
+            lengths[i] = np.bincount(doc[found], minlength=len(lengths[i]))
+        return self._weight(_chunks_to_csr(codes, values, lengths, len(kept)))
 
     def _tokens(self, text: str) -> list[str]:
         return analyzer_for(self.analyzer).tokens(text)
@@ -160,6 +168,19 @@ class TfidfFeatures:
         return features
 
 
+def _distinct_counts(codes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of the arrays and how often each occurs in them;
+    sorted in place, where np.unique would copy the largest array of training
+    once more."""
+    every = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+    every.sort()
+    if not every.size:
+        return every, np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], every[1:] != every[:-1]]))
+    counts = np.diff(np.append(starts, every.size))
+    return every[starts], counts
+
+
 def _term(names: list[str], code: int) -> str:
     """The term of a gram code: a word id, or (first word id + 1) << 32 | second."""
     if code >> 32:
@@ -172,6 +193,23 @@ def _rows_to_csr(rows: list[dict[int, int]], n_cols: int) -> sp.csr_matrix:
         [np.fromiter(r, np.int32, len(r)) for r in rows],
         [np.fromiter(r.values(), np.float32, len(r)) for r in rows],
         n_cols,
+    )
+
+
+def _chunks_to_csr(
+    ids: list[np.ndarray], values: list[np.ndarray], lengths: list, n_cols: int
+) -> sp.csr_matrix:
+    """A CSR matrix from chunks of rows: each chunk's column ids and values,
+    row after row, and the length of each of its rows."""
+    lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    dtype = index_dtype(int(indptr[-1]), n_cols)
+    indices = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+    data = np.concatenate(values) if values else np.zeros(0, np.float32)
+    return sp.csr_matrix(
+        (data, indices.astype(dtype, copy=False), indptr.astype(dtype)),
+        shape=(len(lengths), n_cols),
     )
 
 
