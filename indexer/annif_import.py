@@ -44,11 +44,12 @@ BACKENDS = {
     ),
     "dummy": ("dummy", "a fixed suggestion, for tests"),
 }
+_LINEAR = "on small data it trains flat: a linear classifier per subject"
 #: Annif backends without a counterpart -> (closest backend here, or None; why)
 CLOSEST = {
-    "fasttext": ("xmc", "its default preset, flat, is a linear classifier per subject"),
-    "svc": ("xmc", "its default preset, flat, is a linear classifier per subject"),
-    "vw_multi": ("xmc", "its default preset, flat, is a linear classifier per subject"),
+    "fasttext": ("xmc", _LINEAR),
+    "svc": ("xmc", _LINEAR),
+    "vw_multi": ("xmc", _LINEAR),
     "xtransformer": ("llm_head", "a transformer with a classification head"),
     "stwfsa": ("lexical", "matching the vocabulary's labels"),
     "yake": ("lexical", "matching the vocabulary's labels"),
