@@ -121,10 +121,18 @@ def save_arrays(path: Path, arrays: dict) -> None:
 def load_arrays(path: Path) -> dict:
     """Inverse of `save_arrays`."""
     import numpy as np
-    import scipy.sparse as sp
 
     with np.load(path, allow_pickle=False) as npz:
         flat = {key: npz[key] for key in npz.files}
+    return _with_sparse(flat)
+
+
+def _with_sparse(flat: dict) -> dict:
+    """`flat` with each sparse matrix's NAME.data/.indices/.indptr/.shape
+    arrays joined into one CSR matrix NAME (sharing their memory, mapped or
+    not)."""
+    import scipy.sparse as sp
+
     arrays = {}
     for key in list(flat):
         if key.endswith(".shape"):
@@ -135,7 +143,8 @@ def load_arrays(path: Path) -> dict:
                     flat.pop(f"{name}.indices"),
                     flat.pop(f"{name}.indptr"),
                 ),
-                shape=tuple(flat.pop(key)),
+                shape=tuple(int(n) for n in flat.pop(key)),
+                copy=False,
             )
     arrays.update(flat)
     return arrays
@@ -168,24 +177,9 @@ def save_mappable(directory: Path, arrays: dict) -> None:
 def load_mappable(directory: Path) -> dict:
     """Inverse of `save_mappable`: the arrays memory-mapped read-only."""
     import numpy as np
-    import scipy.sparse as sp
 
     flat = {
         path.name[: -len(".npy")]: np.load(path, mmap_mode="r", allow_pickle=False)
         for path in sorted(directory.glob("*.npy"))
     }
-    arrays = {}
-    for key in list(flat):
-        if key.endswith(".shape"):
-            name = key[: -len(".shape")]
-            arrays[name] = sp.csr_matrix(
-                (
-                    flat.pop(f"{name}.data"),
-                    flat.pop(f"{name}.indices"),
-                    flat.pop(f"{name}.indptr"),
-                ),
-                shape=tuple(int(n) for n in flat.pop(key)),
-                copy=False,
-            )
-    arrays.update(flat)
-    return arrays
+    return _with_sparse(flat)
