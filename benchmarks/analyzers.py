@@ -3,7 +3,8 @@ bootstrap intervals and paired differences against Snowball.
 
     python benchmarks/analyzers.py [--datasets archaeology,kirjastonhoitaja]
         [--analyzers snowball,simplemma,voikko] [--backends lexical,tfidf]
-        [--set lexical.compound_parts=yes] [--n-boot 1000] [--speed] [--tag TAG]
+        [--set lexical.compound_parts=yes] [--n-boot 1000] [--speed] [--fusion]
+        [--tag TAG]
 
 An analyzer may carry lexical settings after a '+', to compare variants with
 one analyzer: `--analyzers voikko,voikko+compound_parts=yes --baseline voikko`.
@@ -21,6 +22,13 @@ Protocol, per dataset (never a `test` file):
   difference of each analyzer against Snowball (`--baseline`) on the same resamples
   (indexer.significance): a difference counts only when its interval
   excludes zero (marked *).
+
+`--fusion` adds, per analyzer, a `calibrated` fusion of that analyzer's
+tfidf, xmc and lexical projects (the three are added to `--backends`), fitted
+the tuning-split way of benchmarks/heldout.py: the sources trained on 16/19 of
+`rest`, the fusion on the other 3/19 as they score it, then the sources
+retrained on all of `rest`. Its rows are evaluated and compared like the
+others; its `train s` is the whole of it (sources twice and the fusion).
 
 `--speed` measures tokens/s of each analyzer on the training texts: cold (no
 cache), a first pass with the cache (what training sees) and a warm pass.
@@ -47,6 +55,7 @@ from common import (  # noqa: E402
     write_config,
 )
 from ensembles import parse_changes  # noqa: E402
+from heldout import SOURCES, TUNING, fit_split_fusion  # noqa: E402
 
 from indexer.eval import Evaluator  # noqa: E402
 from indexer.project import Projects  # noqa: E402
@@ -75,6 +84,7 @@ SPEC = {
     "gnd-tibkat-en": ("gnd-tibkat/vocab.ttl", "en", "gnd-tibkat/train-en.tsv", None),
 }
 SETTINGS = {"gnd-tibkat-en": {"lexical": {"label_language": "de"}}}
+FUSION = "calibrated"
 METRICS = {"f1@5": "f1@5", "ndcg@10": "ndcg@10", "unseen_recall@10": "unseen R@10"}
 
 
@@ -123,6 +133,16 @@ def bench(name: str, args, changes: dict) -> tuple[list[dict], dict]:
                 **changes.get(backend, {}),
                 **variant_settings(analyzer, backend),
             }
+    if args.fusion:
+        paths.update(split_lines(paths["rest"], workdir, parts=TUNING))
+        for analyzer in args.analyzers:
+            sources = [project_id(s, args.analyzers, analyzer) for s in SOURCES]
+            sections[project_id(FUSION, args.analyzers, analyzer)] = {
+                "language": language,
+                "backend": FUSION,
+                "sources": ", ".join(sources),
+                **changes.get(FUSION, {}),
+            }
     projects = Projects.from_path(
         write_config(workdir, "vocab", DATASETS / vocab, sections)
     )
@@ -130,8 +150,23 @@ def bench(name: str, args, changes: dict) -> tuple[list[dict], dict]:
 
     # outside the timings: the vocabulary, imports and dictionaries load once
     projects.get(next(iter(sections))).train([paths["heldout"]], jobs=1)
-    info: dict = {"train_s": {}}
+    info: dict = {"train_s": {}, "fusion": {}}
+    if args.fusion:
+        for analyzer in args.analyzers:
+            fusion = project_id(FUSION, args.analyzers, analyzer)
+            sources = sections[fusion]["sources"].split(", ")
+            build_analyzer.cache_clear()
+            with Timer() as t:
+                fitted = fit_split_fusion(projects, sources, fusion, paths, jobs=1)
+            info["fusion"][fusion] = {
+                "fit_s": round(t.seconds, 1),
+                "heldout_documents": fitted.get("heldout_documents"),
+                "unseen_examples": fitted.get("unseen_examples"),
+            }
+            print(f"{name}: fitted {fusion} on the tuning split in {t.seconds:.0f} s")
     for pid, section in sections.items():
+        if section["backend"] == FUSION:
+            continue  # fitted above; its sources are retrained here
         if pid.startswith(args.backends[0]):
             build_analyzer.cache_clear()  # each analyzer starts with a cold cache
         with Timer() as t:
@@ -139,14 +174,22 @@ def bench(name: str, args, changes: dict) -> tuple[list[dict], dict]:
         info["train_s"][pid] = round(t.seconds, 1)
         setting = section["analyzer"]
         print(f"{name}: trained {pid} ({setting}) in {t.seconds:.0f} s", flush=True)
+    for fusion, fitted in info["fusion"].items():
+        sources = sections[fusion]["sources"].split(", ")
+        whole = fitted["fit_s"] + sum(info["train_s"][s] for s in sources)
+        info["train_s"][fusion] = round(whole, 1)
     seen = training_counts(projects.get(next(iter(sections))), paths["rest"])
     rows = []
+    backends = args.backends + ([FUSION] if args.fusion else [])
     for split, path in splits.items():
-        for backend in args.backends:
+        for backend in backends:
             evaluators = {}
             for analyzer in args.analyzers:
                 pid = project_id(backend, args.analyzers, analyzer)
                 project = projects.get(pid)
+                for source in sections[pid].get("sources", "").split(", "):
+                    if source:  # a fusion's sources were retrained since its fit
+                        projects.get(source).unload()
                 project.unload()
                 evaluators[analyzer], seconds = evaluator_of(project, path, seen)
                 docs = evaluators[analyzer].results()["documents"]
@@ -237,10 +280,17 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--speed", action="store_true", help="tokens/s only")
     parser.add_argument("--speed-texts", type=int, default=500)
+    parser.add_argument(
+        "--fusion",
+        action="store_true",
+        help="also a calibrated fusion of tfidf, xmc and lexical per analyzer",
+    )
     parser.add_argument("--tag", default="")
     args = parser.parse_args()
     args.analyzers = args.analyzers.split(",")
     args.backends = args.backends.split(",")
+    if args.fusion:
+        args.backends += [s for s in SOURCES if s not in args.backends]
     datasets = args.datasets.split(",")
     if args.speed:
         rows = [r for d in datasets for r in speed(d, args.analyzers, args.speed_texts)]
@@ -249,7 +299,7 @@ def main() -> None:
         print(markdown_table(rows, columns))
         save_results("analyzers-speed", {"rows": rows}, args.tag)
         return
-    changes = parse_changes(args.set, args.backends)
+    changes = parse_changes(args.set, args.backends + [FUSION])
     rows, info = [], {}
     for name in datasets:
         dataset_rows, info[name] = bench(name, args, changes)

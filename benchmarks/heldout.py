@@ -80,6 +80,17 @@ SETTINGS = {
     }
 }
 METHODS = {"split": "fusion-split", "crossfit": "fusion-crossfit"}
+TUNING = (("fit", 16), ("tune", 3))  # of the rest: sources fit, fusion tune
+
+
+def fit_split_fusion(
+    projects: Projects, sources: list[str], fusion: str, paths: dict, jobs: int
+) -> dict:
+    """The tuning-split fusion: the sources trained on `paths['fit']`, then the
+    fusion on `paths['tune']` as those sources score it (its training info)."""
+    for source in sources:
+        projects.get(source).train([paths["fit"]], jobs=jobs)
+    return projects.get(fusion).train([paths["tune"]])
 
 
 def splits(name: str, workdir: Path) -> dict:
@@ -94,7 +105,7 @@ def splits(name: str, workdir: Path) -> dict:
     else:
         parts = split_lines(DATASETS / train, workdir, (("rest", 9), ("heldout", 1)))
         parts["validate"] = DATASETS / validate
-    tuning = split_lines(parts["rest"], workdir, parts=(("fit", 16), ("tune", 3)))
+    tuning = split_lines(parts["rest"], workdir, parts=TUNING)
     return {**parts, **tuning}
 
 
@@ -131,9 +142,7 @@ def bench(
 
     if "split" in methods:
         with Timer() as t:
-            for source in sources:
-                projects.get(source).train([paths["fit"]], jobs=2)
-            split_info = projects.get("fusion-split").train([paths["tune"]])
+            split_info = fit_split_fusion(projects, sources, "fusion-split", paths, 2)
         info["fusion-split"] = {
             "train_s": round(t.seconds, 1),
             **_fusion_info(split_info),
