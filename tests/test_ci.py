@@ -23,6 +23,6 @@ def test_the_quick_start_is_two_commands_one_of_them_the_tests():
 
 
 def test_ci_runs_the_readme_test_command_as_written():
-    test_command = readme_quick_start()[1]
+    commands = [part.strip() for part in readme_quick_start()[1].split("&&")]
     ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
-    assert test_command in ci_lines
+    assert commands == [line for line in ci_lines if line in commands]
