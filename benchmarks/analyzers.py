@@ -56,32 +56,17 @@ from common import (  # noqa: E402
 )
 from ensembles import parse_changes  # noqa: E402
 from heldout import SOURCES, TUNING, fit_split_fusion  # noqa: E402
+from heldout import SPEC as HELDOUT_SPEC  # noqa: E402
 
 from indexer.eval import Evaluator  # noqa: E402
 from indexer.project import Projects  # noqa: E402
 from indexer.significance import bootstrap, paired_difference  # noqa: E402
 
-# name -> (vocabulary, language, train, validate split or None)
+# heldout.py's datasets (vocabulary, language, train, validate split or None),
+# without a withheld test split: an analyzer is never measured on `test`
 SPEC = {
-    "archaeology": (
-        "yso-archaeology/vocab.ttl",
-        "fi",
-        "yso-archaeology/train.tsv",
-        None,
-    ),
-    "kirjastonhoitaja": (
-        "yso-kirjastonhoitaja/vocab.ttl",
-        "fi",
-        "yso-kirjastonhoitaja/train.tsv",
-        "yso-kirjastonhoitaja/validate.tsv",
-    ),
-    "ykl-makupalat": (
-        "ykl-makupalat/vocab.ttl",
-        "fi",
-        "ykl-makupalat/train.tsv",
-        "ykl-makupalat/validate.tsv",
-    ),
-    "gnd-tibkat-en": ("gnd-tibkat/vocab.ttl", "en", "gnd-tibkat/train-en.tsv", None),
+    name: (*spec[:3], None if spec[3] and spec[3].endswith("test.tsv") else spec[3])
+    for name, spec in HELDOUT_SPEC.items()
 }
 SETTINGS = {"gnd-tibkat-en": {"lexical": {"label_language": "de"}}}
 FUSION = "calibrated"
