@@ -213,7 +213,9 @@ def eval_command(
                 batches,
                 paths,
                 intervals=intervals,
-                command=_command_line(),
+                command=_eval_command_line(
+                    project.id, paths, limit, threshold, bootstrap, seed, report
+                ),
             )
         except OSError as exc:
             raise IndexerError(
@@ -250,12 +252,17 @@ def _write_results(project, evaluator, path, bootstrap: int | None, seed: int):
     _write_output("--results-file", path, "".join(line + "\n" for line in lines))
 
 
-def _command_line() -> str:
-    """The command as typed, for the report (sys.argv under the console script)."""
+def _eval_command_line(project_id, paths, limit, threshold, bootstrap, seed, report):
+    """The `indexer eval` command that reproduces a report, with the operating
+    point spelled out (rebuilt from the parameters, so it is the same however
+    the command was started: console script, `python -m`, or a test runner)."""
     import shlex
-    import sys
 
-    return shlex.join(["indexer", *sys.argv[1:]])
+    words = ["indexer", "eval", project_id, *paths]
+    words += ["--limit", str(limit), "--threshold", str(threshold)]
+    if bootstrap:
+        words += ["--bootstrap", str(bootstrap), "--seed", str(seed)]
+    return shlex.join([*words, "--report", report])
 
 
 @cli.command()
