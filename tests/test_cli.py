@@ -48,6 +48,35 @@ def test_load_vocab_and_list_vocabs(run_cli):
     assert "tiny" in listing and "other" in listing
 
 
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [((), 3), (("-j", "1"), 1), (("--engine", "ray"), 1)],
+)
+def test_training_uses_the_cores_unless_told(run_cli, monkeypatch, options, expected):
+    """Without -j a training splits its work over the cores available (as
+    Annif's does); a Ray task takes one unless -j says more."""
+    import contextlib
+
+    import indexer.parallel
+    from indexer.cli import documents
+    from indexer.project import Project
+
+    monkeypatch.setattr(indexer.parallel, "available_cores", lambda: 3)
+    seen = []
+
+    def train(self, paths, jobs=1, wait=False):
+        seen.append(jobs)
+        return {"documents": 0, "seconds": 0.0}
+
+    monkeypatch.setattr(Project, "train", train)
+    monkeypatch.setattr(  # no Ray cluster needed to see the jobs
+        documents, "_training_on", lambda *args: contextlib.nullcontext()
+    )
+    result = run_cli("train", "tfidf-en", str(DATA / "tiny.tsv"), *options)
+    assert result.exit_code == 0, result.output
+    assert seen == [expected]
+
+
 def test_train_suggest_eval_optimize_clear(run_cli, workspace):
     assert (
         run_cli("train", "tfidf-en", str(DATA / "tiny.tsv"), "-j", "2").exit_code == 0

@@ -49,7 +49,14 @@ ray_options = together(  # for --engine ray
 @cli.command()
 @click.argument("project_id")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@jobs_option("Parallel jobs.")
+@at_least(
+    1,
+    "-j",
+    "--jobs",
+    help_text="Parallel jobs: threads or worker processes where a backend can "
+    "split its training (default: the cores available; with --engine ray, 1 "
+    "for each task).",
+)
 @engine_option(
     "Where the encoding passes run (knn, embed, llm_rank, llm_head), or, with "
     "--cross-fit, every training of the sources (a Ray task each)."
@@ -75,7 +82,7 @@ def train(
     ctx: Context,
     project_id: str,
     paths: tuple[str, ...],
-    jobs: int,
+    jobs: int | None,
     wait: bool,
     cross_fit: int | None,
     **engine,
@@ -86,8 +93,11 @@ def train(
     its LoRA modes on N processes (DistributedDataParallel).
     """
     from indexer import distributed
+    from indexer.parallel import available_cores
 
     project = ctx.project(project_id)
+    if jobs is None:
+        jobs = 1 if engine["engine"] == "ray" else available_cores()
     if cross_fit is not None:
         if project.config.backend != "calibrated":
             raise UsageError(
