@@ -20,6 +20,14 @@ Vocabulary files may come from outside, so parsing one must not
   Only small files that cannot be hostile that way are parsed in-process
   (see `_in_process`).
 
+The parse hands each statement to a collector (`parse_rows`), which keeps
+only what it needs, instead of building a graph. Turtle, N-Triples, N-Quads
+and TriG are parsed with pyoxigraph where it is installed (the `oxigraph`
+extra: a streaming parser in Rust, offline, ten times faster than rdflib);
+a file it refuses, or whose language tags it would lower-case, is parsed
+again with rdflib, so that rdflib's reading and errors decide. Setting
+`INDEXER_VOCAB_PARSER=rdflib` uses rdflib for every format.
+
 Every way a file can be over a budget or too deeply nested is one InputError
 with a one-line message naming the setting to raise or what to change. What
 the parse prints is bounded too: rdflib's warnings (one per badly typed
@@ -30,10 +38,13 @@ keeps only the start and the end.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import itertools
 import json
 import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +92,29 @@ STDERR_TAIL = 64 * 1024
 # datatype: 400 bytes each, so a vocabulary could print gigabytes. They are
 # counted, and one summary with a few examples is logged instead
 WARNING_EXAMPLES = 3
+# what a child's stderr says when it ran out of memory (Python, the C library,
+# Rust's allocator in pyoxigraph)
+OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "memory allocation of")
+# the formats pyoxigraph parses here (without network access: none of them
+# refers to other documents), and rdflib's names for them
+FAST_FORMATS = {
+    "turtle": "TURTLE",
+    "nt": "N_TRIPLES",
+    "nquads": "N_QUADS",
+    "trig": "TRIG",
+}
+# pyoxigraph lower-cases language tags, rdflib keeps them as written: a file
+# with an upper-case letter right after a literal's '@' goes to rdflib
+_UPPER_CASE_LANGUAGE = re.compile(rb"[\"']@[A-Za-z0-9-]*[A-Z]")
+XSD = "http://www.w3.org/2001/XMLSchema#"
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+# strings in any datatype: no rdflib normalisation to copy
+STRING_TYPES = frozenset({XSD + "string", RDF + "langString"})
+# rows the child sends in one JSON line (a line each costs more time to write
+# and read; one for all, the memory of a copy of them all)
+ROWS_PER_LINE = 1000
+# how often (in statements) a parse looks at the clock
+CLOCK_EVERY = 2048
 _OFFLINE = threading.local()
 _HOOK_INSTALLED = threading.Lock()
 _hooked = False
@@ -196,15 +230,17 @@ def _too_deep(path: Path, rdf_format: str) -> InputError:
     )
 
 
-def parse_extract(data: bytes, rdf_format: str, path: Path, extract: str):
-    """`extract(graph)` of the rdflib Graph of `data`, parsed as `parse_graph`
-    does but with hard bounds: in a child process (see the module docstring)
-    that returns the result as JSON, so `extract` ("module:function") must
-    return what `json` can write. InputError naming `path` otherwise."""
+def parse_rows(data: bytes, rdf_format: str, path: Path, collector: str) -> Iterator:
+    """The rows of the statements of `data`: `collector` ("module:Class", like
+    `indexer.skosrows.ConceptRows`) is given each statement (`add`) and makes
+    the rows (`rows()`, lists that `json` can write). The parse has the hard
+    bounds of the module docstring: in a child process that sends the rows
+    back as JSON lines. InputError naming `path` otherwise."""
     check_size(path, len(data))
     if _in_process(data, rdf_format):
-        return _function(extract)(parse_graph(data, rdf_format, path))
-    return _parse_in_child(data, rdf_format, path, extract)
+        sink = collect(data, rdf_format, path, _function(collector))
+        return iter(list(sink.rows()))
+    return _rows_from_child(data, rdf_format, path, collector)
 
 
 def _in_process(data: bytes, rdf_format: str) -> bool:
@@ -245,7 +281,140 @@ def parse_graph(data: bytes, rdf_format: str, path: Path, report: bool = True):
     return graph
 
 
-def _parse(data: bytes, rdf_format: str, path: Path, seconds: float):
+def collect(data: bytes, rdf_format: str, path: Path, make_sink, report=True):
+    """A `make_sink()` given the statements of `data`'s default graph, parsed
+    as `parse_graph` does (offline, within the time budget, in this process),
+    but without building a graph. What rdflib logs is counted and logged as
+    one warning (`report`), or kept in the sink's `warnings`."""
+    check_size(path, len(data))
+    _, seconds = budget()
+    deadline = time.monotonic() + seconds
+    _install_network_guard()
+    _OFFLINE.active = True
+    _OFFLINE.refused = None
+    try:
+        with _rdflib_warnings_counted() as warnings:
+            sink = None
+            if _fast_parser_fits(data, rdf_format):
+                sink = _parse_fast(data, rdf_format, path, make_sink(), deadline)
+            if sink is None:
+                sink = make_sink()
+                store = _collecting_store(sink)
+                _parse(data, rdf_format, path, seconds, store, deadline)
+    finally:
+        _OFFLINE.active = False
+    if report:
+        warnings.report(path)
+    sink.warnings = warnings
+    return sink
+
+
+def _fast_parser_fits(data: bytes, rdf_format: str) -> bool:
+    """Whether pyoxigraph is there, may be used, and reads `data` as rdflib
+    would (see FAST_FORMATS)."""
+    if rdf_format not in FAST_FORMATS or parser_setting() == "rdflib":
+        return False
+    if importlib.util.find_spec("pyoxigraph") is None:
+        return False
+    return _UPPER_CASE_LANGUAGE.search(data) is None
+
+
+def parser_setting() -> str:
+    """`INDEXER_VOCAB_PARSER`: "auto" (pyoxigraph where it can) or "rdflib"."""
+    value = os.environ.get("INDEXER_VOCAB_PARSER", "auto").strip().lower() or "auto"
+    if value not in ("auto", "rdflib"):
+        raise InputError(
+            f"INDEXER_VOCAB_PARSER is '{value}'; use 'auto' (pyoxigraph where "
+            "installed, else rdflib) or 'rdflib'"
+        )
+    return value
+
+
+class _NotForFastParser(Exception):
+    """A term rdflib has no kind for (an RDF 1.2 triple term or base
+    direction): rdflib decides what such a file means."""
+
+
+def _parse_fast(data: bytes, rdf_format: str, path: Path, sink, deadline: float):
+    """`sink` given the statements of the default graph, parsed by pyoxigraph;
+    None when pyoxigraph refuses the file (rdflib is to parse it then)."""
+    try:
+        _feed_fast(data, rdf_format, sink, deadline)
+    except (SyntaxError, _NotForFastParser):
+        return None
+    except _OverBudget:
+        raise _too_slow(path, budget()[1]) from None
+    except MemoryError:
+        raise _too_big(path) from None
+    return sink
+
+
+def _feed_fast(data: bytes, rdf_format: str, sink, deadline: float) -> None:
+    from pyoxigraph import BlankNode, DefaultGraph, Literal, NamedNode, RdfFormat
+    from pyoxigraph import parse as parse_rdf
+
+    wanted = sink.predicates
+    add = sink.add
+    nodes = (NamedNode, BlankNode)
+    # relative IRIs resolve against what rdflib takes as the base of data
+    base = Path.cwd().as_uri() + "/"
+    statements = parse_rdf(
+        data, getattr(RdfFormat, FAST_FORMATS[rdf_format]), base_iri=base
+    )
+    quads = rdf_format in ("nquads", "trig")
+    countdown = CLOCK_EVERY
+    for statement in statements:
+        countdown -= 1
+        if not countdown:
+            if time.monotonic() > deadline:
+                raise _OverBudget
+            countdown = CLOCK_EVERY
+        predicate = statement.predicate.value
+        if predicate not in wanted:
+            continue
+        if quads and type(statement.graph_name) is not DefaultGraph:
+            continue  # a named graph's: rdflib reads only the default graph here
+        subject, value = statement.subject, statement.object
+        if type(subject) not in nodes:
+            raise _NotForFastParser
+        kind = type(value)
+        if kind is Literal:
+            if value.datatype.value in STRING_TYPES and value.direction is None:
+                add(subject.value, predicate, value.value, value.language, "")
+            else:
+                add(subject.value, predicate, *_literal_parts(value))
+        elif kind in nodes:
+            add(subject.value, predicate, value.value, None, None)
+        else:
+            raise _NotForFastParser
+
+
+def _literal_parts(literal) -> tuple[str, str | None, str]:
+    """(lexical form, language, datatype) of a pyoxigraph Literal, as rdflib
+    gives them: typed XSD and RDF values in rdflib's normal form ("01" as
+    xsd:integer is "1"), and a plain literal with datatype ""."""
+    if getattr(literal, "direction", None) is not None:
+        raise _NotForFastParser
+    datatype = literal.datatype.value
+    if datatype in STRING_TYPES:
+        return literal.value, literal.language, ""
+    if datatype.startswith((XSD, RDF)):
+        from rdflib import Literal, URIRef
+
+        return str(Literal(literal.value, datatype=URIRef(datatype))), None, datatype
+    return literal.value, None, datatype
+
+
+def _parse(
+    data: bytes,
+    rdf_format: str,
+    path: Path,
+    seconds: float,
+    store=None,
+    deadline: float | None = None,
+):
+    """The rdflib Graph of `data` in `store` (by default one that keeps it all),
+    which stops the parse at `deadline` (`seconds` from now by default)."""
     import rdflib
 
     try:
@@ -253,7 +422,11 @@ def _parse(data: bytes, rdf_format: str, path: Path, seconds: float):
             _refuse_remote_contexts(data, path)
         if rdf_format == "xml":
             check_xml_entities(data, path)
-        graph = rdflib.Graph(store=_budget_store(time.monotonic() + seconds))
+        if store is None:
+            store = _budget_store()
+        store.deadline = time.monotonic() + seconds if deadline is None else deadline
+        graph = rdflib.Graph(store=store)
+        store.default_graph = graph.identifier
         graph.parse(data=data, format=rdf_format)
     except _OverBudget:
         raise _too_slow(path, seconds) from None
@@ -340,21 +513,54 @@ def report_warnings(path: Path, count: int, examples: list[str]) -> None:
         )
 
 
-def _budget_store(deadline: float):
+def _budget_store():
     from rdflib.plugins.stores.memory import Memory
 
     class BudgetStore(Memory):
         """A memory store that stops the parse when the time is up."""
 
         added = 0
+        deadline = math.inf
 
         def add(self, triple, context, quoted=False):
             self.added += 1
-            if self.added % 2048 == 0 and time.monotonic() > deadline:
+            if self.added % CLOCK_EVERY == 0 and time.monotonic() > self.deadline:
                 raise _OverBudget
             return super().add(triple, context, quoted)
 
     return BudgetStore()
+
+
+def _collecting_store(sink):
+    """An rdflib store that keeps nothing: it hands the statements of the
+    default graph (not those of named graphs or N3 formulas) that `sink`
+    wants to it, and stops the parse when the time is up."""
+    from rdflib import Literal
+    from rdflib.plugins.stores.memory import Memory
+
+    wanted, add = sink.predicates, sink.add
+
+    class CollectingStore(Memory):
+        added = 0
+        deadline = math.inf
+        default_graph = None
+
+        def add(self, triple, context, quoted=False):
+            self.added += 1
+            if self.added % CLOCK_EVERY == 0 and time.monotonic() > self.deadline:
+                raise _OverBudget
+            subject, predicate, value = triple
+            if quoted or str(predicate) not in wanted:
+                return
+            if getattr(context, "identifier", None) != self.default_graph:
+                return
+            if isinstance(value, Literal):
+                datatype = "" if value.datatype is None else str(value.datatype)
+                add(str(subject), str(predicate), str(value), value.language, datatype)
+            else:
+                add(str(subject), str(predicate), str(value), None, None)
+
+    return CollectingStore()
 
 
 def _function(name: str) -> Callable:
@@ -375,15 +581,17 @@ _CHILD = (
 )
 
 
-def _parse_in_child(data: bytes, rdf_format: str, path: Path, extract: str):
-    """`extract(graph)`, computed in a child process that has `memory_budget()`
-    bytes of address space and is killed when the time budget is over."""
+def _rows_from_child(data: bytes, rdf_format: str, path: Path, collector: str):
+    """The collector's rows, made in a child process that has `memory_budget()`
+    bytes of address space and is killed when the time budget is over; they
+    arrive a thousand to a JSON line, so that neither side holds them as one
+    text."""
     _, seconds = budget()
     timeout = max(seconds, 0.0) if math.isfinite(seconds) else None
     job = {
         "format": rdf_format,
         "path": str(path),
-        "extract": extract,
+        "collector": collector,
         "memory": memory_budget(),
         # a backstop for a child left alone (its parent killed, where the
         # parent-death signal is not there): a process cannot use more CPU
@@ -398,6 +606,7 @@ def _parse_in_child(data: bytes, rdf_format: str, path: Path, extract: str):
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=err_write,
+            bufsize=1 << 16,
         )
     except BaseException:
         os.close(err_read)
@@ -405,25 +614,49 @@ def _parse_in_child(data: bytes, rdf_format: str, path: Path, extract: str):
     finally:
         os.close(err_write)
     stderr = BoundedOutput(os.fdopen(err_read, "rb", buffering=0))
+    expired = threading.Event()
+    timer = None
+    if timeout is not None:
+        timer = threading.Timer(timeout, _expire, (proc, expired))
+        timer.start()
+    threading.Thread(target=_send, args=(proc.stdin, data), daemon=True).start()
+    end = None
     try:
-        out, _ = proc.communicate(data, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise _too_slow(path, seconds) from None
+        for line in proc.stdout:
+            if line.startswith(b"{"):
+                end = json.loads(line)
+                break
+            yield from json.loads(line)  # as the child wrote it (surrogatepass)
+        proc.wait()
     finally:  # the deadline, an interrupt, or any error here: the child goes
+        if timer is not None:
+            timer.cancel()
         if proc.poll() is None:
             proc.kill()
-            proc.communicate()
+            proc.wait()
+        proc.stdout.close()
         err = stderr.close()
-    try:
-        reply = json.loads(out)
-    except ValueError:  # no reply: it died (out of memory, a crash)
+    if expired.is_set():
+        raise _too_slow(path, seconds)
+    if end is None:  # no reply: it died (out of memory, a crash)
         if hasattr(signal, "SIGXCPU") and proc.returncode == -signal.SIGXCPU:
-            raise _too_slow(path, seconds) from None  # the CPU-time backstop
-        raise _child_failed(path, rdf_format, proc.returncode, err) from None
-    if "error" in reply:
-        raise InputError(reply["error"])
-    report_warnings(path, *reply["warnings"])
-    return reply["result"]
+            raise _too_slow(path, seconds)  # the CPU-time backstop
+        raise _child_failed(path, rdf_format, proc.returncode, err)
+    if "error" in end:
+        raise InputError(end["error"])
+    report_warnings(path, *end["warnings"])
+
+
+def _expire(proc: subprocess.Popen, expired: threading.Event) -> None:
+    expired.set()
+    with suppress(OSError):
+        proc.kill()
+
+
+def _send(pipe, data: bytes) -> None:
+    """Write `data` to the child's stdin (which it may close early, dying)."""
+    with suppress(OSError), pipe:
+        pipe.write(data)
 
 
 class BoundedOutput:
@@ -470,7 +703,7 @@ class BoundedOutput:
 def _child_failed(path: Path, rdf_format: str, status: int, err: bytes) -> InputError:
     """The error for a child that ended without a reply."""
     text = err.decode("utf-8", "replace")
-    if "MemoryError" in text or "Cannot allocate memory" in text:
+    if any(sign in text for sign in OUT_OF_MEMORY):
         return _too_big(path)
     if "RecursionError" in text:
         return _too_deep(path, rdf_format)
@@ -492,8 +725,9 @@ def _child_failed(path: Path, rdf_format: str, status: int, err: bytes) -> Input
 
 
 def _child_main() -> None:
-    """The child's side of `_parse_in_child`: the job (JSON) in argv[1], the
-    file's bytes on stdin, `{"result": ...}` or `{"error": message}` on stdout."""
+    """The child's side of `_rows_from_child`: the job (JSON) in argv[1], the
+    file's bytes on stdin; on stdout JSON lines of rows (lists), then one object:
+    `{"warnings": [count, examples]}` or `{"error": message}`."""
     job = json.loads(sys.argv[1])
     _die_with_parent(job["parent"])
     try:
@@ -505,14 +739,14 @@ def _child_main() -> None:
             resource.setrlimit(resource.RLIMIT_CPU, (job["cpu"], job["cpu"] + 1))
     except (ImportError, ValueError, OSError):  # no such limits here
         pass
-    reply = os.fdopen(os.dup(1), "wb")
+    reply = os.fdopen(os.dup(1), "wb", buffering=1 << 20)
     os.dup2(2, 1)  # whatever a parser prints does not garble the reply
     sys.stdout = sys.stderr
     path = Path(job["path"])
     reserve = bytearray(1 << 20)  # room to report running out of memory
     failure = None
     try:
-        encoded = _child_work(job, path)
+        end = {"warnings": _child_work(job, path, reply)}
     except InputError as exc:
         failure = exc.message
     except RecursionError:
@@ -523,11 +757,11 @@ def _child_main() -> None:
         del reserve
         failure = _too_big(path).message
     if failure is not None:
-        encoded = json.dumps({"error": failure}).encode("utf-8")
-    reply.write(encoded)
+        end = {"error": failure}
+    reply.write(json.dumps(end).encode("utf-8") + b"\n")
     reply.close()
     sys.stderr.flush()
-    os._exit(0)  # at once: freeing a large graph object by object takes long
+    os._exit(0)  # at once: freeing many objects one by one takes long
 
 
 def _die_with_parent(parent: int) -> None:
@@ -551,17 +785,19 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child_work(job: dict, path: Path) -> bytes:
+def _child_work(job: dict, path: Path, reply) -> list:
+    """Parse stdin into the job's collector and write its rows to `reply`;
+    what rdflib logged, [count, examples]."""
     data = sys.stdin.buffer.read()
-    graph = parse_graph(data, job["format"], path, report=False)
+    sink = collect(data, job["format"], path, _function(job["collector"]), False)
     del data
-    result = _function(job["extract"])(graph)
-    warnings = [graph.warnings.count, graph.warnings.examples]
-    del graph
-    # surrogatepass: strings reach the parent as the parser made them (json
-    # decodes bytes that way), lone surrogates of `\\u` escapes too
-    reply = json.dumps({"result": result, "warnings": warnings}, ensure_ascii=False)
-    return reply.encode("utf-8", "surrogatepass")
+    rows = sink.rows()
+    while batch := list(itertools.islice(rows, ROWS_PER_LINE)):
+        # surrogatepass: strings reach the parent as the parser made them (json
+        # decodes bytes that way), lone surrogates of `\\u` escapes too
+        line = json.dumps(batch, ensure_ascii=False)
+        reply.write(line.encode("utf-8", "surrogatepass") + b"\n")
+    return [sink.warnings.count, sink.warnings.examples]
 
 
 # -- network --------------------------------------------------------------

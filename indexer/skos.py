@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexer.errors import InputError
-from indexer.rdfsafe import budget, check_size, parse_extract
+from indexer.rdfsafe import budget, check_size, parse_rows
 from indexer.textfile import decode_text, read_bytes
 
-UNTAGGED = "und"
 RDF_FORMATS = {
     ".ttl": "turtle",
     ".turtle": "turtle",
@@ -34,7 +33,7 @@ RDF_FORMATS = {
 TABLE_FORMATS = {".tsv": "\t", ".csv": ","}
 
 
-@dataclass
+@dataclass(slots=True)
 class ConceptRecord:
     """Everything a vocabulary keeps about one concept, keyed by language."""
 
@@ -99,67 +98,10 @@ def _read_rdf(path: Path, rdf_format: str) -> list[ConceptRecord]:
     else:
         data = _read_text(path).encode("utf-8")
     # parsed in a bounded child process (small plain files in this one), which
-    # sends back graph_records' rows
-    rows = parse_extract(data, rdf_format, path, "indexer.skos:graph_records")
+    # sends back the rows of the concepts' statements
+    rows = parse_rows(data, rdf_format, path, "indexer.skosrows:ConceptRows")
+    del data  # the child has it
     return [ConceptRecord(*row) for row in rows]
-
-
-def graph_records(graph) -> list[list]:
-    """The concepts of an rdflib Graph, each as the fields of a ConceptRecord
-    in order (a list, so that they can travel as JSON)."""
-    from rdflib.namespace import DCTERMS, OWL, RDF, SKOS
-
-    uris = {str(s) for s in graph.subjects(RDF.type, SKOS.Concept)}
-    if not uris:  # some vocabularies do not type their concepts
-        not_concepts = {
-            str(s)
-            for cls in (SKOS.ConceptScheme, SKOS.Collection, SKOS.OrderedCollection)
-            for s in graph.subjects(RDF.type, cls)
-        }
-        uris = {str(s) for s in graph.subjects(SKOS.prefLabel, None)} - not_concepts
-    records = {uri: ConceptRecord(uri) for uri in sorted(uris)}
-
-    def each(predicate):
-        for s, o in graph.subject_objects(predicate):
-            record = records.get(str(s))
-            if record is not None:
-                yield record, o
-
-    def lang(literal) -> str:
-        return getattr(literal, "language", None) or UNTAGGED
-
-    for record, o in each(SKOS.prefLabel):
-        record.pref.setdefault(lang(o), str(o))
-    for predicate in (SKOS.altLabel, SKOS.hiddenLabel):
-        for record, o in each(predicate):
-            record.alt.setdefault(lang(o), []).append(str(o))
-    for predicate in (SKOS.scopeNote, SKOS.definition):
-        for record, o in each(predicate):
-            record.note.setdefault(lang(o), str(o))
-    for record, o in each(SKOS.notation):
-        record.notation = record.notation or str(o)
-    for record, o in each(OWL.deprecated):
-        record.deprecated = record.deprecated or o.toPython() in (True, "true", "1")
-    for record, _ in each(DCTERMS.isReplacedBy):
-        record.deprecated = True
-    for record, o in each(SKOS.broader):
-        if str(o) in records:
-            record.broader.append(str(o))
-    for s, o in graph.subject_objects(SKOS.narrower):
-        child = records.get(str(o))
-        if child is not None and str(s) in records and str(s) not in child.broader:
-            child.broader.append(str(s))
-    for record, o in each(SKOS.related):
-        if str(o) in records:
-            record.related.append(str(o))
-    for record in records.values():
-        record.alt = {k: sorted(set(v)) for k, v in record.alt.items()}
-        record.broader.sort()
-        record.related = sorted(set(record.related))
-    return [
-        [r.uri, r.notation, r.deprecated, r.pref, r.alt, r.note, r.broader, r.related]
-        for r in records.values()
-    ]
 
 
 def _read_table(

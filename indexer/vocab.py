@@ -13,7 +13,8 @@ import numpy as np
 
 from indexer.errors import InputError, NotFoundError, UsageError
 from indexer.locking import ResourceLock
-from indexer.skos import UNTAGGED, ConceptRecord, read_vocabulary_file
+from indexer.skos import ConceptRecord, read_vocabulary_file
+from indexer.skosrows import UNTAGGED
 from indexer.storage import atomic_directory
 
 FORMAT_VERSION = 1
@@ -213,8 +214,7 @@ class Vocabulary:
             records = read_vocabulary_file(source, language)
             for record in records:
                 _check_unicode(record, source)
-            old = self._old_records()
-            merged, added, removed = _merge_records(old, records)
+            merged, added, removed = self._merge(records)
             with atomic_directory(self.path, self.lock) as tmp:
                 _write_vocabulary(
                     tmp, self.vocab_id, merged, source_stamp(Path(source))
@@ -228,30 +228,45 @@ class Vocabulary:
             "seconds": round(time.perf_counter() - started, 2),
         }
 
-    def _old_records(self) -> list[ConceptRecord]:
+    def _merge(self, new: list[ConceptRecord]) -> tuple[list[ConceptRecord], int, int]:
+        """The stored version's concepts in their ids' order, each replaced by
+        its `new` record (one that vanished is kept, deprecated), then the new
+        concepts: (records, how many added, how many removed). Only vanished
+        concepts are read back from disk."""
+        by_uri = {}
+        for record in new:
+            if record.uri in by_uri:
+                raise InputError(f"Concept <{record.uri}> is defined twice")
+            by_uri[record.uri] = record
         if not self.exists:
-            return []
-        records = []
-        broader_ptr, broader_idx = self.relation("broader")
-        related_ptr, related_idx = self.relation("related")
-        tables = {lang: self._language_file(lang) for lang in self.languages}
+            return new, len(new), 0
+        merged, removed = [], 0
         for i, uri in enumerate(self.uris):
-            record = ConceptRecord(uri, self.notations[i], bool(self.deprecated[i]))
-            for lang, table in tables.items():
-                if table["pref"][i] is not None:
-                    record.pref[lang] = table["pref"][i]
-                if table["alt"][i]:
-                    record.alt[lang] = table["alt"][i]
-                if table["note"][i] is not None:
-                    record.note[lang] = table["note"][i]
-            record.broader = [
-                self.uris[j] for j in broader_idx[broader_ptr[i] : broader_ptr[i + 1]]
-            ]
-            record.related = [
-                self.uris[j] for j in related_idx[related_ptr[i] : related_ptr[i + 1]]
-            ]
-            records.append(record)
-        return records
+            record = by_uri.pop(uri, None)
+            if record is None:
+                record = self._stored_record(i)
+                record.deprecated = True
+                removed += 1
+            merged.append(record)
+        added = len(by_uri)
+        merged.extend(by_uri.values())
+        return merged, added, removed
+
+    def _stored_record(self, i: int) -> ConceptRecord:
+        """Concept `i` of the stored version, as a record."""
+        uri = self.uris[i]
+        record = ConceptRecord(uri, self.notations[i], bool(self.deprecated[i]))
+        for lang in self.languages:
+            table = self._language_file(lang)
+            if table["pref"][i] is not None:
+                record.pref[lang] = table["pref"][i]
+            if table["alt"][i]:
+                record.alt[lang] = table["alt"][i]
+            if table["note"][i] is not None:
+                record.note[lang] = table["note"][i]
+        for name in ("broader", "related"):
+            setattr(record, name, [self.uris[j] for j in self._related_ids(name, i)])
+        return record
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -266,6 +281,8 @@ def _check_unicode(record: ConceptRecord, source: Path) -> None:
     """Join the surrogate pairs that `\\u` escapes leave in rdflib's strings
     (`\\uD83D\\uDE00`, a character outside the BMP, as JSON writes it);
     a lone surrogate is no character, and no file can hold it: an InputError."""
+    if not _has_surrogate(record):
+        return
 
     def fixed(text: str, what: str) -> str:
         if text.isascii() or not _SURROGATE.search(text):
@@ -298,33 +315,52 @@ def _check_unicode(record: ConceptRecord, source: Path) -> None:
     record.related = [fixed(u, "skos:related") for u in record.related]
 
 
-def _merge_records(
-    old: list[ConceptRecord], new: list[ConceptRecord]
-) -> tuple[list[ConceptRecord], int, int]:
-    """Old ids first (vanished concepts kept, deprecated), then new concepts."""
-    by_uri = {}
-    for record in new:
-        if record.uri in by_uri:
-            raise InputError(f"Concept <{record.uri}> is defined twice")
-        by_uri[record.uri] = record
-    merged, removed = [], 0
-    for record in old:
-        if record.uri in by_uri:
-            merged.append(by_uri.pop(record.uri))
-        else:
-            record.deprecated = True
-            merged.append(record)
-            removed += 1
-    added = len(by_uri)
-    merged.extend(by_uri.values())
-    return merged, added, removed
+def _has_surrogate(record: ConceptRecord) -> bool:
+    """Whether a string of `record` holds a surrogate (quick on ASCII)."""
+    alt = [label for labels in record.alt.values() for label in labels]
+    texts = "".join(
+        [
+            record.uri,
+            record.notation,
+            *record.pref,
+            *record.pref.values(),
+            *record.alt,
+            *alt,
+            *record.note,
+            *record.note.values(),
+            *record.broader,
+            *record.related,
+        ]
+    )
+    return not texts.isascii() and _SURROGATE.search(texts) is not None
 
 
-def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-    indptr = np.zeros(len(lists) + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum([len(x) for x in lists])
-    flat = [j for x in lists for j in x]
-    return indptr, np.asarray(flat, dtype=np.int32)
+def _csr(
+    records: list[ConceptRecord], name: str, ids: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (indptr, indices) of the ids of each record's `name` URIs (those
+    that are concepts of the vocabulary)."""
+    get = ids.get
+    indptr, flat = [0], []
+    add, end = flat.append, indptr.append
+    for record in records:
+        for uri in getattr(record, name):
+            target = get(uri)
+            if target is not None:
+                add(target)
+        end(len(flat))
+    return np.asarray(indptr, dtype=np.int64), np.asarray(flat, dtype=np.int32)
+
+
+def _inverse(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR of the inverse relation (narrower of broader), each row in id
+    order."""
+    sources = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    order = np.argsort(indices, kind="stable")
+    counts = np.bincount(indices, minlength=len(indptr) - 1)
+    inverse_indptr = np.zeros(len(indptr), dtype=np.int64)
+    np.cumsum(counts, out=inverse_indptr[1:])
+    return inverse_indptr, sources[order].astype(np.int32)
 
 
 def source_stamp(source: Path) -> dict:
@@ -340,19 +376,12 @@ def _write_vocabulary(
     languages = sorted({lang for r in records for lang in (*r.pref, *r.alt, *r.note)})
     if not languages:
         raise InputError("The vocabulary has concepts but no labels")
-    broader = [[ids[u] for u in r.broader if u in ids] for r in records]
-    narrower: list[list[int]] = [[] for _ in records]
-    for child, parents in enumerate(broader):
-        for parent in parents:
-            narrower[parent].append(child)
-    related = [[ids[u] for u in r.related if u in ids] for r in records]
     arrays = {"deprecated": np.array([r.deprecated for r in records], dtype=np.uint8)}
-    for name, lists in (
-        ("broader", broader),
-        ("narrower", narrower),
-        ("related", related),
-    ):
-        arrays[f"{name}_indptr"], arrays[f"{name}_indices"] = _csr(lists)
+    for name in ("broader", "related"):
+        arrays[f"{name}_indptr"], arrays[f"{name}_indices"] = _csr(records, name, ids)
+    arrays["narrower_indptr"], arrays["narrower_indices"] = _inverse(
+        arrays["broader_indptr"], arrays["broader_indices"]
+    )
     np.savez(tmp / "concepts.npz", **arrays)
     (tmp / "uris.json").write_text(json.dumps([r.uri for r in records]))
     (tmp / "notations.json").write_text(json.dumps([r.notation for r in records]))
