@@ -12,18 +12,22 @@ used; `train` fits the weights.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 
+from backends.lexical_index import (  # QUALIFIER: other backends import it here
+    QUALIFIER,  # noqa: F401
+    build_arrays,
+    cached_index,
+    index_identity,
+    token_hashes,
+    window_hashes,
+)
 from indexer.backend import LEXICAL, Backend
 from indexer.errors import NotTrainedError
 from indexer.linear import LinearScorer
@@ -75,16 +79,8 @@ DEFAULT_WEIGHTS = {
 }
 # smoothing (pseudo-matches) of a concept's match precision learnt in training
 MATCH_PSEUDOCOUNT = 2.0
-# A word of the text matches a label word that differs only in its ending when
-# they share a prefix this long that leaves at most this many letters of the
-# label word and of the text word unmatched: the Snowball stemmers of
-# inflecting languages leave stem alternations ("vaihdevuod"/"vaihdevuos").
-FUZZY_MIN_PREFIX = 5
-FUZZY_LABEL_REST = 2
-FUZZY_TEXT_REST = 3
 # below this many training candidates a logistic model generalises better
 TREE_MIN_CANDIDATES = 5000
-QUALIFIER = re.compile(r"\s*\([^)]*\)")
 
 
 @dataclass
@@ -169,70 +165,32 @@ class LexicalBackend(Backend):
     learns_online = True
 
     # -- index of the vocabulary's labels --------------------------------
-    def _build_index(self) -> None:
-        vocab = self.project.vocab
-        lang = self.project.language
+    def _open_index(self) -> None:
+        """The label index, from the project's cache when it was built for
+        this vocabulary version, analyzer and label language (memory-mapped),
+        else built and cached."""
+        project = self.project
         # labels and documents through the same analyzer, so a label matches
         # the inflected forms of its words in a text
-        self._analyzer = analyzer = self.project.analyzer
-        languages = [self.labels_language(self.params.label_language)]
-        phrases: dict[tuple[str, ...], list[tuple[int, bool]]] = defaultdict(list)
-        deprecated = vocab.deprecated
-        for label_lang in languages:
-            pref, alt, _ = vocab.labels_in(label_lang)
-            for concept_id in range(len(vocab)):
-                if deprecated[concept_id]:
-                    continue
-                labels = ([(pref[concept_id], True)] if pref[concept_id] else []) + [
-                    (a, False) for a in alt[concept_id]
-                ]
-                for label, is_pref in labels:
-                    # "realism (art)" is also matched as "realism"
-                    for form in {label, QUALIFIER.sub("", label)}:
-                        tokens = tuple(analyzer.tokens(form))
-                        if tokens and (concept_id, is_pref) not in phrases[tokens]:
-                            phrases[tokens].append((concept_id, is_pref))
-        self._phrases = dict(phrases)
-        self._neighbours = _neighbour_matrix(vocab)
-        self._lengths = sorted({len(t) for t in phrases})
-        self._heads = {
-            t[0]
-            for t in phrases
-            if len(t) == 1 and len(t[0]) >= self.params.compound_min_length
-        }
-        # multi-word labels as a sparse labels x terms matrix for partial matches
-        multi = [t for t in phrases if len(t) > 1]
-        terms: dict[str, int] = {}
-        rows, cols = [], []
-        for row, tokens in enumerate(multi):
-            for token in set(tokens):
-                rows.append(row)
-                cols.append(terms.setdefault(token, len(terms)))
-        matrix = sp.csr_matrix(
-            (np.ones(len(rows), np.float32), (rows, cols)),
-            shape=(len(multi), len(terms)),
+        self._analyzer = analyzer = project.analyzer
+        language = self.labels_language(self.params.label_language)
+        identity = index_identity(project.vocab, str(project.analyzer_spec), language)
+        self._index = cached_index(
+            project.model_dir.parent / "lexical-index",
+            identity,
+            lambda: build_arrays(project.vocab, analyzer, language),
         )
-        df = np.asarray(matrix.sum(axis=0)).ravel()
-        self._term_idf = np.log1p(len(multi) / np.maximum(df, 1)).astype(np.float32)
-        weighted = matrix @ sp.diags(self._term_idf)
-        totals = np.asarray(weighted.sum(axis=1)).ravel()
-        totals[totals == 0] = 1
-        self._multi_weights = sp.csr_matrix(sp.diags(1 / totals) @ weighted).T.tocsr()
-        self._multi = multi
-        self._terms = terms
-        lang_code = lang.split("-")[0]
+        lang_code = project.language.split("-")[0]
         self._use_compounds = self.params.compounds == "yes" or (
             self.params.compounds == "auto" and lang_code in COMPOUND_LANGUAGES
         )
         use_fuzzy = self.params.fuzzy == "yes" or (
             self.params.fuzzy == "auto" and lang_code in COMPOUND_LANGUAGES
         )
-        self._fuzzy = (
-            _FuzzyWords({t for p in phrases for t in p}) if use_fuzzy else None
-        )
+        self._fuzzy = self._index.fuzzy_words() if use_fuzzy else None
 
     def _load(self, directory: Path | None, manifest: dict | None) -> None:
-        self._build_index()
+        self._open_index()
         self._scorer = LinearScorer(FEATURES, dict(DEFAULT_WEIGHTS))
         self._trees = None
         self._prior = self._match_precision = self._candidate_rate = None
@@ -278,36 +236,57 @@ class LexicalBackend(Backend):
         tokens = self._analyzer.tokens(text)
         words, fuzzy = tokens, [False] * len(tokens)
         if self._fuzzy is not None:
-            words = [self._fuzzy.label_word(t) or t for t in tokens]
+            found = self._fuzzy.label_words(tokens)
+            words = [w or t for w, t in zip(found, tokens, strict=True)]
             fuzzy = [w != t for w, t in zip(words, tokens, strict=True)]
+        index = self._index
         matches: dict[int, _Match] = defaultdict(_Match)
-        for i in range(len(tokens)):
-            for length in self._lengths:
-                if i + length > len(tokens):
-                    break
-                entries = self._phrases.get(tuple(words[i : i + length]), ())
-                senses = _senses(entries)
-                for concept_id, is_pref in entries:
-                    match = matches[concept_id]
-                    self._record(match, i, is_pref, length, exact=True)
-                    match.fuzzy_only = match.fuzzy_only and any(fuzzy[i : i + length])
-                    match.senses = min(match.senses, senses)
+        for i, length, phrase in self._phrases_in(words):
+            senses = index.senses(phrase)
+            for concept_id, is_pref in index.entries(phrase):
+                match = matches[concept_id]
+                self._record(match, i, is_pref, length, exact=True)
+                match.fuzzy_only = match.fuzzy_only and any(fuzzy[i : i + length])
+                match.senses = min(match.senses, senses)
         if self._use_compounds:
-            min_len = self.params.compound_min_length
-            for i, token in enumerate(tokens):
-                for start in range(1, len(token) - min_len + 1):
-                    head = token[start:]
-                    if head in self._heads:
-                        entries = self._phrases[(head,)]
-                        senses = _senses(entries)
-                        for concept_id, is_pref in entries:
-                            match = matches[concept_id]
-                            self._record(match, i, is_pref, 1, exact=False)
-                            match.fuzzy_only = False
-                            match.senses = min(match.senses, senses)
-                        break  # the longest head is the most specific
+            for i, phrase in self._compound_heads(tokens):
+                senses = index.senses(phrase)
+                for concept_id, is_pref in index.entries(phrase):
+                    match = matches[concept_id]
+                    self._record(match, i, is_pref, 1, exact=False)
+                    match.fuzzy_only = False
+                    match.senses = min(match.senses, senses)
         self._partial_matches(tokens, matches)
         return matches, len(tokens)
+
+    def _phrases_in(self, words: list[str]) -> list[tuple[int, int, int]]:
+        """(start, length, phrase) of each label phrase among `words`, by
+        start, then length."""
+        hashes = token_hashes(words)
+        found = []
+        for length in self._index.lengths:
+            phrases = self._index.find(window_hashes(hashes, length))
+            found.extend(
+                (int(i), length, int(phrases[i])) for i in np.flatnonzero(phrases >= 0)
+            )
+        return sorted(found)
+
+    def _compound_heads(self, tokens: list[str]) -> list[tuple[int, int]]:
+        """(position, phrase) of each token that ends in a one-word label of
+        at least compound_min_length letters: the longest such label, the most
+        specific."""
+        min_len = self.params.compound_min_length
+        heads = [
+            (i, token[start:])
+            for i, token in enumerate(tokens)
+            for start in range(1, len(token) - min_len + 1)
+        ]
+        phrases = self._index.one_word_phrases([head for _, head in heads])
+        found: dict[int, int] = {}
+        for (i, _), phrase in zip(heads, phrases.tolist(), strict=True):
+            if phrase >= 0 and i not in found:
+                found[i] = phrase
+        return sorted(found.items())
 
     @staticmethod
     def _record(
@@ -321,26 +300,29 @@ class LexicalBackend(Backend):
         match.coverage = 1.0
 
     def _partial_matches(self, tokens: list[str], matches: dict[int, _Match]) -> None:
-        if not self._multi:
+        index = self._index
+        if not len(index.multi_phrases):
             return
-        present = sorted({self._terms[t] for t in tokens if t in self._terms})
+        present = index.terms(token_hashes(tokens))
         if len(present) < 2:
             return
-        coverage = np.asarray(self._multi_weights[present].sum(axis=0)).ravel()
+        weights = index.multi_weights[present]
+        coverage = np.asarray(weights.sum(axis=0)).ravel()
         # a partial match needs two of the label's words, not one shared word
-        words = np.asarray((self._multi_weights[present] > 0).sum(axis=0)).ravel()
+        words = np.asarray((weights > 0).sum(axis=0)).ravel()
         for row in np.flatnonzero(
             (coverage >= max(self.params.min_coverage, 1e-6)) & (words >= 2)
         ):
-            entries = self._phrases[self._multi[row]]
-            senses = _senses(entries)
-            for concept_id, is_pref in entries:
+            phrase = int(index.multi_phrases[row])
+            length = int(index.phrase_lengths[phrase])
+            senses = index.senses(phrase)
+            for concept_id, is_pref in index.entries(phrase):
                 match = matches[concept_id]
                 match.senses = min(match.senses, senses)
                 if match.coverage < coverage[row]:
                     match.coverage = float(coverage[row])
                     match.pref = match.pref or is_pref
-                    match.length = max(match.length, len(self._multi[row]))
+                    match.length = max(match.length, length)
 
     def _features(self, text: str) -> tuple[list[int], np.ndarray]:
         matches, n_tokens = self._matches(text)
@@ -384,9 +366,10 @@ class LexicalBackend(Backend):
         to bring its neighbours along, a stray word does not."""
         if not ids:
             return np.zeros(0)
-        matched = np.zeros(self._neighbours.shape[0], np.float32)
+        neighbours = self._index.neighbours
+        matched = np.zeros(neighbours.shape[0], np.float32)
         matched[ids] = 1.0
-        return self._neighbours[ids] @ matched
+        return neighbours[ids] @ matched
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self._trees is not None:
@@ -408,7 +391,7 @@ class LexicalBackend(Backend):
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
         from tqdm import tqdm
 
-        self._build_index()
+        self._open_index()
         self._scorer = LinearScorer(FEATURES, dict(DEFAULT_WEIGHTS))
         self._trees = None
         self._prior = self._match_precision = self._candidate_rate = None
@@ -448,7 +431,7 @@ class LexicalBackend(Backend):
     def _learn(self, corpus, previous: Path, directory: Path) -> dict:
         """Add the new documents' label matches to the per-concept match
         statistics; the scorer learnt in training stays."""
-        self._build_index()
+        self._open_index()
         self._prior = self._match_precision = self._candidate_rate = None
         stats = load_arrays(previous / "match_stats.npz")
         if "documents" not in stats:
@@ -555,52 +538,6 @@ class _MatchStats:
         return float(self.hits.sum() / max(self.matched.sum(), 1))
 
 
-class _FuzzyWords:
-    """Finds the label word that a text word differs from only in its ending."""
-
-    def __init__(self, label_words: set[str]):
-        self._words = set(label_words)
-        self._sorted = sorted(w for w in label_words if len(w) >= FUZZY_MIN_PREFIX)
-        self._cache: dict[str, str | None] = {}
-
-    def label_word(self, word: str) -> str | None:
-        if word in self._words:
-            return word
-        if word not in self._cache:
-            if len(self._cache) > 200_000:
-                self._cache.clear()
-            self._cache[word] = self._closest(word)
-        return self._cache[word]
-
-    def _closest(self, word: str) -> str | None:
-        if len(word) < FUZZY_MIN_PREFIX:
-            return None
-        prefix = word[:FUZZY_MIN_PREFIX]
-        start = bisect.bisect_left(self._sorted, prefix)
-        best, best_key = None, None
-        for candidate in itertools.islice(self._sorted, start, None):
-            if not candidate.startswith(prefix):
-                break
-            shared = _common_prefix(word, candidate)
-            if (
-                len(candidate) - shared <= FUZZY_LABEL_REST
-                and len(word) - shared <= FUZZY_TEXT_REST
-            ):
-                key = (shared, -abs(len(candidate) - len(word)))
-                if best_key is None or key > best_key:
-                    best, best_key = candidate, key
-        return best
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def _padded(values: np.ndarray, n: int) -> np.ndarray:
     """`values` as float32, zero-padded to `n` (the vocabulary may have grown)."""
     out = np.zeros(max(n, len(values)), np.float32)
@@ -621,24 +558,3 @@ def _value(array: np.ndarray | None, index: int) -> float:
 def _smoothed_precision(hits, matched, base_rate: float) -> np.ndarray:
     """Share of a concept's label matches that were gold, shrunk to the base rate."""
     return (hits + MATCH_PSEUDOCOUNT * base_rate) / (matched + MATCH_PSEUDOCOUNT)
-
-
-def _senses(entries: list[tuple[int, bool]]) -> int:
-    """How many concepts share one label."""
-    return len({concept_id for concept_id, _ in entries})
-
-
-def _neighbour_matrix(vocab) -> sp.csr_matrix:
-    """Concepts x concepts, 1 where one is broader, narrower or related to the
-    other."""
-    n = len(vocab)
-    total = sp.csr_matrix((n, n), dtype=np.float32)
-    for name in ("broader", "narrower", "related"):
-        indptr, indices = vocab.relation(name)
-        data = np.ones(len(indices), np.float32)
-        total = total + sp.csr_matrix((data, indices, indptr), shape=(n, n))
-    total = total + total.T
-    total.data[:] = 1.0
-    total.setdiag(0)
-    total.eliminate_zeros()
-    return total.tocsr()

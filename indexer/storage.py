@@ -183,3 +183,84 @@ def load_mappable(directory: Path) -> dict:
         for path in sorted(directory.glob("*.npy"))
     }
     return _with_sparse(flat)
+
+
+def publish_mappable(
+    path: Path, arrays: dict, identity: dict, remove_siblings: bool = False
+) -> None:
+    """Save `arrays` as `save_mappable` does into a fresh sibling of `path`,
+    with a manifest (`identity` and each file's dtype and shape) written last,
+    and rename it to `path` in one step, so a reader finds the whole directory
+    or none. A complete copy someone else published first is kept; a damaged
+    one is replaced. `remove_siblings`: drop the other published directories
+    beside it (caches of older versions)."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}"
+    try:
+        save_mappable(work, arrays)
+        files = {}
+        for file in sorted(work.glob("*.npy")):
+            array = np.load(file, mmap_mode="r", allow_pickle=False)
+            files[file.name] = {"dtype": array.dtype.str, "shape": list(array.shape)}
+        write_manifest(work, {"identity": identity, "files": files})
+        _publish(work, path, identity)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if remove_siblings:
+        _remove_siblings(path)
+
+
+def _remove_siblings(path: Path) -> None:
+    """Remove the directories beside `path`: published ones, and the work
+    directories of writers killed more than an hour ago."""
+    import time
+
+    for sibling in path.parent.iterdir():
+        if sibling.name == path.name:
+            continue
+        try:
+            if sibling.name.startswith(".") and (
+                time.time() - sibling.stat().st_mtime < 3600
+            ):
+                continue  # perhaps being written
+        except OSError:
+            continue
+        shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _publish(work: Path, path: Path, identity: dict) -> None:
+    try:
+        os.rename(work, path)
+    except OSError:
+        if open_mappable(path, identity) is not None:
+            return  # another process published the same content first
+        damaged = path.parent / f".{path.name}.damaged-{uuid.uuid4().hex[:8]}"
+        os.rename(path, damaged)
+        shutil.rmtree(damaged, ignore_errors=True)
+        os.rename(work, path)
+
+
+def open_mappable(path: Path, identity: dict) -> dict | None:
+    """The arrays that `publish_mappable` published at `path` for `identity`,
+    memory-mapped read-only; None when there are none, when they were written
+    for another identity, or when a file is missing, truncated or of another
+    dtype or shape than the manifest says."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        if manifest.get("identity") != identity:
+            return None
+        flat = {}
+        for name, spec in manifest["files"].items():
+            array = np.load(path / name, mmap_mode="r", allow_pickle=False)
+            if array.dtype.str != spec["dtype"] or list(array.shape) != spec["shape"]:
+                return None
+            flat[name[: -len(".npy")]] = array
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return _with_sparse(flat)

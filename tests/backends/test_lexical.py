@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from ..conftest import DATA
@@ -224,3 +225,104 @@ def test_a_document_in_an_unexpected_language_still_gets_an_answer(projects):
     batch = project.suggest(["Musiikin historia (music)", "音楽の歴史"])
     assert [s.subject for s in batch.row(0)] == [project.vocab.id_of(T + "music")]
     assert batch.row(1) == []
+
+
+# -- the label index, cached in the project's folder -------------------------
+CACHE_TTL = (
+    't:dig a skos:Concept ; skos:prefLabel "arkeologiset kaivaukset"@fi ;'
+    ' skos:altLabel "kaivaukset (arkeologia)"@fi ; skos:related t:find .\n'
+    't:find a skos:Concept ; skos:prefLabel "löydöt"@fi .\n'
+    't:age a skos:Concept ; skos:prefLabel "vaihdevuodet"@fi .\n'
+    't:war a skos:Concept ; skos:prefLabel "sotahistoria"@fi ;'
+    ' skos:altLabel "historia"@fi .\n'
+)
+# an exact phrase, a compound head, a partial and a fuzzy match, a qualifier
+CACHE_TEXT = (
+    "Kaivaukset ja löydöt: kaivaukset arkeologiset, maailmanhistoria ja vaihdevuosista"
+)
+
+
+def _counting_builds(monkeypatch) -> list:
+    import backends.lexical
+
+    builds = []
+    build = backends.lexical.build_arrays
+
+    def counted(*args):
+        builds.append(args)
+        return build(*args)
+
+    monkeypatch.setattr(backends.lexical, "build_arrays", counted)
+    return builds
+
+
+def _fresh(folder):
+    """The project of `_project(folder, ...)` as a new process sees it."""
+    from indexer.project import Projects
+
+    return Projects.from_path(folder / "projects.cfg").get("lex")
+
+
+def _rows(project, texts=(CACHE_TEXT,)):
+    batch = project.suggest(list(texts), limit=20)
+    return [[(s.subject, s.score) for s in batch.row(i)] for i in range(len(texts))]
+
+
+def test_the_cached_index_suggests_what_a_fresh_build_does(tmp_path, monkeypatch):
+    import backends.lexical_index
+
+    project = _project(tmp_path, CACHE_TTL, "fi")
+    cached = _rows(project)  # builds the index and caches it
+    assert {s for s, _ in cached[0]} == {0, 1, 2, 3}
+    reloaded = _fresh(tmp_path)
+    assert _rows(reloaded) == cached
+    assert isinstance(reloaded.backend._index.phrase_lengths, np.memmap)
+    monkeypatch.setattr(backends.lexical_index, "open_mappable", lambda *a: None)
+    rebuilt = _fresh(tmp_path)
+    assert _rows(rebuilt) == cached
+    assert not isinstance(rebuilt.backend._index.phrase_lengths, np.memmap)
+
+
+def test_loading_twice_builds_the_index_once(tmp_path, monkeypatch):
+    builds = _counting_builds(monkeypatch)
+    project = _project(tmp_path, CACHE_TTL, "fi")
+    first = _rows(project)
+    assert _rows(_fresh(tmp_path)) == first
+    assert _rows(_fresh(tmp_path)) == first
+    assert len(builds) == 1
+
+
+def test_a_vocabulary_reload_rebuilds_the_index(tmp_path, monkeypatch):
+    builds = _counting_builds(monkeypatch)
+    project = _project(tmp_path, CACHE_TTL, "fi")
+    assert _rows(project, ["pronssikausi"]) == [[]]
+    extra = 't:bronze a skos:Concept ; skos:prefLabel "pronssikausi"@fi .\n'
+    reloaded = _project(tmp_path, CACHE_TTL + extra, "fi")  # autoloads the change
+    bronze = reloaded.vocab.id_of(T + "bronze")
+    assert bronze in {s for s, _ in _rows(reloaded, ["pronssikausi"])[0]}
+    assert len(builds) == 2
+    caches = list((reloaded.model_dir.parent / "lexical-index").iterdir())
+    assert len(caches) == 1  # the outdated index is gone
+
+
+@pytest.mark.parametrize("damage", ["truncate", "no manifest", "other manifest"])
+def test_a_damaged_cache_is_rebuilt_not_trusted(tmp_path, monkeypatch, damage):
+    import json
+
+    builds = _counting_builds(monkeypatch)
+    project = _project(tmp_path, CACHE_TTL, "fi")
+    expected = _rows(project)
+    (cache,) = (project.model_dir.parent / "lexical-index").iterdir()
+    if damage == "truncate":
+        keys = cache / "phrase_keys.npy"
+        keys.write_bytes(keys.read_bytes()[:-8])
+    elif damage == "no manifest":
+        (cache / "manifest.json").unlink()
+    else:
+        manifest = json.loads((cache / "manifest.json").read_text())
+        manifest["files"]["entry_concepts.npy"]["shape"] = [1]
+        (cache / "manifest.json").write_text(json.dumps(manifest))
+    assert _rows(_fresh(tmp_path)) == expected
+    assert len(builds) == 2
+    assert _rows(_fresh(tmp_path)) == expected  # the rebuilt cache is whole
+    assert len(builds) == 2
