@@ -127,9 +127,10 @@ class ConceptRows:
         scope: dict[str, str] = {}
         definition: dict[str, str] = {}
         broader, related = set(parents), set()
-        entry = self.subjects[uri]
-        for i in range(1, len(entry), 3):
-            field, lang, value = entry[i : i + 3]
+        statements = iter(self.subjects[uri])
+        next(statements)  # the subject
+        triples = zip(statements, statements, statements, strict=True)
+        for field, lang, value in triples:
             if field == PREF:
                 pref.setdefault(lang, value)
             elif field == ALT:

@@ -13,6 +13,7 @@ import numpy as np
 
 from indexer.errors import InputError, NotFoundError, UsageError
 from indexer.locking import ResourceLock
+from indexer.rdfsafe import gc_paused
 from indexer.skos import ConceptRecord, read_vocabulary_file
 from indexer.skosrows import UNTAGGED
 from indexer.storage import atomic_directory
@@ -209,7 +210,8 @@ class Vocabulary:
         """Parse `source` and store it, keeping the ids of a previous version.
         Holds the vocabulary's lock (BusyError when another load holds it)."""
         started = time.perf_counter()
-        with self.lock.hold(wait=wait):
+        # gc_paused: a million records are a million containers without cycles
+        with self.lock.hold(wait=wait), gc_paused():
             self.refresh()
             records = read_vocabulary_file(source, language)
             for record in records:
