@@ -81,6 +81,12 @@ DEFAULT_WEIGHTS = {
 MATCH_PSEUDOCOUNT = 2.0
 # below this many training candidates a logistic model generalises better
 TREE_MIN_CANDIDATES = 5000
+# The match statistics count every training document; the scorer learns from
+# the candidates of at most this many of them (a seeded uniform sample beyond
+# it), so training memory does not grow with the corpus
+SCORER_DOCUMENTS = 50_000
+# documents matched at a time (by `-j` processes)
+MATCH_CHUNK = 4096
 
 
 @dataclass
@@ -397,22 +403,25 @@ class LexicalBackend(Backend):
         self._prior = self._match_precision = self._candidate_rate = None
         n = len(self.project.vocab)
         counts, matched, hits = (np.zeros(n, np.float32) for _ in range(3))
-        examples = []
-        docs = [d for d in corpus if d.subjects]
-        matches = parallel_map(self._features, [d.text for d in docs], jobs)
-        bar = tqdm(
-            docs, desc="Matching labels", unit=" docs", leave=False, disable=None
-        )
-        for doc, (ids, x) in zip(bar, matches, strict=True):
-            counts[doc.subjects] += 1
-            gold = set(doc.subjects)
-            own = np.array([c in gold for c in ids], dtype=np.float32)
-            matched[ids] += 1
-            hits[ids] += own
-            examples.append((ids, x, own))
-        stats = _MatchStats(counts, matched, hits, len(docs))
-        x, y = self._training_rows(examples, stats)
-        info = {"candidates": len(y)}
+        sample = _Reservoir(SCORER_DOCUMENTS)
+        documents = 0
+        with tqdm(
+            desc="Matching labels", unit=" docs", leave=False, disable=None
+        ) as bar:
+            for chunk in _chunks((d for d in corpus if d.subjects), MATCH_CHUNK):
+                matches = parallel_map(self._features, [d.text for d in chunk], jobs)
+                for doc, (ids, x) in zip(chunk, matches, strict=True):
+                    counts[doc.subjects] += 1
+                    gold = set(doc.subjects)
+                    own = np.array([c in gold for c in ids], dtype=np.float32)
+                    matched[ids] += 1
+                    hits[ids] += own
+                    sample.add((ids, x, own))
+                documents += len(chunk)
+                bar.update(len(chunk))
+        stats = _MatchStats(counts, matched, hits, documents)
+        x, y = self._training_rows(sample.items, stats)
+        info = {"candidates": len(y), "scorer_documents": len(sample.items)}
         if self._use_trees(y):
             trees = TreeEnsemble.fit(
                 x, y, list(FEATURES), min_samples_leaf=min(200, max(5, len(y) // 100))
@@ -521,6 +530,38 @@ class LexicalBackend(Backend):
                 "concepts_sharing_the_label": m.senses,
             }
         return out
+
+
+class _Reservoir:
+    """A seeded uniform sample of at most `size` items of a stream (all of
+    them, in order, while there are no more than `size`)."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size = size
+        self.items: list = []
+        self._seen = 0
+        self._rng = np.random.default_rng(seed)
+
+    def add(self, item) -> None:
+        self._seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+            return
+        slot = int(self._rng.integers(self._seen))
+        if slot < self.size:
+            self.items[slot] = item
+
+
+def _chunks(items, size: int):
+    """Lists of `size` consecutive items of an iterable (the last shorter)."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 @dataclass

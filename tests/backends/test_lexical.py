@@ -326,3 +326,49 @@ def test_a_damaged_cache_is_rebuilt_not_trusted(tmp_path, monkeypatch, damage):
     assert len(builds) == 2
     assert _rows(_fresh(tmp_path)) == expected  # the rebuilt cache is whole
     assert len(builds) == 2
+
+
+def test_the_scorer_learns_from_a_bounded_sample_and_the_statistics_count_all(
+    projects, tmp_path, monkeypatch
+):
+    """Training memory does not grow with the corpus: the scorer's rows come
+    from at most SCORER_DOCUMENTS documents (matched a chunk at a time), while
+    every document counts in the per-concept match statistics."""
+    import backends.lexical as lexical
+    from indexer.storage import load_arrays
+
+    labels = ["physics", "biology", "astronomy", "history", "music"]
+    lines = [f"{a.title()} and {b}\t<{T}{a}>" for a in labels for b in labels]
+    corpus = tmp_path / "corpus.tsv"
+    corpus.write_text("\n".join(lines * 4) + "\n")  # 100 documents
+    monkeypatch.setattr(lexical, "SCORER_DOCUMENTS", 10)
+    monkeypatch.setattr(lexical, "MATCH_CHUNK", 7)
+    project = projects.get("lexical-en")
+    info = project.train([corpus])
+    assert info["scorer_documents"] == 10
+    assert info["candidates"] == 20  # two labels matched in each of the ten
+    stats = load_arrays(project.model_dir / "match_stats.npz")
+    assert int(stats["documents"]) == 100
+    assert stats["counts"][project.vocab.id_of(T + "music")] == 20
+    # the same sample, so the same scorer, on every run
+    weights = (project.model_dir / "weights.json").read_text()
+    project.train([corpus])
+    assert (project.model_dir / "weights.json").read_text() == weights
+
+
+def test_the_reservoir_keeps_everything_in_order_until_full_then_a_uniform_sample():
+    from backends.lexical import _Reservoir
+
+    small = _Reservoir(5)
+    for i in range(4):
+        small.add(i)
+    assert small.items == [0, 1, 2, 3]
+    counts = np.zeros(100)
+    for seed in range(400):
+        sample = _Reservoir(10, seed)
+        for i in range(100):
+            sample.add(i)
+        assert len(set(sample.items)) == 10
+        counts[sample.items] += 1
+    # every item is kept about 40 times in 400 samples of 10 out of 100
+    assert counts.min() > 15 and counts.max() < 70
