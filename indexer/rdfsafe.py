@@ -638,6 +638,7 @@ def _rows_from_child(data: bytes, rdf_format: str, path: Path, collector: str):
         timer = threading.Timer(timeout, _expire, (proc, expired))
         timer.start()
     threading.Thread(target=_send, args=(proc.stdin, data), daemon=True).start()
+    del data  # the thread holds it until the child has it all
     end = None
     try:
         for line in proc.stdout:
