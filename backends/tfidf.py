@@ -65,7 +65,6 @@ class TfidfBackend(Backend):
             texts,
             min_df=self.params.min_df,
             max_features=self.params.max_features,
-            jobs=jobs,
         )
         y = subject_matrix(subjects, len(self.project.vocab))
         features.save(directory)

@@ -11,7 +11,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from indexer.analyzer import analyzer_for, default_analyzer
-from indexer.parallel import parallel_map
 
 # documents tokenized at a time when fitting (their token lists are the
 # largest temporary: a whole catalogue's would be gigabytes)
@@ -50,7 +49,6 @@ class TfidfFeatures:
         min_df: int = 1,
         max_df: float = 1.0,
         max_features: int | None = None,
-        jobs: int = 1,
     ) -> sp.csr_matrix:
         """Learn the term list and idf from `texts` and return their vectors.
 
@@ -65,9 +63,10 @@ class TfidfFeatures:
         codes, values, lengths = [], [], []
         for start in range(0, len(texts), CHUNK):
             chunk_codes, chunk_counts = [], []
-            for tokens in parallel_map(
-                self._tokens, texts[start : start + CHUNK], jobs
-            ):
+            # in this process: the analyzer caches each word type, and a worker
+            # process's tokens cost more to send back than to make (`-j 2`
+            # trained 30-50% slower on the scale benchmark)
+            for tokens in map(self._tokens, texts[start : start + CHUNK]):
                 ids = np.fromiter(
                     (words.setdefault(t, len(words)) for t in tokens),
                     np.int64,
