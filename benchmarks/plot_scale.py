@@ -36,6 +36,18 @@ STAGES = {  # stage -> what the plot calls it
 }
 
 
+STAGES_IN_ORDER = (
+    "load-vocab",
+    "train-tfidf",
+    "train-xmc",
+    "train-lexical",
+    "eval-tfidf",
+    "eval-xmc",
+    "eval-lexical",
+    "suggest-tfidf",
+)
+
+
 def measured(prefix: str, tag: str = "") -> dict[str, list[tuple[int, float, float]]]:
     """stage -> [(documents, seconds, peak MB)] over the sizes measured."""
     series: dict[str, list] = {}
@@ -51,15 +63,58 @@ def measured(prefix: str, tag: str = "") -> dict[str, list[tuple[int, float, flo
     return {stage: points for stage, points in series.items() if len(points) > 1}
 
 
+def rows_by_stage(prefix: str, size: str, tag: str = "") -> dict[str, dict]:
+    path = RESULTS / f"{prefix}-{size}{f'-{tag}' if tag else ''}.json"
+    if not path.is_file():
+        return {}
+    return {r["stage"]: r for r in json.loads(path.read_text())["rows"]}
+
+
+def _cell(row: dict | None) -> str:
+    """`seconds / peak MB (model MB)`, and the whole process tree's peak where
+    it is well above the largest process's (Annif's mllm workers)."""
+    if not row:
+        return ""
+    text = f"{row['seconds']:,} / {row['peak_mb']:,}"
+    if row.get("model_mb"):
+        text += f" ({row['model_mb']:,})"
+    if row.get("tree_peak_mb", 0) > 1.2 * row["peak_mb"]:
+        text += f", all processes {row['tree_peak_mb']:,}"
+    return text
+
+
+def side_by_side(tag: str) -> str:
+    """Markdown: each stage at each size, ours beside Annif's."""
+    ours = {size: rows_by_stage("scale_stages", size, tag) for size in SIZES}
+    annif = {size: rows_by_stage("scale_annif", size) for size in SIZES}
+    header = " | ".join(f"{size} ours | {size} Annif" for size in SIZES)
+    lines = [f"| stage | {header} |", "|---" * (1 + 2 * len(SIZES)) + "|"]
+    for stage in STAGES_IN_ORDER:
+        cells = [_cell(d[size].get(stage)) for size in SIZES for d in (ours, annif)]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines += ["", f"| F1@5 | {header} |", "|---" * (1 + 2 * len(SIZES)) + "|"]
+    for stage in ("eval-tfidf", "eval-xmc", "eval-lexical"):
+        cells = [
+            f"{d[size][stage]['F1@5']:.3f}" if stage in d[size] else ""
+            for size in SIZES
+            for d in (ours, annif)
+        ]
+        lines.append(f"| {stage[5:]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def exponent(a: tuple, b: tuple, column: int) -> float:
     """Growth exponent of `column` (1: seconds, 2: MB) from point a to b."""
     return math.log(b[column] / a[column]) / math.log(b[0] / a[0])
 
 
 def extrapolate(series: dict, documents: int) -> list[dict]:
-    """Each stage at `documents`, from its two largest measured sizes."""
+    """Each stage at `documents`, from its two largest measured sizes (not
+    load-vocab: it grows with the concepts, not the documents)."""
     rows = []
     for stage, points in series.items():
+        if stage == "load-vocab":
+            continue
         a, b = sorted(points)[-2:]
         time_exp, memory_exp = exponent(a, b, 1), exponent(a, b, 2)
         factor = documents / b[0]
@@ -83,7 +138,7 @@ def plot(ours: dict, annif: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.fonttype"] = "none"  # text stays text, no embedded fonts
-    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.4))
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 5.2))
     colours = dict(zip(STAGES, plt.cm.tab10.colors, strict=False))
     for series, style, who in ((ours, "-o", "indexer"), (annif, "--s", "Annif")):
         for stage, points in sorted(series.items()):
@@ -100,8 +155,9 @@ def plot(ours: dict, annif: dict, out: Path) -> None:
         axis.set_xlabel("training documents (with 20k, 100k, 200k concepts)")
         axis.set_title(title)
         axis.grid(True, which="both", alpha=0.3)
-    time_axis.legend(fontsize=7, loc="upper left")
-    figure.tight_layout()
+    handles, labels = time_axis.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    figure.tight_layout(rect=(0, 0.14, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, format="svg", metadata={"Date": None})
     plt.close(figure)
@@ -119,6 +175,8 @@ def main() -> None:
         raise SystemExit(f"no scale_stages results with tag '{args.tag}' in {RESULTS}")
     plot(ours, annif, args.out)
     print(f"wrote {args.out} ({len(ours)} stages of ours, {len(annif)} of Annif)")
+    print("\n## Seconds / peak MB (model MB), ours beside Annif's\n")
+    print(side_by_side(args.tag))
     columns = ["stage", "from", "time exponent", "memory exponent", "hours", "GB"]
     for documents in (1_000_000, 10_000_000):
         for who, series in (("indexer", ours), ("Annif", annif)):
