@@ -104,6 +104,9 @@ FAST_FORMATS = {
     "nquads": "N_QUADS",
     "trig": "TRIG",
 }
+# pyoxigraph refuses a term (a literal, an IRI) longer than 16 MiB with a
+# MemoryError that says this, whatever memory is left: rdflib reads such a file
+FAST_TOKEN_LIMIT = "Reached the buffer maximal size"
 # pyoxigraph lower-cases language tags, rdflib keeps them as written: a file
 # with an upper-case letter right after a literal's '@' goes to rdflib
 _UPPER_CASE_LANGUAGE = re.compile(rb"[\"']@[A-Za-z0-9-]*[A-Z]")
@@ -347,7 +350,9 @@ def _parse_fast(data: bytes, rdf_format: str, path: Path, sink, deadline: float)
         return None
     except _OverBudget:
         raise _too_slow(path, budget()[1]) from None
-    except MemoryError:
+    except MemoryError as exc:
+        if FAST_TOKEN_LIMIT in str(exc):  # a term over its buffer, not memory
+            return None
         raise _too_big(path) from None
     return sink
 

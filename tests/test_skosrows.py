@@ -225,3 +225,16 @@ def test_pyoxigraph_reads_nesting_too_deep_for_rdflib(tmp_path, monkeypatch):
     )
     [record] = read(source, "auto", monkeypatch, in_child=True)
     assert (record.uri, record.pref, record.related) == ("http://x/a", {"und": "a"}, [])
+
+
+@pytest.mark.skipif(not HAS_PYOXIGRAPH, reason="pyoxigraph not there")
+def test_a_literal_over_pyoxigraphs_buffer_is_read_by_rdflib(monkeypatch):
+    """pyoxigraph refuses a term over 16 MiB with a MemoryError; that is no
+    lack of memory: rdflib reads the file."""
+    label = "a" * (17 * 2**20)
+    data = HEAD + f"<http://x/a> a skos:Concept ; skos:prefLabel '{label}'@en .\n"
+    monkeypatch.setenv("INDEXER_VOCAB_PARSER", "auto")
+    sink = rdfsafe.collect(data.encode(), "turtle", Path("v.ttl"), _no_sink)
+    [row] = sink.rows()
+    assert row[0] == "http://x/a"
+    assert row[3] == {"en": label}
