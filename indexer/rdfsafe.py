@@ -647,6 +647,8 @@ def _rows_from_child(data: bytes, rdf_format: str, path: Path, collector: str):
     end = None
     try:
         for line in proc.stdout:
+            if not line.endswith(b"\n"):
+                break  # cut off: the child was killed while writing it
             if line.startswith(b"{"):
                 end = json.loads(line)
                 break

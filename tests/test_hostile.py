@@ -977,3 +977,26 @@ def test_no_configuration_found_is_said(tmp_path):
         "INDEXER_PROJECTS\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_child_killed_while_it_writes_rows_is_a_clean_error(monkeypatch):
+    """A child killed in the middle of a line of rows left the parent a piece
+    of JSON, which it decoded: a JSONDecodeError with a traceback."""
+    from indexer import rdfsafe
+    from indexer.errors import InputError
+
+    killed_mid_line = (
+        "import os, signal, sys; sys.stdin.buffer.read(); "
+        'sys.stdout.buffer.write(b\'[["http://x/a", "", false, {"en": "a\'); '
+        "sys.stdout.flush(); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    monkeypatch.setattr(rdfsafe, "_CHILD", killed_mid_line)
+    rows = rdfsafe._rows_from_child(
+        b"", "turtle", Path("v.ttl"), "indexer.skosrows:ConceptRows"
+    )
+    with pytest.raises(InputError) as error:
+        list(rows)
+    assert error.value.message == (
+        "Cannot parse 'v.ttl' as turtle: the parser was killed by SIGKILL "
+        "(perhaps by the system, for want of memory)"
+    )
