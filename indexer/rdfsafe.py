@@ -322,7 +322,14 @@ def _fast_parser_fits(data: bytes, rdf_format: str) -> bool:
         return False
     if importlib.util.find_spec("pyoxigraph") is None:
         return False
-    return _UPPER_CASE_LANGUAGE.search(data) is None
+    return _UPPER_CASE_LANGUAGE.search(data) is None and not _raw_line_breaks(data)
+
+
+def _raw_line_breaks(data: bytes) -> bool:
+    """Whether a long string (triple quotes, Turtle and TriG) may hold a
+    carriage return as written: rdflib reads it as a line feed, pyoxigraph
+    keeps it (a file with Windows line breaks and multi-line notes)."""
+    return b"\r" in data and (b'"""' in data or b"'''" in data)
 
 
 def parser_setting() -> str:

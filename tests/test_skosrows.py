@@ -238,3 +238,20 @@ def test_a_literal_over_pyoxigraphs_buffer_is_read_by_rdflib(monkeypatch):
     [row] = sink.rows()
     assert row[0] == "http://x/a"
     assert row[3] == {"en": label}
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_line_breaks_in_long_strings_are_read_as_rdflib_reads_them(
+    tmp_path, monkeypatch, parser
+):
+    """rdflib reads a carriage return written in a long string as a line feed,
+    pyoxigraph kept it: such a file goes to rdflib."""
+    source = tmp_path / "v.ttl"
+    source.write_bytes(
+        HEAD.encode() + b"<http://x/a> a skos:Concept ;\r\n"
+        b'  skos:prefLabel "a\\r\\nb"@en ; skos:scopeNote """one\r\ntwo\rthree"""@en .'
+    )
+    monkeypatch.setenv("INDEXER_VOCAB_PARSER", parser)
+    [record] = read_vocabulary_file(source)
+    assert record.pref == {"en": "a\r\nb"}  # escapes are what they say
+    assert record.note == {"en": "one\ntwo\nthree"}
