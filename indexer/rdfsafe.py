@@ -110,6 +110,9 @@ FAST_TOKEN_LIMIT = "Reached the buffer maximal size"
 # pyoxigraph lower-cases language tags, rdflib keeps them as written: a file
 # with an upper-case letter right after a literal's '@' goes to rdflib
 _UPPER_CASE_LANGUAGE = re.compile(rb"[\"']@[A-Za-z0-9-]*[A-Z]")
+# a collector is given a blank node as this and its name (an IRI cannot start
+# so), the parsers' names for it differing
+BLANK = "_:"
 XSD = "http://www.w3.org/2001/XMLSchema#"
 RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 # strings in any datatype: no rdflib normalisation to copy
@@ -370,7 +373,6 @@ def _feed_fast(data: bytes, rdf_format: str, sink, deadline: float) -> None:
 
     wanted = sink.predicates
     add = sink.add
-    nodes = (NamedNode, BlankNode)
     # relative IRIs resolve against what rdflib takes as the base of data
     base = Path.cwd().as_uri() + "/"
     statements = parse_rdf(
@@ -390,17 +392,24 @@ def _feed_fast(data: bytes, rdf_format: str, sink, deadline: float) -> None:
         if quads and type(statement.graph_name) is not DefaultGraph:
             continue  # a named graph's: rdflib reads only the default graph here
         subject, value = statement.subject, statement.object
-        if type(subject) not in nodes:
+        kind = type(subject)
+        if kind is NamedNode:
+            name = subject.value
+        elif kind is BlankNode:
+            name = BLANK + subject.value
+        else:
             raise _NotForFastParser
         kind = type(value)
         if kind is Literal:
             lang = value.language
             if lang is not None and value.direction is None:
-                add(subject.value, predicate, value.value, lang, "")
+                add(name, predicate, value.value, lang, "")
             else:
-                add(subject.value, predicate, *_literal_parts(value))
-        elif kind in nodes:
-            add(subject.value, predicate, value.value, None, None)
+                add(name, predicate, *_literal_parts(value))
+        elif kind is NamedNode:
+            add(name, predicate, value.value, None, None)
+        elif kind is BlankNode:
+            add(name, predicate, BLANK + value.value, None, None)
         else:
             raise _NotForFastParser
 
@@ -551,7 +560,7 @@ def _collecting_store(sink):
     """An rdflib store that keeps nothing: it hands the statements of the
     default graph (not those of named graphs or N3 formulas) that `sink`
     wants to it, and stops the parse when the time is up."""
-    from rdflib import Literal
+    from rdflib import BNode, Literal
     from rdflib.plugins.stores.memory import Memory
 
     wanted, add = sink.predicates, sink.add
@@ -570,11 +579,13 @@ def _collecting_store(sink):
                 return
             if getattr(context, "identifier", None) != self.default_graph:
                 return
+            name = subject.n3() if isinstance(subject, BNode) else str(subject)
             if isinstance(value, Literal):
                 datatype = "" if value.datatype is None else str(value.datatype)
-                add(str(subject), str(predicate), str(value), value.language, datatype)
+                add(name, str(predicate), str(value), value.language, datatype)
             else:
-                add(str(subject), str(predicate), str(value), None, None)
+                value = value.n3() if isinstance(value, BNode) else str(value)
+                add(name, str(predicate), value, None, None)
 
     return CollectingStore()
 

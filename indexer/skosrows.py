@@ -8,6 +8,10 @@ makes the records' fields at the end, sorted by URI.
 
 Where a field takes one value (a prefLabel per language, a note per language,
 the notation), the first statement in the file wins.
+
+A concept is named by an IRI: statements about a blank node are left out. A
+blank node has another name at each parse, so such a concept could not keep
+its id when the vocabulary is reloaded (each reload added it again).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 UNTAGGED = "und"
+BLANK = "_:"  # how a parser names a blank node (an IRI cannot start so)
 SKOS = "http://www.w3.org/2004/02/skos/core#"
 RDF_TYPE = "http://www.w3.org/1999/02/22-rdf-syntax-ns#type"
 OWL_DEPRECATED = "http://www.w3.org/2002/07/owl#deprecated"
@@ -71,11 +76,12 @@ class ConceptRows:
         self._languages: dict[str, str] = {}
 
     def add(self, subject: str, predicate: str, value: str, lang, datatype) -> None:
-        """One statement of the default graph: `value` is the object's IRI
+        """One statement of the default graph: `subject` is an IRI or a blank
+        node ("_:" and its name), `value` the object's IRI or blank node
         (`datatype` None) or a literal's lexical form (`datatype` its IRI,
         "" for a plain or language-tagged literal, `lang` its language)."""
         field = FIELDS.get(predicate)
-        if field is None:
+        if field is None or subject.startswith(BLANK):
             return
         entry = self.subjects.get(subject)
         if entry is None:

@@ -255,3 +255,19 @@ def test_line_breaks_in_long_strings_are_read_as_rdflib_reads_them(
     [record] = read_vocabulary_file(source)
     assert record.pref == {"en": "a\r\nb"}  # escapes are what they say
     assert record.note == {"en": "one\ntwo\nthree"}
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_blank_nodes_are_no_concepts(tmp_path, monkeypatch, parser):
+    """A blank node is named anew at each parse: as a concept it was added
+    again at each reload (and pyoxigraph and rdflib named it differently)."""
+    source = tmp_path / "v.ttl"
+    source.write_text(
+        HEAD + "_:b a skos:Concept ; skos:prefLabel 'blank'@en .\n"
+        "[] a skos:Concept ; skos:prefLabel 'anonymous'@en ; skos:broader _:b .\n"
+        "<http://x/a> a skos:Concept ; skos:prefLabel 'a'@en ;\n"
+        "  skos:broader _:b ; skos:narrower [ skos:prefLabel 'n' ] .\n"
+    )
+    [record] = read(source, parser, monkeypatch)
+    assert (record.uri, record.broader) == ("http://x/a", [])
+    assert read(source, parser, monkeypatch, in_child=True) == [record]
