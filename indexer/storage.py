@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -214,21 +215,37 @@ def publish_mappable(
 
 
 def _remove_siblings(path: Path) -> None:
-    """Remove the directories beside `path`: published ones, and the work
-    directories of writers killed more than an hour ago."""
+    """Remove the directories beside `path` that `publish_mappable` made:
+    published ones, and the work directories of writers killed more than an
+    hour ago. Anything else there is left alone (a folder someone keeps there,
+    or the contents of the folder a symlinked parent points to)."""
     import time
 
     for sibling in path.parent.iterdir():
-        if sibling.name == path.name:
+        if sibling.name == path.name or sibling.is_symlink():
             continue
         try:
-            if sibling.name.startswith(".") and (
-                time.time() - sibling.stat().st_mtime < 3600
-            ):
-                continue  # perhaps being written
+            if _WORK_NAME.fullmatch(sibling.name):
+                if time.time() - sibling.stat().st_mtime < 3600:
+                    continue  # perhaps being written
+            elif not _is_published(sibling):
+                continue
         except OSError:
             continue
         shutil.rmtree(sibling, ignore_errors=True)
+
+
+# the work directories of `publish_mappable` (`.NAME.<uuid>`) and `_publish`
+_WORK_NAME = re.compile(r"\..+\.(?:[0-9a-f]{12}|damaged-[0-9a-f]{8})")
+
+
+def _is_published(directory: Path) -> bool:
+    """Whether `directory` has the manifest `publish_mappable` writes."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"identity", "files"} <= manifest.keys()
 
 
 def _publish(work: Path, path: Path, identity: dict) -> None:

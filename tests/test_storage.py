@@ -115,3 +115,30 @@ def test_parallel_map_keeps_order():
         x * x for x in items
     ]
     assert parallel_map(str, [1, 2], jobs=4) == ["1", "2"]
+
+
+def test_publishing_removes_only_published_siblings(tmp_path):
+    """Removing the caches of older versions removed every folder beside the
+    new one: a folder a user kept there, or, when the parent is a symlink
+    (caches moved to another disk), whatever the target folder held."""
+    import time
+
+    import numpy as np
+
+    from indexer.storage import publish_mappable
+
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "keep").mkdir(parents=True)
+    (elsewhere / "keep" / "file").write_text("mine")
+    (tmp_path / "project").mkdir()
+    caches = tmp_path / "project" / "cache"
+    caches.symlink_to(elsewhere)
+    arrays = {"a": np.arange(3)}
+    publish_mappable(caches / "old", arrays, {"v": 1})
+    stale_work = elsewhere / ".old.0123456789ab"
+    stale_work.mkdir()
+    hour_ago = time.time() - 7200
+    os.utime(stale_work, (hour_ago, hour_ago))
+    publish_mappable(caches / "new", arrays, {"v": 2}, remove_siblings=True)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep", "new"]
+    assert (elsewhere / "keep" / "file").read_text() == "mine"
