@@ -256,7 +256,10 @@ def _publish(work: Path, path: Path, identity: dict) -> None:
             return  # another process published the same content first
         damaged = path.parent / f".{path.name}.damaged-{uuid.uuid4().hex[:8]}"
         os.rename(path, damaged)
-        shutil.rmtree(damaged, ignore_errors=True)
+        if damaged.is_dir() and not damaged.is_symlink():
+            shutil.rmtree(damaged, ignore_errors=True)
+        else:  # a file or a link (never followed) where the directory goes
+            damaged.unlink(missing_ok=True)
         os.rename(work, path)
 
 

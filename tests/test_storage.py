@@ -142,3 +142,27 @@ def test_publishing_removes_only_published_siblings(tmp_path):
     publish_mappable(caches / "new", arrays, {"v": 2}, remove_siblings=True)
     assert sorted(p.name for p in elsewhere.iterdir()) == ["keep", "new"]
     assert (elsewhere / "keep" / "file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("planted", ["file", "symlink"])
+def test_publishing_replaces_a_file_or_link_in_its_place(tmp_path, planted):
+    """A file or a symlink where the directory goes was renamed aside and left
+    there for good (rmtree removes neither); the link's target is kept."""
+    import numpy as np
+
+    from indexer.storage import open_mappable, publish_mappable
+
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "file").write_text("theirs")
+    caches = tmp_path / "caches"
+    caches.mkdir()
+    path = caches / "index"
+    if planted == "file":
+        path.write_text("junk")
+    else:
+        path.symlink_to(target)
+    publish_mappable(path, {"a": np.arange(3)}, {"v": 1})
+    assert [p.name for p in caches.iterdir()] == ["index"]
+    assert open_mappable(path, {"v": 1})["a"].tolist() == [0, 1, 2]
+    assert (target / "file").read_text() == "theirs"
