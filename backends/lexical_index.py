@@ -212,12 +212,15 @@ def neighbour_matrix(vocab) -> sp.csr_matrix:
 
 # -- the cache -----------------------------------------------------------
 def index_identity(vocab, analyzer_spec: str, language: str) -> dict:
-    """What the index depends on: its format, the vocabulary version (a reload
-    writes a new directory and a new vocab.json), the analyzer and the
-    label language."""
+    """What the index depends on: its format, the vocabulary version, the
+    analyzer and the label language. The version is the one `vocab` read
+    (its vocab.json as read, with the time it was loaded), not the one on
+    disk now: a process that still holds an older version (a server while the
+    vocabulary is reloaded) builds the index of its labels, which must not be
+    cached as the new version's."""
     stamp = hashlib.sha256()
-    stamp.update(str(vocab.path.resolve()).encode())
-    stamp.update((vocab.path / "vocab.json").read_bytes())
+    stamp.update(str(vocab.path).encode())
+    stamp.update(json.dumps(vocab.info, sort_keys=True).encode())
     return {
         "format": INDEX_FORMAT,
         "vocabulary": vocab.vocab_id,

@@ -305,6 +305,23 @@ def test_a_vocabulary_reload_rebuilds_the_index(tmp_path, monkeypatch):
     assert len(caches) == 1  # the outdated index is gone
 
 
+def test_a_process_with_the_older_vocabulary_does_not_cache_it_as_the_new_one(
+    tmp_path,
+):
+    """A server reloading its model after the vocabulary was reloaded elsewhere
+    built the index of the labels it still held, and cached it under the new
+    version's name: every process then matched the old labels."""
+    stale = _project(tmp_path, CACHE_TTL, "fi")
+    assert _rows(stale, ["pronssikausi"]) == [[]]
+    extra = 't:bronze a skos:Concept ; skos:prefLabel "pronssikausi"@fi .\n'
+    reloaded = _project(tmp_path, CACHE_TTL + extra, "fi")
+    reloaded.vocab  # noqa: B018 - loads the new version, as another process
+    stale.reload()  # the older version it holds, in a fresh backend
+    fresh = _fresh(tmp_path)
+    bronze = fresh.vocab.id_of(T + "bronze")
+    assert bronze in {s for s, _ in _rows(fresh, ["pronssikausi"])[0]}
+
+
 @pytest.mark.parametrize("damage", ["truncate", "no manifest", "other manifest"])
 def test_a_damaged_cache_is_rebuilt_not_trusted(tmp_path, monkeypatch, damage):
     import json
