@@ -210,9 +210,13 @@ def check_size(path: Path, size: int) -> None:
     """An InputError when `size` bytes are over the budget."""
     limit, _ = budget()
     if size > limit:
+        # a read that stops one byte past the limit (a decompression) does not
+        # know the size: "4096.0 MB, over the limit of 4096.0 MB" said nothing
+        what = "is" if size > limit + 1 else "is more than"
+        shown = size if size > limit + 1 else limit
         raise InputError(
-            f"Vocabulary file '{path}' is {size / 2**20:.1f} MB, over the limit of "
-            f"{limit / 2**20:.1f} MB; raise INDEXER_VOCAB_MAX_MB to load it"
+            f"Vocabulary file '{path}' {what} {shown / 2**20:.1f} MB, over the "
+            f"limit of {limit / 2**20:.1f} MB; raise INDEXER_VOCAB_MAX_MB to load it"
         )
 
 

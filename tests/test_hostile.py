@@ -1000,3 +1000,22 @@ def test_a_child_killed_while_it_writes_rows_is_a_clean_error(monkeypatch):
         "Cannot parse 'v.ttl' as turtle: the parser was killed by SIGKILL "
         "(perhaps by the system, for want of memory)"
     )
+
+
+def test_a_compressed_file_over_the_size_budget_says_so(tmp_path, monkeypatch):
+    """Decompression stops one byte past the limit, so the size was shown as
+    the limit: "0.1 MB, over the limit of 0.1 MB"."""
+    import gzip
+
+    from indexer.errors import InputError
+    from indexer.skos import read_vocabulary_file
+
+    bomb = tmp_path / "bomb.ttl.gz"
+    bomb.write_bytes(gzip.compress(b" " * 2**20))
+    monkeypatch.setenv("INDEXER_VOCAB_MAX_MB", "0.1")
+    with pytest.raises(InputError) as error:
+        read_vocabulary_file(bomb)
+    assert error.value.message == (
+        f"Vocabulary file '{bomb}' is more than 0.1 MB, over the limit of 0.1 MB; "
+        "raise INDEXER_VOCAB_MAX_MB to load it"
+    )
