@@ -1349,3 +1349,29 @@ def test_serve_on_an_address_of_another_machine_is_a_usage_error(run_cli):
     result = run_cli("serve", "--host", "192.0.2.1", "--port", "0")  # TEST-NET-1
     assert result.exit_code == 2, result.output
     assert "--host 192.0.2.1 is not an address of this machine" in result.output
+
+
+def test_a_vocabulary_loaded_elsewhere_is_served_without_a_restart(
+    make_client, config_path, tmp_path
+):
+    """`load-vocab` in another process is noticed as a training is: the next
+    check reads the new version, and label matching finds the new concept."""
+    from indexer.project import Projects
+
+    client = make_client(check_interval=None)  # only on reload
+    text = {"text": "A handbook of zymurgy for home brewers"}
+    before = suggest(client, "lexical-en", json=text).get_json()["results"]
+    assert "zymurgy" not in [r["label"] for r in before]
+    grown = tmp_path / "grown.ttl"
+    grown.write_text(
+        (DATA / "tiny.ttl").read_text()
+        + '\nex:zymurgy a skos:Concept ; skos:prefLabel "zymurgy"@en .\n'
+    )
+    Projects.from_path(config_path).vocab("tiny", autoload=False).load_file(grown)
+    response = client.post(
+        "/v1/projects/lexical-en/reload", headers={"X-API-Key": API_KEY}
+    )
+    assert response.get_json()["status"] == "ready"
+    after = suggest(client, "lexical-en", json=text).get_json()["results"]
+    assert after[0]["label"] == "zymurgy"
+    assert after[0]["uri"] == "http://example.org/t/zymurgy"

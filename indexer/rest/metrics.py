@@ -240,7 +240,7 @@ class _StateCollector:
         now = time.time_ns()
         projects = self.served.projects
         for project_id in projects.ids():
-            target, written = model_version(projects.get(project_id))
+            target, written, _ = model_version(projects.get(project_id))
             if written is None:
                 continue
             version = target.rsplit(".", 1)[-1] if target else ""

@@ -114,8 +114,10 @@ def safe_reason(exc: BaseException) -> str:
     )
 
 
-def model_version(project: Project) -> tuple[str | None, int | None]:
-    """Identifies the saved model: the link target and the manifest's mtime."""
+def model_version(project: Project) -> tuple[str | None, int | None, str | None]:
+    """Identifies what a project serves: its saved model (the link target and
+    the manifest's mtime) and its vocabulary's stored version (a `load-vocab`
+    in another process is noticed like a training)."""
     path = project.model_dir
     try:
         target = os.readlink(path)
@@ -125,7 +127,14 @@ def model_version(project: Project) -> tuple[str | None, int | None]:
         mtime = (path / "manifest.json").stat().st_mtime_ns
     except OSError:
         mtime = None
-    return target, mtime
+    return target, mtime, _vocabulary_version(project)
+
+
+def _vocabulary_version(project: Project) -> str | None:
+    try:
+        return os.readlink(project.projects.data_dir / "vocabs" / project.config.vocab)
+    except OSError:
+        return None
 
 
 class ServedProjects:
@@ -353,6 +362,9 @@ class ServedProjects:
         version = model_version(project)
         started = time.perf_counter()
         try:
+            if not first and version[2] != model.version[2]:
+                # reloaded elsewhere: read the new version, then the model with it
+                project.projects.vocab(project.config.vocab, autoload=False).refresh()
             project.reload()
         except IndexerError as exc:
             # not trained (yet): remember what was there, so a training is noticed
