@@ -50,6 +50,16 @@ def set_torch_threads() -> None:
 _threads_set = False
 
 
+def _start_worker(jobs: int, parent: int) -> None:
+    """In a worker: die with the parent (killed, it leaves no workers behind to
+    finish their tasks and print a traceback each when they cannot send the
+    results), and take its share of the cores."""
+    die_with_parent()
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+    _share_cores(jobs)
+
+
 def _share_cores(jobs: int) -> None:
     """In a worker: its share of the cores for torch and OpenMP, so that N
     workers do not each start a thread per core (oversubscription)."""
@@ -79,7 +89,7 @@ def parallel_map(
     _TASK = func
     try:
         with multiprocessing.get_context("fork").Pool(
-            jobs, initializer=_share_cores, initargs=(jobs,)
+            jobs, initializer=_start_worker, initargs=(jobs, os.getpid())
         ) as pool:
             return pool.map(_run, items, chunksize)
     finally:
