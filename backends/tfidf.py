@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from indexer.backend import ASSOCIATIVE, Backend
-from indexer.corpus import indexed_documents
+from indexer.corpus import indexed_documents, indexed_texts
 from indexer.errors import NotTrainedError
 from indexer.features import TfidfFeatures, index_dtype, subject_matrix
 from indexer.params import param
@@ -55,14 +55,14 @@ class TfidfBackend(Backend):
     learns_online = True
 
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
-        texts, subjects, _ = indexed_documents(corpus, "Vectorising")
+        subjects: list[list[int]] = []
         features = TfidfFeatures(
             self.project.language,
             ngram=self.params.ngram,
             analyzer=str(self.project.analyzer_spec),
         )
         x = features.fit_transform(
-            texts,
+            indexed_texts(corpus, subjects, "Vectorising"),
             min_df=self.params.min_df,
             max_features=self.params.max_features,
         )

@@ -43,6 +43,7 @@ from typing import ClassVar
 import numpy as np
 
 from indexer.backend import ASSOCIATIVE, Backend
+from indexer.corpus import indexed_texts
 from indexer.errors import InputError
 from indexer.features import TfidfFeatures
 from indexer.params import param
@@ -151,23 +152,18 @@ class XmcBackend(Backend):
 
     # -- training --------------------------------------------------------
     def _train(self, corpus, directory: Path, jobs: int) -> dict:
-        from tqdm import tqdm
-
-        texts, subjects = [], []
-        for doc in tqdm(
-            corpus, desc="Vectorising", unit=" docs", leave=False, disable=None
-        ):
-            if doc.subjects:
-                texts.append(doc.text)
-                subjects.append(sorted(set(doc.subjects)))
+        subjects: list[list[int]] = []
         features = TfidfFeatures(
             self.project.language,
             ngram=self.params.ngram,
             analyzer=str(self.project.analyzer_spec),
         )
         x = features.fit_transform(
-            texts, min_df=self.params.min_df, max_features=self.params.max_features
+            indexed_texts(corpus, subjects, "Vectorising"),
+            min_df=self.params.min_df,
+            max_features=self.params.max_features,
         )
+        subjects = [sorted(set(s)) for s in subjects]
         labels = np.unique(np.concatenate([np.asarray(s) for s in subjects]))
         layout = choose_layout(self.params.preset, len(subjects), len(labels))
         if self.params.preset == "auto":

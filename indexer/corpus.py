@@ -276,6 +276,20 @@ def indexed_documents(
     return texts, subjects, ids
 
 
+def indexed_texts(corpus, subjects: list, progress: str | None = None) -> Iterator[str]:
+    """The texts of the documents that have known subjects, one at a time,
+    each one's subjects appended to `subjects` as it is yielded: a training
+    that reads the texts once need not hold them all (`progress`: a
+    progress bar with this label)."""
+    from tqdm import tqdm
+
+    docs = tqdm(corpus, desc=progress, unit=" docs", leave=False, disable=None)
+    for doc in docs if progress else corpus:
+        if doc.subjects:
+            subjects.append(doc.subjects)
+            yield doc.text
+
+
 def batched(items: Iterable, size: int) -> Iterator[list]:
     batch = []
     for item in items:

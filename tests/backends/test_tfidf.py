@@ -168,3 +168,47 @@ def test_fitted_vectors_are_those_of_transform():
         again = features.transform(texts)
         assert fitted.shape == again.shape and fitted.nnz == again.nnz > 0
         np.testing.assert_allclose(fitted.toarray(), again.toarray(), atol=1e-6)
+
+
+def test_fitting_reads_a_stream_of_texts_once(monkeypatch):
+    """The texts of a training come from a generator: fitting reads them once,
+    a chunk at a time, with the vectors of a list of them."""
+    import indexer.features as features_module
+    from indexer.features import TfidfFeatures
+
+    monkeypatch.setattr(features_module, "CHUNK", 3)
+    texts = [
+        line.split("\t")[0] for line in (DATA / "tiny.tsv").read_text().split("\n")
+    ]
+    texts = [t for t in texts if t]
+    read = []
+
+    def stream():
+        for text in texts:
+            read.append(text)
+            yield text
+
+    features = TfidfFeatures("en", ngram=2)
+    streamed = features.fit_transform(stream(), min_df=1)
+    assert read == texts  # once, in order
+    listed = TfidfFeatures("en", ngram=2).fit_transform(texts, min_df=1)
+    assert streamed.shape == listed.shape
+    np.testing.assert_allclose(streamed.toarray(), listed.toarray(), atol=1e-7)
+
+
+def test_training_streams_the_corpus_texts(projects, monkeypatch):
+    """tfidf and xmc fit their features on the corpus's texts as they are
+    read, not on a list of them all."""
+    import indexer.features as features_module
+
+    given = []
+    fit = features_module.TfidfFeatures.fit_transform
+
+    def recording(self, texts, *args, **kwargs):
+        given.append(type(texts))
+        return fit(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(features_module.TfidfFeatures, "fit_transform", recording)
+    for project_id in ("tfidf-en", "xmc-en"):
+        projects.get(project_id).train([DATA / "tiny.tsv"])
+    assert all(kind is not list for kind in given) and len(given) == 2
