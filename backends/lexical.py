@@ -29,6 +29,7 @@ from backends.lexical_index import (  # QUALIFIER: other backends import it here
     window_hashes,
 )
 from indexer.backend import LEXICAL, Backend
+from indexer.corpus import batched
 from indexer.errors import NotTrainedError
 from indexer.linear import LinearScorer
 from indexer.parallel import parallel_map
@@ -408,7 +409,7 @@ class LexicalBackend(Backend):
         with tqdm(
             desc="Matching labels", unit=" docs", leave=False, disable=None
         ) as bar:
-            for chunk in _chunks((d for d in corpus if d.subjects), MATCH_CHUNK):
+            for chunk in batched((d for d in corpus if d.subjects), MATCH_CHUNK):
                 matches = parallel_map(self._features, [d.text for d in chunk], jobs)
                 for doc, (ids, x) in zip(chunk, matches, strict=True):
                     counts[doc.subjects] += 1
@@ -550,18 +551,6 @@ class _Reservoir:
         slot = int(self._rng.integers(self._seen))
         if slot < self.size:
             self.items[slot] = item
-
-
-def _chunks(items, size: int):
-    """Lists of `size` consecutive items of an iterable (the last shorter)."""
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 @dataclass
