@@ -171,3 +171,49 @@ METRIC_COLUMNS = [
     "unseen_recall@10",
     "ms/doc",
 ]
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process `pid` and its descendants (0 once gone),
+    read from /proc."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+        todo += [int(child) for child in children.split()]
+    return total
+
+
+class TreePeak:
+    """`with TreePeak(pid) as peak:` samples the summed resident set of `pid`
+    and its descendants every `every` seconds while the block runs; then
+    `peak.bytes` is the largest sum seen (worker processes included, shared
+    pages counted in each)."""
+
+    def __init__(self, pid: int, every: float = 0.2):
+        import threading
+
+        self.pid, self.every, self.bytes = pid, every, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.bytes = max(self.bytes, tree_rss(self.pid))
+            if self._done.wait(self.every):
+                return
+
+    def __enter__(self) -> TreePeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()

@@ -22,32 +22,14 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, save_results  # noqa: E402
+from common import TreePeak, markdown_table, save_results  # noqa: E402
 from scale_stages import generate  # noqa: E402
 
 SAMPLE_SECONDS = 0.1
-
-
-def tree_rss(pid: int) -> int:
-    """Resident bytes of process `pid` and its descendants (0 once gone)."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-        todo += [int(child) for child in children.split()]
-    return total
 
 
 def load(workdir: Path, source: Path) -> dict:
@@ -64,28 +46,18 @@ def load(workdir: Path, source: Path) -> dict:
         stderr=subprocess.STDOUT,
         env=env,
     )
-    peak_sum = 0
-
-    def sample() -> None:
-        nonlocal peak_sum
-        while child.returncode is None:
-            peak_sum = max(peak_sum, tree_rss(child.pid))
-            time.sleep(SAMPLE_SECONDS)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output = child.stdout.read().decode(errors="replace")
-    _, status, usage = os.wait4(child.pid, 0)
+    with TreePeak(child.pid, every=SAMPLE_SECONDS) as peak:
+        output = child.stdout.read().decode(errors="replace")
+        _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
-    sampler.join()
     if child.returncode != 0:
         raise SystemExit(f"load-vocab failed:\n{output[-3000:]}")
     return {
         "seconds": round(seconds, 1),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_mb": round(usage.ru_maxrss / 1024),
-        "peak_sum_mb": round(peak_sum / 2**20),
+        "peak_sum_mb": round(peak.bytes / 2**20),
     }
 
 

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scale_stages  # noqa: E402
 from common import RESULTS, ROOT, markdown_table  # noqa: E402
 
 SIZES = ("S", "M", "L")
@@ -36,27 +37,18 @@ STAGES = {  # stage -> what the plot calls it
 }
 
 
-STAGES_IN_ORDER = (
-    "load-vocab",
-    "train-tfidf",
-    "train-xmc",
-    "train-lexical",
-    "eval-tfidf",
-    "eval-xmc",
-    "eval-lexical",
-    "suggest-tfidf",
-)
+def load_result(prefix: str, size: str, tag: str = "") -> dict | None:
+    """A results file of `prefix` (scale_stages, scale_annif) for one size."""
+    path = RESULTS / f"{prefix}-{size}{f'-{tag}' if tag else ''}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def measured(prefix: str, tag: str = "") -> dict[str, list[tuple[int, float, float]]]:
     """stage -> [(documents, seconds, peak MB)] over the sizes measured."""
     series: dict[str, list] = {}
     for size in SIZES:
-        path = RESULTS / f"{prefix}-{size}{f'-{tag}' if tag else ''}.json"
-        if not path.is_file():
-            continue
-        result = json.loads(path.read_text())
-        for row in result["rows"]:
+        result = load_result(prefix, size, tag)
+        for row in result["rows"] if result else ():
             if row["stage"] in STAGES and row.get("seconds"):
                 point = (result["documents"], row["seconds"], row["peak_mb"])
                 series.setdefault(row["stage"], []).append(point)
@@ -64,10 +56,8 @@ def measured(prefix: str, tag: str = "") -> dict[str, list[tuple[int, float, flo
 
 
 def rows_by_stage(prefix: str, size: str, tag: str = "") -> dict[str, dict]:
-    path = RESULTS / f"{prefix}-{size}{f'-{tag}' if tag else ''}.json"
-    if not path.is_file():
-        return {}
-    return {r["stage"]: r for r in json.loads(path.read_text())["rows"]}
+    result = load_result(prefix, size, tag)
+    return {r["stage"]: r for r in result["rows"]} if result else {}
 
 
 def _cell(row: dict | None) -> str:
@@ -89,7 +79,7 @@ def side_by_side(tag: str) -> str:
     annif = {size: rows_by_stage("scale_annif", size) for size in SIZES}
     header = " | ".join(f"{size} ours | {size} Annif" for size in SIZES)
     lines = [f"| stage | {header} |", "|---" * (1 + 2 * len(SIZES)) + "|"]
-    for stage in STAGES_IN_ORDER:
+    for stage in scale_stages.STAGES:
         cells = [_cell(d[size].get(stage)) for size in SIZES for d in (ours, annif)]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     lines += ["", f"| F1@5 | {header} |", "|---" * (1 + 2 * len(SIZES)) + "|"]

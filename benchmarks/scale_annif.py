@@ -26,17 +26,15 @@ F1@5 takes the top 5). Writes benchmarks/results/scale_annif-SIZE.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, markdown_table, save_results  # noqa: E402
+from common import RESULTS, ROOT, TreePeak, markdown_table, save_results  # noqa: E402
 from scale_stages import SIZES, STAGES, generate  # noqa: E402
 
 SHIM = ROOT.parent / "shared" / "peers" / "annif_shim.py"
@@ -110,26 +108,6 @@ def stage_commands(data: Path, workdir: Path) -> dict[str, list[str]]:
     return commands
 
 
-def tree_rss_peak(pid: int, done: threading.Event, peak: list[int]) -> None:
-    """Sample the summed RSS of `pid` and its descendants until `done`."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    while not done.wait(0.2):
-        total = 0
-        try:
-            family = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return
-        for process in family:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += process.memory_info().rss
-        peak[0] = max(peak[0], total)
-
-
 def run_annif(python: str, workdir: Path, args: list[str], stdin: str | None = None):
     """Run Annif ARGS: (seconds, ru_maxrss MB, sampled tree peak MB, output)."""
     env = {
@@ -138,7 +116,6 @@ def run_annif(python: str, workdir: Path, args: list[str], stdin: str | None = N
         "ANNIF_DATADIR": str(workdir / "data"),
     }
     out = workdir / "stage.log"
-    peak, done = [0], threading.Event()
     started = time.perf_counter()
     with open(out, "w") as log:
         child = subprocess.Popen(
@@ -149,19 +126,16 @@ def run_annif(python: str, workdir: Path, args: list[str], stdin: str | None = N
             cwd=workdir,
             env=env,
         )
-        sampler = threading.Thread(target=tree_rss_peak, args=(child.pid, done, peak))
-        sampler.start()
-        if stdin is not None:
-            child.stdin.write(stdin.encode())
-            child.stdin.close()
-        _, status, usage = os.wait4(child.pid, 0)
+        with TreePeak(child.pid, every=0.2) as peak:
+            if stdin is not None:
+                child.stdin.write(stdin.encode())
+                child.stdin.close()
+            _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
-    done.set()
-    sampler.join()
     text = out.read_text(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"`annif {' '.join(args)}` failed:\n{text[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, peak[0] / 2**20, text
+    return seconds, usage.ru_maxrss / 1024, peak.bytes / 2**20, text
 
 
 def directory_mb(path: Path) -> float:

@@ -29,13 +29,12 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, save_results  # noqa: E402
+from common import TreePeak, markdown_table, save_results  # noqa: E402
 
 PROJECTS = ("tfidf", "xmc", "lexical")
 WORKERS = 2
@@ -59,20 +58,6 @@ def write_records(workdir: Path, documents: int) -> Path:
     return path
 
 
-def tree_peak(pid: int, done: threading.Event, peak: list[int]) -> None:
-    """The largest summed RSS of `pid` and its descendants until `done`."""
-    import psutil
-
-    root = psutil.Process(pid)
-    while not done.wait(0.2):
-        total = 0
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for process in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    total += process.memory_info().rss
-        peak[0] = max(peak[0], total)
-
-
 def indexer_command(cfg: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "indexer", "--projects", str(cfg), *args]
 
@@ -83,7 +68,6 @@ def measure_index(workdir: Path, cfg: Path, project: str, records: Path) -> dict
         cfg, "index", project, str(records), "--output", str(output), "--force"
     )
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    peak, done = [0], threading.Event()
     started = time.perf_counter()
     child = subprocess.Popen(
         [*command, "-j", str(WORKERS)],
@@ -92,12 +76,9 @@ def measure_index(workdir: Path, cfg: Path, project: str, records: Path) -> dict
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    sampler = threading.Thread(target=tree_peak, args=(child.pid, done, peak))
-    sampler.start()
-    _, err = child.communicate()
+    with TreePeak(child.pid) as peak:
+        _, err = child.communicate()
     seconds = time.perf_counter() - started
-    done.set()
-    sampler.join()
     if child.returncode != 0:
         raise SystemExit(f"index {project} failed:\n{err.decode()[-2000:]}")
     with open(records, encoding="utf-8") as f:
@@ -107,7 +88,7 @@ def measure_index(workdir: Path, cfg: Path, project: str, records: Path) -> dict
         "documents": documents,
         "seconds": round(seconds, 1),
         "docs_per_s": round(documents / seconds),
-        "tree_peak_mb": round(peak[0] / 2**20),
+        "tree_peak_mb": round(peak.bytes / 2**20),
     }
 
 
