@@ -74,6 +74,13 @@ class CalibratedParams(UnseenSlotsParams):
         "document, scored by sources that did not see it (see README)",
         min=0,
     )
+    fit_documents: int = param(
+        20_000,
+        "fit on at most this many documents with known subjects, a sample fixed "
+        "by their texts (0: all): the fit needs about 0.1 MB per document, and "
+        "the sources score only the sample",
+        min=0,
+    )
     learn_window: int = param(
         2000,
         "documents learnt online kept for refitting, the latest (with every one "
@@ -292,9 +299,9 @@ class FusionModel:
             interactions,
         )
         mean, scale = _standardisation(x)
-        coef, intercept, c, held_out = _fit_combination(
-            (x - mean) / scale, gold, splits
-        )
+        x -= mean  # in place: the features are the largest array of the fit
+        x /= scale
+        coef, intercept, c, held_out = _fit_combination(x, gold, splits)
         info = {
             "features": feature_names(candidates.raw.shape[1], interactions),
             "C": c,
@@ -707,8 +714,25 @@ class CalibratedBackend(EnsembleBackend):
                     f"documents than the ones {self.project.id} is trained on, "
                     f"or train {self.project.id} with --cross-fit K"
                 )
-        heldout = self._score(sources, corpus, self.params.per_source)
-        return self._fit(heldout, ids, directory)
+        bound, labelled = self._fit_sample(corpus)
+        heldout = self._score(sources, corpus, self.params.per_source, bound)
+        info = self._fit(heldout, ids, directory)
+        return {**info, "documents_with_subjects": labelled}
+
+    def _fit_sample(self, corpus) -> tuple[int | None, int]:
+        """The bound of the fit's sample of `corpus` (`fit_documents`; None: every
+        document) and how many documents have known subjects."""
+        from backends.fusion_crossfit import fit_sample_bound, fit_sample_key, tell
+
+        keys = [fit_sample_key(d.text) for d in corpus if d.subjects]
+        bound = fit_sample_bound(keys, self.params.fit_documents)
+        if bound is not None:
+            tell(
+                f"The sources score, and the fusion is fitted on, "
+                f"{self.params.fit_documents:,} of the {len(keys):,} documents "
+                "with known subjects (fit_documents)"
+            )
+        return bound, len(keys)
 
     def _learn(self, corpus, previous: Path, directory: Path) -> dict:
         """Score the new documents with the sources, add them to the held-out
@@ -730,7 +754,7 @@ class CalibratedBackend(EnsembleBackend):
         kept = HeldOut.load(previous / HELDOUT)
         # a document no source suggests anything for still counts: its gold
         # subjects are missed, which the unseen slots are chosen on
-        new = self._score(sources, corpus, kept.per_source, learning=True)
+        new = self._score(sources, corpus, kept.per_source, None, learning=True)
         held = kept.extend(new, learned=True).latest_learned(self.params.learn_window)
         info = self._fit(held, trained, directory)
         # what this learn changed, in brief: the manifest keeps one per learn
@@ -760,12 +784,20 @@ class CalibratedBackend(EnsembleBackend):
         return updated
 
     def _score(
-        self, sources, corpus, per_source: int, learning: bool = False
+        self,
+        sources,
+        corpus,
+        per_source: int,
+        sample_bound: int | None,
+        learning: bool = False,
     ) -> HeldOut:
         """The sources' candidates for the documents of `corpus` that have
-        known subjects, and which of them are gold (when `learning`, there
-        may be none: the held-out scores kept from training are fitted on)."""
+        known subjects and are in the fit's sample (`in_fit_sample`), and
+        which of them are gold (when `learning`, there may be none: the
+        held-out scores kept from training are fitted on)."""
         from tqdm import tqdm
+
+        from backends.fusion_crossfit import in_fit_sample
 
         gold, parts = [], []
         for docs in tqdm(
@@ -775,7 +807,9 @@ class CalibratedBackend(EnsembleBackend):
             leave=False,
             disable=None,
         ):
-            docs = [d for d in docs if d.subjects]
+            docs = [
+                d for d in docs if d.subjects and in_fit_sample(d.text, sample_bound)
+            ]
             if docs:
                 gold += [d.subjects for d in docs]
                 parts.append(self._source_batches(sources, [d.text for d in docs]))

@@ -27,6 +27,14 @@ order, with their language, backend and parameters) decides what is reused.
 The trainings run here one after another, or, within `cross_fit_engine`, on
 another engine (`backends.fusion_ray`: each training a Ray task); either way
 the folds are scored, saved and fitted here, the same way.
+
+On a large corpus the sources score, and the fusion is fitted on, a sample of
+the documents: at most `fit_documents` of those with known subjects (the
+fit's memory grows with the documents it is fitted on, about 0.1 MB each;
+a few thousand documents are plenty for its few dozen coefficients). The
+sample is fixed by the texts (`fit_sample_key`), as the folds are, so every
+run and every Ray worker takes the same documents; the sources are still
+trained on every document.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.backend import ENSEMBLE
-from indexer.corpus import Corpus, Document, ResolvedCorpus
+from indexer.corpus import Corpus, CorpusStats, Document
 from indexer.errors import ConfigError, InputError
 from indexer.rendering import jsonable
 from indexer.storage import atomic_directory, read_manifest
@@ -75,6 +83,27 @@ def fold_of(text: str, folds: int) -> int:
 
 def _digest(text: str) -> int:
     return int(hashlib.md5(text.encode()).hexdigest(), 16)
+
+
+def fit_sample_key(text: str) -> int:
+    """A document's place in the order the fit's sample is taken in: the high
+    64 bits of the md5 of its text (the fold is the md5 modulo K, from its low
+    bits, so every fold gets its share of the sample)."""
+    return _digest(text) >> 64
+
+
+def fit_sample_bound(keys: Sequence[int], limit: int) -> int | None:
+    """The largest `fit_sample_key` kept when at most `limit` (0: no limit) of
+    the documents with these keys are fitted on; None when all of them are.
+    Documents with equal texts share a key: a corpus that repeats the text at
+    the bound keeps a few more."""
+    if not limit or len(keys) <= limit:
+        return None
+    return int(np.partition(np.asarray(keys, np.uint64), limit - 1)[limit - 1])
+
+
+def in_fit_sample(text: str, bound: int | None) -> bool:
+    return bound is None or fit_sample_key(text) <= bound
 
 
 class CrossFit:
@@ -132,12 +161,14 @@ class CrossFit:
 
         from backends.fusion import HeldOut
 
-        documents = list(self.corpus)
-        folds = self.folds_of(documents)  # refused before anything is trained
-        done = self._start(documents)
+        n_subjects = len(self.fusion.project.vocab)
+        self.survey = survey = CorpusSurvey.of(self.corpus, self.folds, n_subjects)
+        self.check_folds(survey)  # refused before anything is trained
+        self.sample_bound = self._sample_bound(survey)
+        done = self._start(survey)
         staging = self._staging()
         if _ENGINE is not None:
-            return self._run_on(_ENGINE, documents, folds, done, staging)
+            return self._run_on(_ENGINE, done, staging)
         for source, staged in staging:
             tell(f"Training '{source.id}' on the whole corpus (staged)")
             stage_model(source, self.corpus, staged, self.jobs)
@@ -151,7 +182,7 @@ class CrossFit:
         )
         for fold in bar:
             started = time.perf_counter()
-            part = self._fold(fold, documents, folds)
+            part = self._fold(fold)
             held = part if held is None else held.extend(part)
             if bar.disable:  # no bar (not a terminal): a line per fold instead
                 how = (
@@ -163,15 +194,15 @@ class CrossFit:
         assert isinstance(held, HeldOut)
         return held
 
-    def _run_on(self, engine, documents, folds, done, staging):
+    def _run_on(self, engine, done, staging):
         """`run`, the trainings on `engine`: each fold is saved as its scores
         come, the staged models are recorded as they are trained."""
         from backends.fusion import HeldOut
 
         parts = {fold: HeldOut.load(self.fold_path(fold)) for fold in done}
         todo = [fold for fold in range(self.folds) if fold not in done]
-        for fold, batches in engine.run(self, documents, todo, staging):
-            parts[fold] = self._save_fold(fold, documents, folds, batches)
+        for fold, batches in engine.run(self, todo, staging):
+            parts[fold] = self._save_fold(fold, batches)
         held = parts[0]
         for fold in range(1, self.folds):
             held = held.extend(parts[fold])
@@ -199,15 +230,36 @@ class CrossFit:
                 "folds": self.folds,
                 "sources": self.policy,
                 "documents": int(held.n_documents),
+                "documents_with_subjects": self.labelled,
                 "unseen_examples": held.unseen_examples(),
             }
         }
 
-    def folds_of(self, documents: list[Document]) -> list[int]:
-        """The fold of each document; an InputError when a fold would have no
-        document with a known subject, naming a number of folds that works."""
-        digests = [_digest(d.text) for d in documents]
-        labelled = [h for h, d in zip(digests, documents, strict=True) if d.subjects]
+    survey: CorpusSurvey | None = None  # of the corpus, read once by `run`
+    sample_bound: int | None = None  # of the fit's sample (None: every document)
+
+    @property
+    def labelled(self) -> int:
+        """How many documents have a known subject."""
+        return len(self.survey.labelled) if self.survey else 0
+
+    def _sample_bound(self, survey: CorpusSurvey) -> int | None:
+        """`fit_sample_bound` of the documents with a known subject (and say
+        so when the fusion is fitted on a sample of them)."""
+        keys = [h >> 64 for h in survey.labelled]  # fit_sample_key of each
+        limit = self.fusion.params.fit_documents
+        bound = fit_sample_bound(keys, limit)
+        if bound is not None:
+            tell(
+                f"The sources score, and the fusion is fitted on, {limit:,} of the "
+                f"{len(keys):,} documents with known subjects (fit_documents)"
+            )
+        return bound
+
+    def check_folds(self, survey: CorpusSurvey) -> None:
+        """An InputError when a fold would have no document with a known
+        subject, naming a number of folds that works."""
+        labelled = survey.labelled
         if not labelled:
             raise InputError("No document of the corpus has a known subject")
         empty = sorted(set(range(self.folds)) - {h % self.folds for h in labelled})
@@ -225,15 +277,15 @@ class CrossFit:
                 f"documents have one). Nothing was trained: {advice}, or give a "
                 "larger corpus"
             )
-        return [h % self.folds for h in digests]
 
-    def _plan(self, documents: list[Document]) -> dict:
+    def _plan(self, survey: CorpusSurvey) -> dict:
         """What the saved folds were computed from: a change starts afresh.
         The sources are a list, in order: their columns in the folds' scores."""
         return {
             "folds": self.folds,
-            "corpus": ResolvedCorpus(documents, None, "").digest(),
+            "corpus": survey.digest,
             "per_source": self.fusion.params.per_source,
+            "fit_documents": self.fusion.params.fit_documents,
             "sources": [
                 [
                     p.id,
@@ -246,10 +298,10 @@ class CrossFit:
             ],
         }
 
-    def _start(self, documents: list[Document]) -> set[int]:
+    def _start(self, survey: CorpusSurvey) -> set[int]:
         """Keep the saved work of a run with the same plan (else start afresh);
         the folds already scored."""
-        plan = self._plan(documents)
+        plan = self._plan(survey)
         path = self.workdir / "plan.json"
         try:
             same = json.loads(path.read_text()) == plan
@@ -313,19 +365,18 @@ class CrossFit:
     def fold_path(self, fold: int) -> Path:
         return self.workdir / f"fold-{fold}.npz"
 
-    def _fold(self, fold: int, documents: list[Document], folds: list[int]):
+    def _fold(self, fold: int):
         from backends.fusion import HeldOut
 
         path = self.fold_path(fold)
         if path.is_file():
             return HeldOut.load(path)
-        training, scored = fold_parts(documents, folds, fold)
-        corpus = ResolvedCorpus(training, self.fusion.project.vocab, self.language)
+        scored = scored_documents(self.corpus, self.folds, fold, self.sample_bound)
         texts = [d.text for d in scored]
         batches = {
             source.id: score_on_fold(
                 source,
-                corpus,
+                FoldCorpus(self.corpus, self.folds, fold, outside=True),
                 self.fold_directory(fold, source.id),
                 texts,
                 self.fusion.params.batch_size,
@@ -333,7 +384,7 @@ class CrossFit:
             )
             for source in self.refitted()
         }
-        return self._save_fold(fold, documents, folds, batches)
+        return self._save_fold(fold, batches, scored)
 
     @property
     def language(self) -> str:
@@ -343,15 +394,15 @@ class CrossFit:
         """Where `source` is trained for `fold` (removed once it has scored)."""
         return self.workdir / f"fold-{fold}-{source_id}"
 
-    def _save_fold(self, fold: int, documents, folds, batches: dict):
+    def _save_fold(self, fold: int, batches: dict, scored=None):
         """The fold's held-out scores from the refitted sources' `batches` (and
-        the reused sources' whole models), saved atomically."""
+        the reused sources' whole models) of its `scored` documents (read
+        again when not given), saved atomically."""
         from backends.fusion import Candidates, HeldOut
 
-        training, scored = fold_parts(documents, folds, fold)
-        seen = np.zeros(len(self.fusion.project.vocab), np.int64)
-        for doc in training:
-            np.add.at(seen, doc.subjects, 1)
+        if scored is None:
+            scored = scored_documents(self.corpus, self.folds, fold, self.sample_bound)
+        seen = self.survey.seen_outside(fold)
         texts = [d.text for d in scored]
         ordered = [
             batches[source.id]
@@ -378,16 +429,70 @@ class CrossFit:
 # -- one training, wherever it runs ----------------------------------------------
 
 
-def fold_parts(
-    documents: Sequence[Document], folds: Sequence[int], fold: int
-) -> tuple[list[Document], list[Document]]:
-    """The documents that train the sources for `fold` (those of the other
-    folds), and those they score (the fold's, with a known subject)."""
-    training = [d for d, f in zip(documents, folds, strict=True) if f != fold]
-    scored = [
-        d for d, f in zip(documents, folds, strict=True) if f == fold and d.subjects
+@dataclasses.dataclass
+class CorpusSurvey:
+    """What a cross-fit needs to know of its corpus, from one streamed read:
+    its digest (texts and resolved subjects), the md5 of every text with a
+    known subject, and how often each subject occurs in each fold."""
+
+    digest: str
+    labelled: list[int]
+    fold_counts: np.ndarray  # folds x subjects
+
+    @classmethod
+    def of(cls, corpus: Corpus, folds: int, n_subjects: int) -> CorpusSurvey:
+        sha = hashlib.sha256()
+        labelled = []
+        counts = np.zeros((folds, n_subjects), np.int64)
+        for doc in corpus:
+            sha.update(doc.text.encode())
+            sha.update(" ".join(map(str, doc.subjects)).encode() + b"\n")
+            if doc.subjects:
+                digest = _digest(doc.text)
+                labelled.append(digest)
+                np.add.at(counts[digest % folds], doc.subjects, 1)
+        return cls(sha.hexdigest()[:16], labelled, counts)
+
+    def seen_outside(self, fold: int) -> np.ndarray:
+        """How often each subject occurs in the folds other than `fold`."""
+        return self.fold_counts.sum(axis=0) - self.fold_counts[fold]
+
+
+class FoldCorpus(Corpus):
+    """The documents of `corpus` in fold `fold` of `folds` or, `outside`, in
+    the other folds; streamed (each iteration reads `corpus` again), so a
+    cross-fit holds no copy of a catalogue's texts."""
+
+    def __init__(self, corpus: Corpus, folds: int, fold: int, outside: bool):
+        super().__init__([], corpus.vocab, corpus.language)
+        self.corpus, self.folds, self.fold, self.outside = corpus, folds, fold, outside
+
+    def __iter__(self) -> Iterator[Document]:
+        self.stats = CorpusStats()
+        for doc in self.corpus:
+            if (fold_of(doc.text, self.folds) == self.fold) == self.outside:
+                continue
+            self.stats.documents += 1
+            self.stats.subject_refs += len(doc.subjects)
+            if not doc.subjects:
+                self.stats.without_subjects += 1
+            yield doc
+
+    def digest(self) -> str:
+        part = f"{self.corpus.digest()} {self.folds} {self.fold} {self.outside}"
+        return hashlib.sha256(part.encode()).hexdigest()[:16]
+
+
+def scored_documents(
+    corpus: Corpus, folds: int, fold: int, sample_bound: int | None
+) -> list[Document]:
+    """The documents of `fold` the sources trained without it score: those
+    with a known subject, in the fit's sample (`in_fit_sample`)."""
+    return [
+        d
+        for d in FoldCorpus(corpus, folds, fold, outside=False)
+        if d.subjects and in_fit_sample(d.text, sample_bound)
     ]
-    return training, scored
 
 
 def score_on_fold(

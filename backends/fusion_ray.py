@@ -1,8 +1,8 @@
 """`indexer train FUSION --cross-fit K --engine ray`: the trainings of a
 cross-fit (`backends.fusion_crossfit`) as Ray tasks.
 
-Each (fold, source) training is a task: it reads the corpus by path, keeps
-the documents of the other folds (`fold_of`), trains the source into its
+Each (fold, source) training is a task: it reads the corpus by path, streams
+the documents of the other folds (`FoldCorpus`), trains the source into its
 folder under the project's `cross-fit` folder, scores the fold's documents
 and sends the scores back (the arrays of a SuggestionBatch). Each source's
 whole-corpus training is a task too, writing its model into staging. At most
@@ -36,10 +36,10 @@ from pathlib import Path
 
 from backends.fusion_crossfit import (
     REUSE,
-    fold_of,
-    fold_parts,
+    FoldCorpus,
     folds_in_words,
     score_on_fold,
+    scored_documents,
     stage_model,
     tell,
 )
@@ -61,6 +61,7 @@ class Job:
     folds: int
     batch_size: int
     jobs: int
+    sample_bound: int | None = None  # of the documents scored (`in_fit_sample`)
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,12 @@ class CrossFitStopped(IndexerError):
 
 # -- in a worker ------------------------------------------------------------------
 
-_LOADED: tuple | None = None  # (job's corpus key, fusion project, corpus, documents)
+_LOADED: tuple | None = None  # (job's corpus key, fusion project, corpus)
 
 
 def _loaded(job: Job) -> tuple:
-    """The fusion project, the corpus and its documents, read once per worker."""
+    """The fusion project and the corpus (streamed from its files), checked
+    once per worker."""
     global _LOADED
     key = (job.ref, job.paths, job.language, job.digest)
     if _LOADED is None or _LOADED[0] != key:
@@ -106,25 +108,22 @@ def _loaded(job: Job) -> tuple:
                 "digest differs): the Ray workers must see the same files at the "
                 "same paths (a shared filesystem)"
             )
-        _LOADED = (key, fusion, corpus, list(corpus))
+        _LOADED = (key, fusion, corpus)
     return _LOADED[1:]
 
 
 def train(job: Job, training: Training):
     """Run one training (a Ray task): the arrays of the fold's scores, or None
     for a whole-corpus training (its model is in `training.directory`)."""
-    from indexer.corpus import ResolvedCorpus
-
-    fusion, corpus, documents = _loaded(job)
+    fusion, corpus = _loaded(job)
     source = fusion.projects.get(training.source)
     if training.fold is None:
         stage_model(source, corpus, Path(training.directory), job.jobs)
         return None
-    folds = [fold_of(d.text, job.folds) for d in documents]
-    trained_on, scored = fold_parts(documents, folds, training.fold)
+    scored = scored_documents(corpus, job.folds, training.fold, job.sample_bound)
     batch = score_on_fold(
         source,
-        ResolvedCorpus(trained_on, fusion.vocab, job.language),
+        FoldCorpus(corpus, job.folds, training.fold, outside=True),
         Path(training.directory),
         [d.text for d in scored],
         job.batch_size,
@@ -157,7 +156,7 @@ class RayCrossFit:
 
             ray.shutdown()
 
-    def run(self, crossfit, documents, todo: list[int], staging) -> Iterator:
+    def run(self, crossfit, todo: list[int], staging) -> Iterator:
         """(fold, {source: scores}) of each fold of `todo` as its trainings
         finish, once the reused sources are staged; `staging`'s models are
         recorded in `crossfit.staged` as they are trained."""
@@ -233,6 +232,7 @@ class RayCrossFit:
             crossfit.folds,
             crossfit.fusion.params.batch_size,
             crossfit.jobs,
+            crossfit.sample_bound,
         )
 
     @staticmethod

@@ -190,31 +190,6 @@ class Corpus:
         return sha.hexdigest()[:16]
 
 
-class ResolvedCorpus(Corpus):
-    """Documents in memory whose subjects are already resolved (a part of
-    another corpus: the training folds of a cross-fitting)."""
-
-    def __init__(self, documents: Iterable[Document], vocab, language: str):
-        super().__init__([], vocab, language)
-        self.documents = list(documents)
-
-    def __iter__(self) -> Iterator[Document]:
-        self.stats = CorpusStats()
-        for doc in self.documents:
-            self.stats.documents += 1
-            self.stats.subject_refs += len(doc.subjects)
-            if not doc.subjects:
-                self.stats.without_subjects += 1
-            yield doc
-
-    def digest(self) -> str:
-        sha = hashlib.sha256()
-        for doc in self.documents:
-            sha.update(doc.text.encode())
-            sha.update(" ".join(map(str, doc.subjects)).encode() + b"\n")
-        return sha.hexdigest()[:16]
-
-
 class SubjectResolver:
     """Maps URIs and labels to vocabulary ids (labels case-insensitively)."""
 

@@ -212,6 +212,19 @@ def test_backend_trains_on_held_out_documents_and_saves_json_and_npz(projects):
     assert again.row(0) == batch.row(0)
 
 
+def test_a_large_tuning_corpus_is_scored_and_fitted_on_a_sample(projects, capsys):
+    train_sources(projects)
+    project = projects.get("calibrated-en")
+    project.config.params["fit_documents"] = 4
+    project.unload()
+    info = project.train([DATA / "fulltext", DATA / "tiny.tsv"])
+    assert info["heldout_documents"] == 4
+    assert info["documents_with_subjects"] > 4
+    assert f"fitted on, 4 of the {info['documents_with_subjects']} documents" in (
+        capsys.readouterr().err
+    )
+
+
 def test_seen_subjects_are_those_of_the_sources(projects):
     train_sources(projects)
     project = projects.get("calibrated-en")

@@ -3,6 +3,7 @@ cross-validation."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -12,9 +13,16 @@ import pytest
 from click.testing import CliRunner
 
 from backends.fusion import Candidates, FusionModel, HeldOut
-from backends.fusion_crossfit import CrossFit, fold_of
+from backends.fusion_crossfit import (
+    CorpusSurvey,
+    CrossFit,
+    fit_sample_bound,
+    fit_sample_key,
+    fold_of,
+)
 from backends.fusion_cv import choose_unseen_slots, source_gains
 from indexer.backend import Backend
+from indexer.corpus import Document
 from indexer.errors import BusyError, ConfigError, InputError
 from indexer.eval import evaluate_arrays
 from indexer.suggestion import SuggestionBatch
@@ -91,6 +99,64 @@ def test_every_document_is_scored_by_sources_that_did_not_see_it(projects, corpu
     assert [o["slots"] for o in slots["options"]] == list(range(11))
     project.unload()
     assert project.suggest(["Telescopes and galaxies"]).row(0)
+
+
+def test_a_large_corpus_is_fitted_on_a_sample_fixed_by_the_texts(
+    projects, corpus, capsys
+):
+    project = cross_fitted(projects)
+    project.config.params["fit_documents"] = 12
+    project.unload()
+    info = project.train([corpus])
+    assert "fitted on, 12 of the 28 documents with known subjects" in (
+        capsys.readouterr().err
+    )
+    assert info["cross_fit"]["documents"] == 12
+    assert info["cross_fit"]["documents_with_subjects"] == 28
+    # the 12 whose texts come first in the sample's order, fold by fold
+    docs = [d for d in project.corpus([corpus]) if d.subjects]
+    first = sorted(docs, key=lambda d: fit_sample_key(d.text))[:12]
+    held = HeldOut.load(project.model_dir / "heldout.npz")
+    assert held.n_documents == 12
+    assert sorted(map(sorted, held.doc_gold)) == sorted(
+        sorted(d.subjects) for d in first
+    )
+    # the sources are trained on every document all the same
+    digest = project.corpus([corpus]).digest()
+    for source in ("tfidf-en", "xmc-en", "lexical-en"):
+        assert projects.get(source).backend.manifest["corpus_digest"] == digest
+
+
+def test_the_sources_train_on_a_streamed_corpus_not_a_copy_of_it(
+    projects, corpus, monkeypatch
+):
+    project = cross_fitted(projects)
+    project.config.params["fit_documents"] = 6
+    project.unload()
+    alive, train_part = [], Backend.train_part
+
+    def counted(self, corpus, directory, jobs=1):
+        gc.collect()
+        alive.append(sum(isinstance(o, Document) for o in gc.get_objects()))
+        return train_part(self, corpus, directory, jobs)
+
+    monkeypatch.setattr(Backend, "train_part", counted)
+    project.train([corpus])
+    # the documents a fold's sources score (its share of the 6), not all 30
+    assert len(alive) == FOLDS * 3 and max(alive) <= 6
+
+
+def test_the_fit_sample_is_the_same_in_any_order_and_only_when_needed():
+    keys = [fit_sample_key(f"document {n}") for n in range(1000)]
+    bound = fit_sample_bound(keys, 100)
+    assert sum(k <= bound for k in keys) == 100
+    assert fit_sample_bound(list(reversed(keys)), 100) == bound
+    assert fit_sample_bound(keys, 1000) is None  # all of them: no sample
+    assert fit_sample_bound(keys, 0) is None  # 0: no limit
+    # every fold gets its share of the sample (the fold is from other bits)
+    sampled = [n for n, k in enumerate(keys) if k <= bound]
+    shares = np.bincount([fold_of(f"document {n}", 5) for n in sampled], minlength=5)
+    assert shares.min() >= 10
 
 
 def test_an_interrupted_cross_fit_resumes_with_the_next_fold(
@@ -286,7 +352,8 @@ def test_reordered_sources_start_the_folds_afresh(
 def test_the_plan_names_each_source_in_order_with_its_language(projects, corpus):
     project = cross_fitted(projects)
     crossfit = CrossFit(project.backend, project.backend.sources(), None, FOLDS)
-    plan = crossfit._plan(list(project.corpus([corpus])))
+    survey = CorpusSurvey.of(project.corpus([corpus]), FOLDS, len(project.vocab))
+    plan = crossfit._plan(survey)
     assert [(s[0], s[1]) for s in plan["sources"]] == [
         ("tfidf-en", "en"),
         ("xmc-en", "en"),

@@ -84,11 +84,11 @@ def fusion_scores(projects: Projects, corpus: Path) -> np.ndarray:
     return projects.get("calibrated-en").suggest(texts).matrix.toarray()
 
 
-def trained_here(tmp_path: Path, corpus: Path) -> Projects:
+def trained_here(tmp_path: Path, corpus: Path, config: str = PROJECTS_CFG) -> Projects:
     """A workspace of its own, its fusion cross-fitted by the local engine."""
     local = tmp_path / "local"
     local.mkdir()
-    (local / "projects.cfg").write_text(PROJECTS_CFG.format(data=DATA))
+    (local / "projects.cfg").write_text(config.format(data=DATA))
     projects = Projects.from_path(local / "projects.cfg")
     fusion = projects.get("calibrated-en")
     fusion.config.params["cross_fit"] = FOLDS
@@ -104,9 +104,15 @@ def cross_fit_on_ray(run_cli, corpus: Path, workers: int):
     )  # fmt: skip
 
 
+# the fusion is the last section: fitted on a sample of 20 of the 30 documents,
+# which the Ray workers must score as the local engine does
+SAMPLED_CFG = PROJECTS_CFG + "fit_documents = 20\n"
+
+
 def test_ray_and_local_cross_fits_give_the_same_fusion(
     run_cli, workspace, projects, corpus, tmp_path, hooks
 ):
+    (workspace / "projects.cfg").write_text(SAMPLED_CFG.format(data=DATA))
     result = cross_fit_on_ray(run_cli, corpus, workers=2)
     assert result.exit_code == 0, result.output
     # 3 whole-corpus trainings and 3 per fold, each a task
@@ -116,7 +122,8 @@ def test_ray_and_local_cross_fits_give_the_same_fusion(
     assert sorted(trainings(hooks)) == sorted(
         f"{fold} {source}" for fold in range(FOLDS) for source in SOURCES
     )
-    here = trained_here(tmp_path, corpus)
+    assert "fitted on, 20 of the 30 documents" in result.output
+    here = trained_here(tmp_path, corpus, SAMPLED_CFG)
     on_ray = fusion_scores(projects, corpus)
     assert on_ray.any()
     np.testing.assert_array_equal(on_ray, fusion_scores(here, corpus))
