@@ -13,9 +13,10 @@ twice from scratch, each in a data dir of its own, by `indexer train FUSION
 a time) and with `--engine ray --workers W` (a local Ray cluster started by
 the command: its start-up is part of the time), in the order --order gives.
 The vocabulary is loaded before either is timed. Both run with
-PYTHONHASHSEED=0 (--hash-seed), which Ray's workers inherit: lexical's tree
-scorer depends on the order of Python's string sets, so without a fixed seed
-two local runs differ as well. Both fusions then suggest for the scored
+PYTHONHASHSEED=0 (--hash-seed, 'random' for none), which Ray's workers
+inherit; the sources no longer depend on it (lexical's training gives the
+same model under any hash seed), so 'random' checks that too.
+Both fusions then suggest for the scored
 split; the largest absolute difference of their score matrices is reported,
 with the load average of the machine before and after each run (other
 people's work on a shared machine slows both).
