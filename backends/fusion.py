@@ -26,6 +26,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,6 +39,9 @@ from indexer.linear import sigmoid
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
+
+if TYPE_CHECKING:
+    from backends.fusion_crossfit import FitSample
 
 CS = (0.01, 0.1, 1.0, 10.0)
 HELDOUT = "heldout.npz"
@@ -702,6 +706,13 @@ class CalibratedBackend(EnsembleBackend):
             crossfit = CrossFit(self, sources, corpus, self.params.cross_fit, jobs)
             with crossfit.held():  # no source changes but by this run, at its end
                 heldout = crossfit.run()
+                if len(heldout.candidates) == 0:
+                    raise InputError(
+                        "The sources suggested nothing for the documents they were "
+                        f"not trained on ({heldout.n_documents} scored in "
+                        f"{crossfit.folds} folds): nothing to fit the fusion on. "
+                        "Nothing was swapped in"
+                    )
                 info = {**self._fit(heldout, ids, directory), **crossfit.info(heldout)}
                 crossfit.swap_in()
             crossfit.finish()
@@ -714,25 +725,18 @@ class CalibratedBackend(EnsembleBackend):
                     f"documents than the ones {self.project.id} is trained on, "
                     f"or train {self.project.id} with --cross-fit K"
                 )
-        bound, labelled = self._fit_sample(corpus)
-        heldout = self._score(sources, corpus, self.params.per_source, bound)
+        sample, labelled = self._fit_sample(corpus)
+        heldout = self._score(sources, corpus, self.params.per_source, sample)
         info = self._fit(heldout, ids, directory)
         return {**info, "documents_with_subjects": labelled}
 
-    def _fit_sample(self, corpus) -> tuple[int | None, int]:
-        """The bound of the fit's sample of `corpus` (`fit_documents`; None: every
-        document) and how many documents have known subjects."""
-        from backends.fusion_crossfit import fit_sample_bound, fit_sample_key, tell
+    def _fit_sample(self, corpus) -> tuple[FitSample | None, int]:
+        """The fit's sample of `corpus` (`fit_documents`; None: every document)
+        and how many documents have known subjects."""
+        from backends.fusion_crossfit import fit_sample, fit_sample_key
 
         keys = [fit_sample_key(d.text) for d in corpus if d.subjects]
-        bound = fit_sample_bound(keys, self.params.fit_documents)
-        if bound is not None:
-            tell(
-                f"The sources score, and the fusion is fitted on, "
-                f"{self.params.fit_documents:,} of the {len(keys):,} documents "
-                "with known subjects (fit_documents)"
-            )
-        return bound, len(keys)
+        return fit_sample(keys, self.params.fit_documents), len(keys)
 
     def _learn(self, corpus, previous: Path, directory: Path) -> dict:
         """Score the new documents with the sources, add them to the held-out
@@ -788,31 +792,28 @@ class CalibratedBackend(EnsembleBackend):
         sources,
         corpus,
         per_source: int,
-        sample_bound: int | None,
+        sample: FitSample | None,
         learning: bool = False,
     ) -> HeldOut:
         """The sources' candidates for the documents of `corpus` that have
-        known subjects and are in the fit's sample (`in_fit_sample`), and
-        which of them are gold (when `learning`, there may be none: the
+        known subjects and are in the fit's `sample` (a FitSample; None: all),
+        and which of them are gold (when `learning`, there may be none: the
         held-out scores kept from training are fitted on)."""
         from tqdm import tqdm
 
-        from backends.fusion_crossfit import in_fit_sample
+        from backends.fusion_crossfit import sampled
+        from indexer.corpus import batched
 
         gold, parts = [], []
         for docs in tqdm(
-            corpus.batches(self.params.batch_size),
+            batched(sampled(corpus, sample), self.params.batch_size),
             desc="Scoring with the sources",
             unit=" batches",
             leave=False,
             disable=None,
         ):
-            docs = [
-                d for d in docs if d.subjects and in_fit_sample(d.text, sample_bound)
-            ]
-            if docs:
-                gold += [d.subjects for d in docs]
-                parts.append(self._source_batches(sources, [d.text for d in docs]))
+            gold += [d.subjects for d in docs]
+            parts.append(self._source_batches(sources, [d.text for d in docs]))
         if not gold:
             raise InputError("No document of the corpus has a known subject")
         batches = [

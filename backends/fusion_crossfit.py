@@ -33,8 +33,10 @@ the documents: at most `fit_documents` of those with known subjects (the
 fit's memory grows with the documents it is fitted on, about 0.1 MB each;
 a few thousand documents are plenty for its few dozen coefficients). The
 sample is fixed by the texts (`fit_sample_key`), as the folds are, so every
-run and every Ray worker takes the same documents; the sources are still
-trained on every document.
+run and every Ray worker takes the same documents (of the copies of the text
+where it ends, the first ones in the corpus's order: `FitSample`); the sources
+are still trained on every document. A fold the sample leaves without a
+document has nothing to score: its sources are not trained.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -92,18 +94,58 @@ def fit_sample_key(text: str) -> int:
     return _digest(text) >> 64
 
 
-def fit_sample_bound(keys: Sequence[int], limit: int) -> int | None:
-    """The largest `fit_sample_key` kept when at most `limit` (0: no limit) of
-    the documents with these keys are fitted on; None when all of them are.
-    Documents with equal texts share a key: a corpus that repeats the text at
-    the bound keeps a few more."""
-    if not limit or len(keys) <= limit:
-        return None
-    return int(np.partition(np.asarray(keys, np.uint64), limit - 1)[limit - 1])
+@dataclasses.dataclass(frozen=True)
+class FitSample:
+    """Which documents with known subjects the fit takes, at most `fit_documents`:
+    those whose `fit_sample_key` is below `bound`, and the first `ties` of those
+    at it, in the corpus's order. Copies of a text share its key, so a text
+    repeated thousands of times (a boilerplate abstract) at the bound must not
+    all come along."""
+
+    bound: int
+    ties: int
+
+    @classmethod
+    def of(cls, keys: Sequence[int], limit: int) -> FitSample | None:
+        """The sample of at most `limit` (0: no limit) of the documents with
+        these keys; None when all of them are fitted on."""
+        if not limit or len(keys) <= limit:
+            return None
+        keys = np.asarray(keys, np.uint64)
+        bound = int(np.partition(keys, limit - 1)[limit - 1])
+        return cls(bound, limit - int((keys < bound).sum()))
+
+    def taken(self, documents: Iterable[Document]) -> Iterator[Document]:
+        """Those of `documents` (with known subjects, in the corpus's order)
+        in the sample. Copies of a text are in one fold, so a fold's documents
+        take the same copies as the whole corpus's."""
+        at_bound = 0
+        for doc in documents:
+            key = fit_sample_key(doc.text)
+            if key == self.bound and at_bound < self.ties:
+                at_bound += 1
+                yield doc
+            elif key < self.bound:
+                yield doc
 
 
-def in_fit_sample(text: str, bound: int | None) -> bool:
-    return bound is None or fit_sample_key(text) <= bound
+def fit_sample(keys: Sequence[int], limit: int) -> FitSample | None:
+    """`FitSample.of` these keys, said on stderr when it is a sample."""
+    sample = FitSample.of(keys, limit)
+    if sample is not None:
+        tell(
+            f"The sources score, and the fusion is fitted on, {limit:,} of the "
+            f"{len(keys):,} documents with known subjects (fit_documents)"
+        )
+    return sample
+
+
+def sampled(
+    documents: Iterable[Document], sample: FitSample | None
+) -> Iterator[Document]:
+    """The documents with known subjects in the fit's `sample` (None: all)."""
+    labelled = (d for d in documents if d.subjects)
+    return labelled if sample is None else sample.taken(labelled)
 
 
 class CrossFit:
@@ -164,7 +206,7 @@ class CrossFit:
         n_subjects = len(self.fusion.project.vocab)
         self.survey = survey = CorpusSurvey.of(self.corpus, self.folds, n_subjects)
         self.check_folds(survey)  # refused before anything is trained
-        self.sample_bound = self._sample_bound(survey)
+        self.sample = self._sample(survey)
         done = self._start(survey)
         staging = self._staging()
         if _ENGINE is not None:
@@ -236,25 +278,31 @@ class CrossFit:
         }
 
     survey: CorpusSurvey | None = None  # of the corpus, read once by `run`
-    sample_bound: int | None = None  # of the fit's sample (None: every document)
+    sample: FitSample | None = None  # the fit's (None: every document)
 
     @property
     def labelled(self) -> int:
         """How many documents have a known subject."""
         return len(self.survey.labelled) if self.survey else 0
 
-    def _sample_bound(self, survey: CorpusSurvey) -> int | None:
-        """`fit_sample_bound` of the documents with a known subject (and say
-        so when the fusion is fitted on a sample of them)."""
+    def _sample(self, survey: CorpusSurvey) -> FitSample | None:
+        """The fit's sample of the documents with a known subject (said so
+        when it is one), and the folds it leaves without a document to score
+        (their sources are not trained)."""
         keys = [h >> 64 for h in survey.labelled]  # fit_sample_key of each
-        limit = self.fusion.params.fit_documents
-        bound = fit_sample_bound(keys, limit)
-        if bound is not None:
-            tell(
-                f"The sources score, and the fusion is fitted on, {limit:,} of the "
-                f"{len(keys):,} documents with known subjects (fit_documents)"
-            )
-        return bound
+        sample = fit_sample(keys, self.fusion.params.fit_documents)
+        if sample is not None:
+            scored = {
+                h % self.folds for h in survey.labelled if h >> 64 <= sample.bound
+            }
+            empty = sorted(set(range(self.folds)) - scored)
+            if empty:
+                tell(
+                    f"Cross-fitting: {folds_in_words(empty)} of {self.folds} have "
+                    "no document of the sample to score: their sources are not "
+                    "trained (a larger fit_documents gives every fold some)"
+                )
+        return sample
 
     def check_folds(self, survey: CorpusSurvey) -> None:
         """An InputError when a fold would have no document with a known
@@ -371,7 +419,7 @@ class CrossFit:
         path = self.fold_path(fold)
         if path.is_file():
             return HeldOut.load(path)
-        scored = scored_documents(self.corpus, self.folds, fold, self.sample_bound)
+        scored = scored_documents(self.corpus, self.folds, fold, self.sample)
         texts = [d.text for d in scored]
         batches = {
             source.id: score_on_fold(
@@ -401,7 +449,7 @@ class CrossFit:
         from backends.fusion import Candidates, HeldOut
 
         if scored is None:
-            scored = scored_documents(self.corpus, self.folds, fold, self.sample_bound)
+            scored = scored_documents(self.corpus, self.folds, fold, self.sample)
         seen = self.survey.seen_outside(fold)
         texts = [d.text for d in scored]
         ordered = [
@@ -484,22 +532,21 @@ class FoldCorpus(Corpus):
 
 
 def scored_documents(
-    corpus: Corpus, folds: int, fold: int, sample_bound: int | None
+    corpus: Corpus, folds: int, fold: int, sample: FitSample | None
 ) -> list[Document]:
     """The documents of `fold` the sources trained without it score: those
-    with a known subject, in the fit's sample (`in_fit_sample`)."""
-    return [
-        d
-        for d in FoldCorpus(corpus, folds, fold, outside=False)
-        if d.subjects and in_fit_sample(d.text, sample_bound)
-    ]
+    with a known subject, in the fit's `sample`."""
+    return list(sampled(FoldCorpus(corpus, folds, fold, outside=False), sample))
 
 
 def score_on_fold(
     source, corpus, directory: Path, texts: list[str], batch_size: int, jobs: int
 ) -> SuggestionBatch:
     """`source`'s scores of `texts` from a model trained on `corpus` in
-    `directory` (emptied first, removed after)."""
+    `directory` (emptied first, removed after); no training when there are
+    no texts (a fold with no document of the fit's sample)."""
+    if not texts:
+        return SuggestionBatch.empty(0, len(source.vocab))
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     try:
@@ -524,6 +571,8 @@ def stage_model(source, corpus, staged: Path, jobs: int) -> None:
 
 def suggest_in_batches(backend, texts: list[str], size: int) -> SuggestionBatch:
     """The backend's scores of `texts`, suggested `size` at a time."""
+    if not texts:
+        return backend.suggest_batch([])  # no rows, and no model to load
     return SuggestionBatch.vstack(
         [backend.suggest_batch(texts[i : i + size]) for i in range(0, len(texts), size)]
     )

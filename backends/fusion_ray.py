@@ -36,6 +36,7 @@ from pathlib import Path
 
 from backends.fusion_crossfit import (
     REUSE,
+    FitSample,
     FoldCorpus,
     folds_in_words,
     score_on_fold,
@@ -61,7 +62,7 @@ class Job:
     folds: int
     batch_size: int
     jobs: int
-    sample_bound: int | None = None  # of the documents scored (`in_fit_sample`)
+    sample: FitSample | None = None  # of the documents scored
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def train(job: Job, training: Training):
     if training.fold is None:
         stage_model(source, corpus, Path(training.directory), job.jobs)
         return None
-    scored = scored_documents(corpus, job.folds, training.fold, job.sample_bound)
+    scored = scored_documents(corpus, job.folds, training.fold, job.sample)
     batch = score_on_fold(
         source,
         FoldCorpus(corpus, job.folds, training.fold, outside=True),
@@ -232,7 +233,7 @@ class RayCrossFit:
             crossfit.folds,
             crossfit.fusion.params.batch_size,
             crossfit.jobs,
-            crossfit.sample_bound,
+            crossfit.sample,
         )
 
     @staticmethod

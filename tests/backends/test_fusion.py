@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -223,6 +224,31 @@ def test_a_large_tuning_corpus_is_scored_and_fitted_on_a_sample(projects, capsys
     assert f"fitted on, 4 of the {info['documents_with_subjects']} documents" in (
         capsys.readouterr().err
     )
+
+
+def test_copies_of_a_text_fill_a_tuning_sample_only_to_its_size(
+    projects, tmp_path, capsys
+):
+    """A text repeated many times (a boilerplate abstract) where the sample
+    ends: fit_documents of the copies are scored, not every copy."""
+    from backends.fusion_crossfit import fit_sample_key
+
+    train_sources(projects)
+    project = projects.get("calibrated-en")
+    project.config.params["fit_documents"] = 4
+    project.unload()
+    lines = (DATA / "tiny.tsv").read_text(encoding="utf-8").splitlines()
+    lowest = min(fit_sample_key(line.split("\t")[0]) for line in lines)
+    copy = next(
+        text
+        for n in itertools.count()
+        if fit_sample_key(text := f"History of towns and empires, volume {n}") < lowest
+    )
+    lines += [f"{copy}\thttp://example.org/t/history"] * 20
+    (tmp_path / "tune.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    info = project.train([tmp_path / "tune.tsv"])
+    assert info["heldout_documents"] == 4  # was 20: every copy
+    assert "fitted on, 4 of the 30 documents" in capsys.readouterr().err
 
 
 def test_seen_subjects_are_those_of_the_sources(projects):

@@ -4,6 +4,7 @@ cross-validation."""
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import re
@@ -16,9 +17,10 @@ from backends.fusion import Candidates, FusionModel, HeldOut
 from backends.fusion_crossfit import (
     CorpusSurvey,
     CrossFit,
-    fit_sample_bound,
+    FitSample,
     fit_sample_key,
     fold_of,
+    folds_in_words,
 )
 from backends.fusion_cv import choose_unseen_slots, source_gains
 from indexer.backend import Backend
@@ -148,15 +150,97 @@ def test_the_sources_train_on_a_streamed_corpus_not_a_copy_of_it(
 
 def test_the_fit_sample_is_the_same_in_any_order_and_only_when_needed():
     keys = [fit_sample_key(f"document {n}") for n in range(1000)]
-    bound = fit_sample_bound(keys, 100)
-    assert sum(k <= bound for k in keys) == 100
-    assert fit_sample_bound(list(reversed(keys)), 100) == bound
-    assert fit_sample_bound(keys, 1000) is None  # all of them: no sample
-    assert fit_sample_bound(keys, 0) is None  # 0: no limit
+    sample = FitSample.of(keys, 100)
+    assert sum(k <= sample.bound for k in keys) == 100 and sample.ties == 1
+    assert FitSample.of(list(reversed(keys)), 100) == sample
+    assert FitSample.of(keys, 1000) is None  # all of them: no sample
+    assert FitSample.of(keys, 0) is None  # 0: no limit
     # every fold gets its share of the sample (the fold is from other bits)
-    sampled = [n for n, k in enumerate(keys) if k <= bound]
+    sampled = [n for n, k in enumerate(keys) if k <= sample.bound]
     shares = np.bincount([fold_of(f"document {n}", 5) for n in sampled], minlength=5)
     assert shares.min() >= 10
+
+
+def a_text_sampled_first(texts) -> str:
+    """A text about history whose `fit_sample_key` is below those of `texts`:
+    the first the fit's sample takes."""
+    lowest = min(fit_sample_key(t) for t in texts)
+    for n in itertools.count():
+        text = f"History of towns and empires, volume {n}"
+        if fit_sample_key(text) < lowest:
+            return text
+
+
+def test_copies_of_a_text_fill_the_sample_only_to_its_size(projects, corpus):
+    """A text repeated many times (a boilerplate abstract) where the sample
+    ends: fit_documents of the copies, not every copy."""
+    project = cross_fitted(projects)
+    project.config.params["fit_documents"] = 12
+    project.unload()
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    copy = a_text_sampled_first(line.split("\t")[0] for line in lines)
+    lines += [f"{copy}\thttp://example.org/t/history"] * 20
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    info = project.train([corpus])
+    assert info["cross_fit"]["documents"] == 12  # was 20: every copy
+    assert info["cross_fit"]["documents_with_subjects"] == 48
+    held = HeldOut.load(project.model_dir / "heldout.npz")
+    assert held.n_documents == 12
+    # and any stream of the corpus's documents takes the same copies
+    docs = list(project.corpus([corpus]))
+    sample = FitSample.of([fit_sample_key(d.text) for d in docs if d.subjects], 12)
+    assert [d.text for d in sample.taken(docs)] == [copy] * 12
+    assert [d.text for d in sample.taken(reversed(docs))] == [copy] * 12
+
+
+def test_a_fold_with_no_document_of_the_sample_trains_nothing(
+    projects, corpus, monkeypatch, capsys
+):
+    project = cross_fitted(projects)
+    project.config.params["fit_documents"] = 1  # fewer than the folds
+    project.unload()
+    trained, train_part = [], Backend.train_part
+
+    def counted(self, corpus, directory, jobs=1):
+        trained.append(directory.name)
+        return train_part(self, corpus, directory, jobs)
+
+    monkeypatch.setattr(Backend, "train_part", counted)
+    info = project.train([corpus])  # was a ValueError from an empty fold
+    labelled = [d.text for d in project.corpus([corpus]) if d.subjects]
+    first = min(labelled, key=fit_sample_key)
+    fold = fold_of(first, FOLDS)
+    assert sorted(trained) == sorted(f"fold-{fold}-{s}" for s in SOURCES)
+    others = folds_in_words([f for f in range(FOLDS) if f != fold])
+    assert (
+        f"Cross-fitting: {others} of 3 have no document of the sample to score"
+    ) in capsys.readouterr().err
+    assert info["cross_fit"]["documents"] == info["heldout_documents"] == 1
+    held = HeldOut.load(project.model_dir / "heldout.npz")
+    assert held.n_documents == 1 and len(held.candidates) > 0
+    project.unload()
+    assert project.suggest(["Telescopes and galaxies"]).row(0)
+
+
+def test_sources_that_suggest_nothing_for_any_fold_are_a_clear_error(
+    projects, corpus, served
+):
+    """Texts that share no word: sources trained on the other folds suggest
+    nothing for a fold's documents, so the fusion has nothing to learn."""
+    rng = np.random.default_rng(1)
+    letters = list("bcdfghjklmnpqrstvwxz")
+    lines = [
+        " ".join("".join(rng.choice(letters, 8)) for _ in range(3))
+        + "\thttp://example.org/t/history"
+        for _ in range(30)
+    ]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    project = cross_fitted(projects)
+    project.config.params["sources"] = "tfidf-en, lexical-en"
+    project.unload()
+    with pytest.raises(InputError, match="The sources suggested nothing for the"):
+        project.train([corpus])  # was a ValueError from the empty fit
+    assert served_models(projects) == served  # nothing swapped in
 
 
 def test_an_interrupted_cross_fit_resumes_with_the_next_fold(
