@@ -14,7 +14,9 @@ before anything is trained; every source's lock is held for the whole run (a
 `train`, `learn` or `clear` of a source meanwhile is refused as busy); the
 sources' new models are trained into a staging folder and swapped in only
 once the fusion is fitted, so a run that fails or is interrupted leaves every
-source as it was.
+source as it was. The corpus is read again for every training, so a run
+whose corpus's files changed meanwhile is refused at its end, nothing swapped
+in.
 
 Sources whose class sets `cross_fit = "reuse"`, or that the project names in
 `cross_fit_reuse`, are trained once on the whole corpus and score every fold
@@ -199,10 +201,7 @@ class CrossFit:
         """The HeldOut of every training document with a known subject, one
         group per fold; the sources' whole-corpus models wait in staging for
         `swap_in`. Call it while `held`."""
-        from tqdm import tqdm
-
-        from backends.fusion import HeldOut
-
+        self.corpus_digest = self.corpus.digest()  # of its files, as first read
         n_subjects = len(self.fusion.project.vocab)
         self.survey = survey = CorpusSurvey.of(self.corpus, self.folds, n_subjects)
         self.check_folds(survey)  # refused before anything is trained
@@ -210,7 +209,32 @@ class CrossFit:
         done = self._start(survey)
         staging = self._staging()
         if _ENGINE is not None:
-            return self._run_on(_ENGINE, done, staging)
+            held = self._run_on(_ENGINE, done, staging)
+        else:
+            held = self._run_here(done, staging)
+        self._check_unchanged()
+        return held
+
+    def _check_unchanged(self) -> None:
+        """An InputError when the corpus's files changed during the run: it is
+        read again for every training, so the sources and the folds would
+        have learnt from different corpora."""
+        now = self.corpus.digest()
+        if now != self.corpus_digest:
+            raise InputError(
+                "The corpus changed while it was cross-fitted (digest "
+                f"{self.corpus_digest} when the run began, {now} at its end): "
+                "every training reads it again, so the sources and the folds "
+                "learnt from different documents. Nothing was swapped in: train "
+                "again once its files stay as they are"
+            )
+
+    def _run_here(self, done: set[int], staging):
+        """`run`, the trainings in this process, one after another."""
+        from tqdm import tqdm
+
+        from backends.fusion import HeldOut
+
         for source, staged in staging:
             tell(f"Training '{source.id}' on the whole corpus (staged)")
             stage_model(source, self.corpus, staged, self.jobs)
@@ -279,6 +303,7 @@ class CrossFit:
 
     survey: CorpusSurvey | None = None  # of the corpus, read once by `run`
     sample: FitSample | None = None  # the fit's (None: every document)
+    corpus_digest: str | None = None  # of the corpus's files when `run` began
 
     @property
     def labelled(self) -> int:
@@ -374,7 +399,7 @@ class CrossFit:
         folder in staging: not those whose serving model already is of this
         corpus and these settings, nor those a resumed run staged already
         (recorded in `staged` now)."""
-        digest = self.corpus.digest()
+        digest = self.corpus_digest
         out = []
         for source in self.sources:
             if not source.backend_class.trainable:

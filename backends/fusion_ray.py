@@ -229,7 +229,7 @@ class RayCrossFit:
             self.ref,
             tuple(str(Path(p).resolve()) for p in corpus.paths),
             corpus.language,
-            corpus.digest(),
+            crossfit.corpus_digest,
             crossfit.folds,
             crossfit.fusion.params.batch_size,
             crossfit.jobs,

@@ -364,6 +364,37 @@ def test_a_failure_in_the_middle_leaves_every_source_as_it_was(
         assert projects.get(source).backend.manifest["corpus_digest"] == digest
 
 
+def test_a_corpus_that_changes_while_it_is_cross_fitted_is_refused(
+    projects, corpus, served, monkeypatch, capsys
+):
+    """The corpus is read again for every training: a file appended to
+    meanwhile would leave sources and folds trained on different corpora."""
+    project = cross_fitted(projects)
+    train_part = Backend.train_part
+
+    def appending(self, corpus_, directory, jobs=1):
+        if directory.name == "fold-1-tfidf-en":
+            with open(corpus, "a", encoding="utf-8") as f:
+                f.write(
+                    "Galaxies seen through telescopes\thttp://example.org/t/astronomy\n"
+                )
+        return train_part(self, corpus_, directory, jobs)
+
+    monkeypatch.setattr(Backend, "train_part", appending)
+    with pytest.raises(InputError, match="The corpus changed while it was cross-fit"):
+        project.train([corpus])  # was trained on both, saying nothing
+    assert served_models(projects) == served
+    assert not project.model_dir.exists()
+    monkeypatch.undo()
+    capsys.readouterr()
+    info = project.train([corpus])  # once it stays as it is: afresh
+    assert "Resuming" not in capsys.readouterr().err
+    assert info["documents"] == 31 and info["cross_fit"]["documents"] == 29
+    digest = project.corpus([corpus]).digest()
+    for source in SOURCES:
+        assert projects.get(source).backend.manifest["corpus_digest"] == digest
+
+
 def test_a_source_is_busy_while_the_fusion_cross_fits(
     projects, workspace, corpus, monkeypatch
 ):
