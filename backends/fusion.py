@@ -716,7 +716,8 @@ class CalibratedBackend(EnsembleBackend):
                 info = {**self._fit(heldout, ids, directory), **crossfit.info(heldout)}
                 crossfit.swap_in()
             crossfit.finish()
-            return info
+            # beside heldout_documents, as a tuning split's: is it a sample?
+            return {**info, "documents_with_subjects": crossfit.labelled}
         for source, _ in sources:
             if not source.is_ready:
                 raise NotTrainedError(

@@ -129,6 +129,19 @@ def test_a_large_corpus_is_fitted_on_a_sample_fixed_by_the_texts(
         assert projects.get(source).backend.manifest["corpus_digest"] == digest
 
 
+def test_show_project_says_the_fusion_was_fitted_on_a_sample(
+    run_cli, workspace, corpus
+):
+    with open(workspace / "projects.cfg", "a") as cfg:  # the fusion's section
+        cfg.write("cross_fit = 3\nfit_documents = 12\n")
+    assert run_cli("train", "calibrated-en", str(corpus)).exit_code == 0
+    result = run_cli("show-project", "calibrated-en")
+    assert result.exit_code == 0, result.output
+    # as after a fit on a tuning split: of how many documents the sample is
+    assert "heldout_documents: 12" in result.output
+    assert "documents_with_subjects: 28" in result.output
+
+
 def test_the_sources_train_on_a_streamed_corpus_not_a_copy_of_it(
     projects, corpus, monkeypatch
 ):
