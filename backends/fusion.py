@@ -734,9 +734,12 @@ class CalibratedBackend(EnsembleBackend):
     def _fit_sample(self, corpus) -> tuple[FitSample | None, int]:
         """The fit's sample of `corpus` (`fit_documents`; None: every document)
         and how many documents have known subjects."""
+        from array import array
+
         from backends.fusion_crossfit import fit_sample, fit_sample_key
 
-        keys = [fit_sample_key(d.text) for d in corpus if d.subjects]
+        # 8 bytes each: a list of Python integers was 44
+        keys = array("Q", (fit_sample_key(d.text) for d in corpus if d.subjects))
         return fit_sample(keys, self.params.fit_documents), len(keys)
 
     def _learn(self, corpus, previous: Path, directory: Path) -> dict:

@@ -50,6 +50,7 @@ import os
 import shutil
 import sys
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -203,7 +204,7 @@ class CrossFit:
         `swap_in`. Call it while `held`."""
         self.corpus_digest = self.corpus.digest()  # of its files, as first read
         n_subjects = len(self.fusion.project.vocab)
-        self.survey = survey = CorpusSurvey.of(self.corpus, self.folds, n_subjects)
+        self.survey = survey = CorpusSurvey.of(self.corpus, n_subjects)
         self.check_folds(survey)  # refused before anything is trained
         self.sample = self._sample(survey)
         done = self._start(survey)
@@ -308,19 +309,16 @@ class CrossFit:
     @property
     def labelled(self) -> int:
         """How many documents have a known subject."""
-        return len(self.survey.labelled) if self.survey else 0
+        return self.survey.labelled if self.survey else 0
 
     def _sample(self, survey: CorpusSurvey) -> FitSample | None:
         """The fit's sample of the documents with a known subject (said so
         when it is one), and the folds it leaves without a document to score
         (their sources are not trained)."""
-        keys = [h >> 64 for h in survey.labelled]  # fit_sample_key of each
-        sample = fit_sample(keys, self.fusion.params.fit_documents)
+        sample = fit_sample(survey.keys, self.fusion.params.fit_documents)
         if sample is not None:
-            scored = {
-                h % self.folds for h in survey.labelled if h >> 64 <= sample.bound
-            }
-            empty = sorted(set(range(self.folds)) - scored)
+            taken = survey.folds_of(self.folds)[survey.keys <= np.uint64(sample.bound)]
+            empty = sorted(set(range(self.folds)) - set(taken.tolist()))
             if empty:
                 tell(
                     f"Cross-fitting: {folds_in_words(empty)} of {self.folds} have "
@@ -335,9 +333,9 @@ class CrossFit:
         labelled = survey.labelled
         if not labelled:
             raise InputError("No document of the corpus has a known subject")
-        empty = sorted(set(range(self.folds)) - {h % self.folds for h in labelled})
-        if empty:
-            workable = _workable_folds(labelled, min(self.folds - 1, len(labelled)))
+        empty = _first_empty(survey.folds_of(self.folds), self.folds)
+        if empty is not None:
+            workable = _workable_folds(survey, min(self.folds - 1, labelled))
             advice = (
                 f"use --cross-fit {workable} (it works with this corpus)"
                 if workable
@@ -345,8 +343,8 @@ class CrossFit:
                 "without --cross-fit"
             )
             raise InputError(
-                f"Cannot cross-fit on {self.folds} folds: fold {empty[0] + 1} "
-                f"would have no document with a known subject ({len(labelled)} "
+                f"Cannot cross-fit on {self.folds} folds: fold {empty + 1} "
+                f"would have no document with a known subject ({labelled} "
                 f"documents have one). Nothing was trained: {advice}, or give a "
                 "larger corpus"
             )
@@ -444,7 +442,7 @@ class CrossFit:
         path = self.fold_path(fold)
         if path.is_file():
             return HeldOut.load(path)
-        scored = scored_documents(self.corpus, self.folds, fold, self.sample)
+        scored, inside = self._scored(fold)
         texts = [d.text for d in scored]
         batches = {
             source.id: score_on_fold(
@@ -457,7 +455,7 @@ class CrossFit:
             )
             for source in self.refitted()
         }
-        return self._save_fold(fold, batches, scored)
+        return self._save_fold(fold, batches, (scored, inside))
 
     @property
     def language(self) -> str:
@@ -467,15 +465,28 @@ class CrossFit:
         """Where `source` is trained for `fold` (removed once it has scored)."""
         return self.workdir / f"fold-{fold}-{source_id}"
 
-    def _save_fold(self, fold: int, batches: dict, scored=None):
+    def _scored(self, fold: int) -> tuple[list[Document], np.ndarray]:
+        """The documents of `fold` its sources score (`scored_documents`), and
+        how often each subject occurs in the fold (in all of its documents:
+        those its sources were not trained on)."""
+        inside = np.zeros(len(self.fusion.project.vocab), np.int64)
+
+        def counted(documents: Iterable[Document]) -> Iterator[Document]:
+            for doc in documents:
+                np.add.at(inside, doc.subjects, 1)
+                yield doc
+
+        fold_corpus = FoldCorpus(self.corpus, self.folds, fold, outside=False)
+        return list(sampled(counted(fold_corpus), self.sample)), inside
+
+    def _save_fold(self, fold: int, batches: dict, part=None):
         """The fold's held-out scores from the refitted sources' `batches` (and
-        the reused sources' whole models) of its `scored` documents (read
-        again when not given), saved atomically."""
+        the reused sources' whole models) of its scored documents (`part`, as
+        `_scored` gives it; read again when not given), saved atomically."""
         from backends.fusion import Candidates, HeldOut
 
-        if scored is None:
-            scored = scored_documents(self.corpus, self.folds, fold, self.sample)
-        seen = self.survey.seen_outside(fold)
+        scored, inside = part if part is not None else self._scored(fold)
+        seen = self.survey.counts - inside  # in the folds its sources learnt
         texts = [d.text for d in scored]
         ordered = [
             batches[source.id]
@@ -506,29 +517,49 @@ class CrossFit:
 class CorpusSurvey:
     """What a cross-fit needs to know of its corpus, from one streamed read:
     its digest (texts and resolved subjects), the md5 of every text with a
-    known subject, and how often each subject occurs in each fold."""
+    known subject (16 bytes each, in two arrays: a Python integer for each
+    was 100 bytes, a gigabyte at ten million records), and how often each
+    subject occurs (in a fold: counted as the fold is scored, so that a
+    mistyped --cross-fit 100000 allocates no folds x subjects table)."""
 
     digest: str
-    labelled: list[int]
-    fold_counts: np.ndarray  # folds x subjects
+    keys: np.ndarray  # uint64: the md5's high half, the `fit_sample_key`
+    low: np.ndarray  # uint64: the md5's low half
+    counts: np.ndarray  # of each subject
 
     @classmethod
-    def of(cls, corpus: Corpus, folds: int, n_subjects: int) -> CorpusSurvey:
+    def of(cls, corpus: Corpus, n_subjects: int) -> CorpusSurvey:
         sha = hashlib.sha256()
-        labelled = []
-        counts = np.zeros((folds, n_subjects), np.int64)
+        keys, low = array("Q"), array("Q")
+        counts = np.zeros(n_subjects, np.int64)
         for doc in corpus:
             sha.update(doc.text.encode())
             sha.update(" ".join(map(str, doc.subjects)).encode() + b"\n")
             if doc.subjects:
                 digest = _digest(doc.text)
-                labelled.append(digest)
-                np.add.at(counts[digest % folds], doc.subjects, 1)
-        return cls(sha.hexdigest()[:16], labelled, counts)
+                keys.append(digest >> 64)
+                low.append(digest & (2**64 - 1))
+                np.add.at(counts, doc.subjects, 1)
+        return cls(
+            sha.hexdigest()[:16],
+            np.array(keys, np.uint64),
+            np.array(low, np.uint64),
+            counts,
+        )
 
-    def seen_outside(self, fold: int) -> np.ndarray:
-        """How often each subject occurs in the folds other than `fold`."""
-        return self.fold_counts.sum(axis=0) - self.fold_counts[fold]
+    @property
+    def labelled(self) -> int:
+        """How many documents have a known subject."""
+        return len(self.keys)
+
+    def folds_of(self, folds: int) -> np.ndarray:
+        """The fold (`fold_of`) of each document with a known subject: its md5
+        modulo `folds`, from the two halves."""
+        if folds < 2**32:  # no product below reaches 2**64
+            high = self.keys % np.uint64(folds) * np.uint64(2**64 % folds)
+            return (high + self.low % np.uint64(folds)) % np.uint64(folds)
+        whole = self.keys.astype(object) * 2**64 + self.low.astype(object)
+        return whole % folds
 
 
 class FoldCorpus(Corpus):
@@ -603,12 +634,22 @@ def suggest_in_batches(backend, texts: list[str], size: int) -> SuggestionBatch:
     )
 
 
-def _workable_folds(digests: list[int], below: int) -> int | None:
-    """A number of folds (at most `below`) that leaves none of the documents
-    with these digests empty: the largest, of the few tried."""
+def _first_empty(folds_of: np.ndarray, folds: int) -> int | None:
+    """The first of `folds` folds that no document is in (None: there is
+    none), from the fold of each document."""
+    used = np.unique(folds_of)
+    if len(used) == folds:
+        return None
+    gaps = np.flatnonzero(used != np.arange(len(used)))
+    return int(gaps[0]) if len(gaps) else len(used)
+
+
+def _workable_folds(survey: CorpusSurvey, below: int) -> int | None:
+    """A number of folds (at most `below`) that leaves none of the surveyed
+    documents with a known subject empty: the largest, of the few tried."""
     k, tries = below, 0
     while k >= 2:
-        if len({h % k for h in digests}) == k:
+        if len(np.unique(survey.folds_of(k))) == k:
             return k
         k, tries = (k - 1 if tries < 20 else k // 2), tries + 1
     return None

@@ -24,7 +24,7 @@ from backends.fusion_crossfit import (
 )
 from backends.fusion_cv import choose_unseen_slots, source_gains
 from indexer.backend import Backend
-from indexer.corpus import Document
+from indexer.corpus import Corpus, Document
 from indexer.errors import BusyError, ConfigError, InputError
 from indexer.eval import evaluate_arrays
 from indexer.suggestion import SuggestionBatch
@@ -256,6 +256,41 @@ def test_sources_that_suggest_nothing_for_any_fold_are_a_clear_error(
     assert served_models(projects) == served  # nothing swapped in
 
 
+class Generated(Corpus):
+    """`n` documents made as they are read: a corpus that no list holds."""
+
+    def __init__(self, vocab, n: int):
+        super().__init__([], vocab, "en")
+        self.n = n
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield Document(f"document number {i}", [i % 3])
+
+
+def test_the_survey_holds_a_few_bytes_for_each_document(projects):
+    """At ten million records, a Python integer for each md5 (52 bytes, and
+    44 more for each sample key taken from it) was a gigabyte."""
+    import tracemalloc
+
+    vocab = projects.get("calibrated-en").vocab
+    n = 20_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        survey = CorpusSurvey.of(Generated(vocab, n), len(vocab))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 24 * n  # the 16 bytes of each md5, and the counts
+    assert survey.labelled == n
+    assert survey.counts[:3].tolist() == [6667, 6667, 6666]
+    texts = [d.text for d in Generated(vocab, n)]
+    for folds in (FOLDS, 7, 2**70):  # 2**70: with Python's integers
+        expected = [fold_of(text, folds) for text in texts]
+        assert survey.folds_of(folds).tolist() == expected
+
+
 def test_an_interrupted_cross_fit_resumes_with_the_next_fold(
     projects, corpus, monkeypatch, capsys
 ):
@@ -332,7 +367,7 @@ def served(projects, tmp_path):
     return served_models(projects)
 
 
-@pytest.mark.parametrize("folds", [8, 1_000_000])
+@pytest.mark.parametrize("folds", [8, 1_000_000, 10**20])
 def test_too_many_folds_are_refused_before_any_source_changes(projects, served, folds):
     small = DATA / "tiny.tsv"  # 10 documents: 3 of 8 folds stay empty
     project = cross_fitted(projects, folds)
@@ -480,7 +515,7 @@ def test_reordered_sources_start_the_folds_afresh(
 def test_the_plan_names_each_source_in_order_with_its_language(projects, corpus):
     project = cross_fitted(projects)
     crossfit = CrossFit(project.backend, project.backend.sources(), None, FOLDS)
-    survey = CorpusSurvey.of(project.corpus([corpus]), FOLDS, len(project.vocab))
+    survey = CorpusSurvey.of(project.corpus([corpus]), len(project.vocab))
     plan = crossfit._plan(survey)
     assert [(s[0], s[1]) for s in plan["sources"]] == [
         ("tfidf-en", "en"),
