@@ -320,10 +320,12 @@ class CrossFit:
             taken = survey.folds_of(self.folds)[survey.keys <= np.uint64(sample.bound)]
             empty = sorted(set(range(self.folds)) - set(taken.tolist()))
             if empty:
+                them = "it" if len(empty) == 1 else "them"
                 tell(
-                    f"Cross-fitting: {folds_in_words(empty)} of {self.folds} have "
-                    "no document of the sample to score: their sources are not "
-                    "trained (a larger fit_documents gives every fold some)"
+                    f"Cross-fitting: the sample has no document in "
+                    f"{folds_in_words(empty)} of {self.folds}: nothing to score "
+                    f"there, so no source is trained for {them} (a larger "
+                    "fit_documents gives every fold some)"
                 )
         return sample
 

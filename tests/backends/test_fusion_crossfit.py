@@ -226,7 +226,8 @@ def test_a_fold_with_no_document_of_the_sample_trains_nothing(
     assert sorted(trained) == sorted(f"fold-{fold}-{s}" for s in SOURCES)
     others = folds_in_words([f for f in range(FOLDS) if f != fold])
     assert (
-        f"Cross-fitting: {others} of 3 have no document of the sample to score"
+        f"Cross-fitting: the sample has no document in {others} of 3: nothing to "
+        "score there"
     ) in capsys.readouterr().err
     assert info["cross_fit"]["documents"] == info["heldout_documents"] == 1
     held = HeldOut.load(project.model_dir / "heldout.npz")
