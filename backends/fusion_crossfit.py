@@ -15,8 +15,8 @@ before anything is trained; every source's lock is held for the whole run (a
 sources' new models are trained into a staging folder and swapped in only
 once the fusion is fitted, so a run that fails or is interrupted leaves every
 source as it was. The corpus is read again for every training, so a run
-whose corpus's files changed meanwhile is refused at its end, nothing swapped
-in.
+whose corpus's files changed meanwhile is refused as its next fold is saved
+(or at its end), nothing swapped in or kept.
 
 Sources whose class sets `cross_fit = "reuse"`, or that the project names in
 `cross_fit_reuse`, are trained once on the whole corpus and score every fold
@@ -217,17 +217,21 @@ class CrossFit:
         return held
 
     def _check_unchanged(self) -> None:
-        """An InputError when the corpus's files changed during the run: it is
-        read again for every training, so the sources and the folds would
-        have learnt from different corpora."""
+        """An InputError when the corpus's files changed during the run (as
+        each fold is saved, and at the end): it is read again for every
+        training, so the sources and the folds would have learnt from
+        different corpora."""
         now = self.corpus.digest()
         if now != self.corpus_digest:
+            # nothing of this run can be trusted, not even once the corpus is
+            # as it began: its plan would have the folds reused
+            shutil.rmtree(self.workdir, ignore_errors=True)
             raise InputError(
                 "The corpus changed while it was cross-fitted (digest "
                 f"{self.corpus_digest} when the run began, {now} at its end): "
                 "every training reads it again, so the sources and the folds "
-                "learnt from different documents. Nothing was swapped in: train "
-                "again once its files stay as they are"
+                "learnt from different documents. Nothing was swapped in or "
+                "kept: train again once its files stay as they are"
             )
 
     def _run_here(self, done: set[int], staging):
@@ -487,6 +491,7 @@ class CrossFit:
         `_scored` gives it; read again when not given), saved atomically."""
         from backends.fusion import Candidates, HeldOut
 
+        self._check_unchanged()  # before a fold of two corpora is kept
         scored, inside = part if part is not None else self._scored(fold)
         seen = self.survey.counts - inside  # in the folds its sources learnt
         texts = [d.text for d in scored]

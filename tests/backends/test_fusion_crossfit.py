@@ -419,7 +419,43 @@ def test_a_corpus_that_changes_while_it_is_cross_fitted_is_refused(
     """The corpus is read again for every training: a file appended to
     meanwhile would leave sources and folds trained on different corpora."""
     project = cross_fitted(projects)
-    train_part = Backend.train_part
+    calls, train_part = [], Backend.train_part
+
+    def appending(self, corpus_, directory, jobs=1):
+        calls.append(directory.name)
+        if directory.name == "fold-1-tfidf-en":
+            with open(corpus, "a", encoding="utf-8") as f:
+                f.write(
+                    "Galaxies seen through telescopes\thttp://example.org/t/astronomy\n"
+                )
+        return train_part(self, corpus_, directory, jobs)
+
+    monkeypatch.setattr(Backend, "train_part", appending)
+    with pytest.raises(InputError, match="The corpus changed while it was cross-fit"):
+        project.train([corpus])  # was trained on both, saying nothing
+    # noticed as the fold it changed in is saved, not after every fold
+    assert not (project.model_dir.parent / "cross-fit").exists()
+    assert not any(c.startswith("fold-2-") for c in calls)
+    assert served_models(projects) == served
+    assert not project.model_dir.exists()
+    monkeypatch.undo()
+    capsys.readouterr()
+    info = project.train([corpus])  # once it stays as it is: afresh
+    assert "Resuming" not in capsys.readouterr().err
+    assert info["documents"] == 31 and info["cross_fit"]["documents"] == 29
+    digest = project.corpus([corpus]).digest()
+    for source in SOURCES:
+        assert projects.get(source).backend.manifest["corpus_digest"] == digest
+
+
+def test_a_corpus_changed_back_after_a_refused_run_starts_afresh(
+    projects, corpus, monkeypatch, capsys
+):
+    """The folds of a run refused for a changed corpus were scored by sources
+    trained on either version: none of them is reused when the corpus is
+    back as the run began with it."""
+    project = cross_fitted(projects)
+    original, train_part = corpus.read_text(encoding="utf-8"), Backend.train_part
 
     def appending(self, corpus_, directory, jobs=1):
         if directory.name == "fold-1-tfidf-en":
@@ -431,14 +467,13 @@ def test_a_corpus_that_changes_while_it_is_cross_fitted_is_refused(
 
     monkeypatch.setattr(Backend, "train_part", appending)
     with pytest.raises(InputError, match="The corpus changed while it was cross-fit"):
-        project.train([corpus])  # was trained on both, saying nothing
-    assert served_models(projects) == served
-    assert not project.model_dir.exists()
+        project.train([corpus])
     monkeypatch.undo()
+    corpus.write_text(original, encoding="utf-8")
     capsys.readouterr()
-    info = project.train([corpus])  # once it stays as it is: afresh
-    assert "Resuming" not in capsys.readouterr().err
-    assert info["documents"] == 31 and info["cross_fit"]["documents"] == 29
+    info = project.train([corpus])
+    assert "Resuming" not in capsys.readouterr().err  # was: folds 1-3 reused
+    assert info["documents"] == 30 and info["cross_fit"]["documents"] == 28
     digest = project.corpus([corpus]).digest()
     for source in SOURCES:
         assert projects.get(source).backend.manifest["corpus_digest"] == digest
