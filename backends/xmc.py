@@ -6,7 +6,7 @@ best single backend uses. Presets:
 - `auto` (the default): `flat` while the flat layout's work, training
   documents x distinct subjects, is at most `FLAT_WORK_LIMIT` (20 million:
   yso-kirjastonhoitaja's 2.6k documents x 4k subjects is 10 million and trains
-  flat in about 20 s), `bonsai` beyond it. Flat training grows with that
+  flat in about 20 s), `balanced` beyond it. Flat training grows with that
   product (one classifier per subject, each against every document):
   10k documents x 15k subjects took 338 s flat against 30 s for Bonsai, and a
   catalogue of 200k documents would take days. The choice is printed when
@@ -20,9 +20,20 @@ best single backend uses. Presets:
   omikuji solves, with a seeded coordinate order: retraining on the same data
   gives the same scores. omikuji seeds its solvers from the operating
   system, so the tree presets below differ slightly from run to run.
-- `bonsai`: shallow, wide, unbalanced trees (Khandagale et al. 2020).
-- `parabel`: deep balanced binary trees (Prabhu et al. 2018); for corpora of
-  hundreds of thousands of documents.
+- `balanced`: Bonsai's wide trees (100 children per node), but each split
+  makes clusters of equal size, and a node splits again while it holds
+  omikuji's `min_branch_size` (100) subjects or more, so no leaf holds more.
+  A leaf trains one classifier per subject against every document of any of
+  its subjects, so its cost is subjects x documents: with `bonsai`'s
+  unbalanced clusters and depth 3 the Zipf-distributed subjects of a
+  catalogue gather in a few leaves of up to 1,600 subjects (the synthetic M
+  catalogue: 78% of the classifier work in the leaves), and training grew as
+  documents^2.2 (25k -> 50k documents of the synthetic L catalogue, one
+  thread: 245 s -> 1,156 s). `balanced` bounds every leaf, so the work is
+  documents x depth and grows near-linearly, with the same F1@5.
+- `bonsai`: shallow, wide, unbalanced trees (Khandagale et al. 2020), Annif's
+  settings; for comparisons with Annif.
+- `parabel`: deep balanced binary trees (Prabhu et al. 2018).
 
 The model is omikuji's own directory (settings JSON and CBOR trees, no
 pickle), or for `flat` the weight matrix as npz; the TF-IDF terms are
@@ -50,10 +61,18 @@ from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
 
-# omikuji hyper-parameters of each preset (Annif's documented Bonsai settings)
+# omikuji hyper-parameters of each preset (`bonsai`: Annif's documented settings)
 PRESETS = {
-    "auto": {},  # flat or bonsai, chosen from the training data: `choose_layout`
+    "auto": {},  # flat or balanced, chosen from the training data: `choose_layout`
     "flat": {"n_trees": 1, "max_depth": 1},
+    "balanced": {
+        "cluster_balanced": True,
+        "cluster_k": 100,
+        # deep enough that omikuji stops only at `min_branch_size` subjects
+        "max_depth": 20,
+        "collapse_every_n_layers": 0,
+        "n_trees": 3,
+    },
     "bonsai": {
         "cluster_balanced": False,
         "cluster_k": 100,
@@ -82,18 +101,21 @@ FLAT_WORK_LIMIT = 20_000_000
 
 def choose_layout(preset: str, documents: int, subjects: int) -> str:
     """The layout a preset trains: `auto` is `flat` while documents x subjects
-    is at most `FLAT_WORK_LIMIT`, else `bonsai`; the others are themselves."""
+    is at most `FLAT_WORK_LIMIT`, else `balanced` (whose training grows
+    near-linearly with the documents, where `bonsai`'s grows as their square);
+    the others are themselves."""
     if preset != "auto":
         return preset
-    return "flat" if documents * subjects <= FLAT_WORK_LIMIT else "bonsai"
+    return "flat" if documents * subjects <= FLAT_WORK_LIMIT else "balanced"
 
 
 @dataclass
 class XmcParams:
     preset: str = param(
         "auto",
-        "label tree layout: auto (flat on small training data, bonsai beyond), "
-        "flat (one-vs-rest), bonsai (shallow, wide), parabel (deep, binary)",
+        "label tree layout: auto (flat on small training data, balanced beyond), "
+        "flat (one-vs-rest), balanced (wide, equal clusters, leaves under 100 "
+        "subjects), bonsai (shallow, wide; Annif's), parabel (deep, binary)",
         choices=list(PRESETS),
     )
     ngram: int = param(1, "word n-grams: 1 = words, 2 = words and bigrams", min=1)

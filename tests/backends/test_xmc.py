@@ -23,7 +23,7 @@ def test_untrained_project_says_how_to_train(projects):
         projects.get("xmc-en").suggest(["stars"])
 
 
-@pytest.mark.parametrize("preset", ["flat", "bonsai", "parabel"])
+@pytest.mark.parametrize("preset", ["flat", "balanced", "bonsai", "parabel"])
 def test_learns_subjects_from_documents(projects, preset):
     project = projects.get("xmc-en")
     project.config.params["preset"] = preset
@@ -69,7 +69,7 @@ def test_auto_trains_flat_on_small_data_and_says_so(run_cli, projects, capfd):
     assert shown.exit_code == 0 and "layout: flat" in shown.output
 
 
-def test_auto_trains_bonsai_above_the_flat_work_limit(
+def test_auto_trains_balanced_trees_above_the_flat_work_limit(
     run_cli, projects, capfd, monkeypatch
 ):
     import backends.xmc
@@ -80,22 +80,46 @@ def test_auto_trains_bonsai_above_the_flat_work_limit(
     work = info["examples"] * info["subjects"]
     monkeypatch.setattr(backends.xmc, "FLAT_WORK_LIMIT", work - 1)
     project.train([DATA / "tiny.tsv"])
-    assert "Layout: bonsai" in capfd.readouterr().err
-    assert project.backend.manifest["info"]["layout"] == "bonsai"
+    assert "Layout: balanced" in capfd.readouterr().err
+    info = project.backend.manifest["info"]
+    assert info["layout"] == "balanced"
+    assert info["omikuji"]["cluster_balanced"] is True
     assert (project.model_dir / "omikuji" / "tree0.cbor").is_file()
     assert top_uri(project, "galaxies and telescopes") == ASTRONOMY
     shown = run_cli("show-project", "xmc-en")
-    assert shown.exit_code == 0 and "layout: bonsai" in shown.output
+    assert shown.exit_code == 0 and "layout: balanced" in shown.output
 
 
 def test_layout_rule():
     from backends.xmc import FLAT_WORK_LIMIT, choose_layout
 
     assert choose_layout("auto", 2_600, 4_000) == "flat"  # kirjastonhoitaja
-    assert choose_layout("auto", 10_000, 15_000) == "bonsai"  # 338 s flat
+    assert choose_layout("auto", 10_000, 15_000) == "balanced"  # 338 s flat
     assert choose_layout("auto", FLAT_WORK_LIMIT, 1) == "flat"
-    assert choose_layout("auto", FLAT_WORK_LIMIT + 1, 1) == "bonsai"
+    assert choose_layout("auto", FLAT_WORK_LIMIT + 1, 1) == "balanced"
     assert choose_layout("flat", 10**6, 10**6) == "flat"  # explicit stays
+    assert choose_layout("bonsai", 10**6, 10**6) == "bonsai"
+
+
+def test_trees_auto_picks_at_scale_keep_every_leaf_small(projects):
+    """A leaf trains one classifier per subject against all of its subjects'
+    documents: with unbalanced clusters cut at depth 3, catalogue subjects
+    piled up in leaves of over a thousand and training grew as documents^2.2.
+    The layout `auto` picks at scale splits into equal clusters until a node
+    holds fewer than omikuji's `min_branch_size` subjects."""
+    import omikuji
+
+    from backends.xmc import choose_layout
+
+    layout = choose_layout("auto", 200_000, 120_000)
+    hyper = projects.get("xmc-en").backend.hyper_params(120_000, layout)
+    assert hyper["cluster_balanced"] is True
+    k, min_branch = hyper["cluster_k"], omikuji.Model.default_hyper_param()
+    # depth at which equal clusters of 120k subjects are below min_branch_size
+    levels = 1
+    while 120_000 / k ** (levels - 1) >= min_branch.min_branch_size:
+        levels += 1
+    assert hyper["max_depth"] >= levels
 
 
 def test_flat_targets_are_sparse_columns():
@@ -113,7 +137,9 @@ def test_flat_targets_are_sparse_columns():
 def test_bad_preset_lists_the_choices(projects):
     project = projects.get("xmc-en")
     project.config.params["preset"] = "forest"
-    with pytest.raises(ConfigError, match="valid choices: auto, flat, bonsai, parabel"):
+    with pytest.raises(
+        ConfigError, match="valid choices: auto, flat, balanced, bonsai, parabel"
+    ):
         _ = project.backend
 
 
