@@ -41,7 +41,7 @@ from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
 
 if TYPE_CHECKING:
-    from backends.fusion_crossfit import FitSample
+    from backends.fusion_folds import FitSample
 
 CS = (0.01, 0.1, 1.0, 10.0)
 HELDOUT = "heldout.npz"
@@ -736,7 +736,8 @@ class CalibratedBackend(EnsembleBackend):
         and how many documents have known subjects."""
         from array import array
 
-        from backends.fusion_crossfit import fit_sample, fit_sample_key
+        from backends.fusion_crossfit import fit_sample
+        from backends.fusion_folds import fit_sample_key
 
         # 8 bytes each: a list of Python integers was 44
         keys = array("Q", (fit_sample_key(d.text) for d in corpus if d.subjects))
@@ -805,7 +806,7 @@ class CalibratedBackend(EnsembleBackend):
         held-out scores kept from training are fitted on)."""
         from tqdm import tqdm
 
-        from backends.fusion_crossfit import sampled
+        from backends.fusion_folds import sampled
         from indexer.corpus import batched
 
         gold, parts = [], []

@@ -36,14 +36,12 @@ from pathlib import Path
 
 from backends.fusion_crossfit import (
     REUSE,
-    FitSample,
-    FoldCorpus,
     folds_in_words,
     score_on_fold,
-    scored_documents,
     stage_model,
     tell,
 )
+from backends.fusion_folds import FitSample, FoldCorpus, scored_documents
 from indexer.batch.ray_engine import RETRIES, ray_error_reason, start_ray
 from indexer.batch.records import RayOptions
 from indexer.batch.work import ProjectRef

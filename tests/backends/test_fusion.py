@@ -231,7 +231,7 @@ def test_copies_of_a_text_fill_a_tuning_sample_only_to_its_size(
 ):
     """A text repeated many times (a boilerplate abstract) where the sample
     ends: fit_documents of the copies are scored, not every copy."""
-    from backends.fusion_crossfit import fit_sample_key
+    from backends.fusion_folds import fit_sample_key
 
     train_sources(projects)
     project = projects.get("calibrated-en")

@@ -14,15 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from backends.fusion import Candidates, FusionModel, HeldOut
-from backends.fusion_crossfit import (
-    CorpusSurvey,
-    CrossFit,
-    FitSample,
-    fit_sample_key,
-    fold_of,
-    folds_in_words,
-)
+from backends.fusion_crossfit import CrossFit, folds_in_words
 from backends.fusion_cv import choose_unseen_slots, source_gains
+from backends.fusion_folds import CorpusSurvey, FitSample, fit_sample_key, fold_of
 from indexer.backend import Backend
 from indexer.corpus import Corpus, Document
 from indexer.errors import BusyError, ConfigError, InputError
