@@ -136,6 +136,13 @@ class Corpus:
         for path in self.paths:
             if not path.exists():
                 raise InputError(f"Corpus '{path}' does not exist")
+            if not (path.is_file() or path.is_dir()):  # a pipe would hang
+                raise InputError(
+                    f"Corpus '{path}' is not a file or a directory: a pipe or "
+                    "device can be read only once, and a corpus is read more "
+                    "than once (its digest, then its documents, again for each "
+                    "pass of training); write it to a file first"
+                )
         self.vocab = vocab
         self.language = language
         self.stats = CorpusStats()

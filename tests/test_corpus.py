@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 
 import pytest
@@ -88,6 +89,13 @@ def test_reading_is_lazy_and_repeatable(tmp_path, vocab):
     assert next(iterator).text == "doc 0"
     corpus = Corpus([path], vocab, "en")
     assert sum(1 for _ in corpus) == sum(1 for _ in corpus) == 1000
+
+
+def test_a_pipe_is_refused_as_a_corpus_rather_than_waited_on(tmp_path, vocab):
+    fifo = tmp_path / "corpus.tsv"
+    os.mkfifo(fifo)  # nobody writes: reading it twice would wait forever
+    with pytest.raises(InputError, match="not a file or a directory"):
+        Corpus([fifo], vocab, "en")
 
 
 def test_bad_corpus_paths_and_lines(tmp_path, vocab):
