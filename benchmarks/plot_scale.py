@@ -5,7 +5,7 @@ each stage extrapolated to a million and ten million documents.
     python benchmarks/plot_scale.py [--tag final] [--out docs/guides/scale-growth.svg]
 
 Reads benchmarks/results/scale_stages-SIZE-TAG.json (from scale_stages.py) and
-scale_annif-SIZE.json (from scale_annif.py) for the sizes S, M and L; a stage
+scale_annif-SIZE.json (from scale_annif.py) for the sizes S, M, L and XL; a stage
 is drawn where it was measured at two sizes or more. Writes one SVG with two
 panels (time, memory), without fonts or scripts from the network, and prints
 the extrapolation: each stage's time and memory grown from its largest
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale_stages  # noqa: E402
 from common import RESULTS, ROOT, markdown_table  # noqa: E402
 
-SIZES = ("S", "M", "L")
+SIZES = tuple(size for size in scale_stages.SIZES if size != "T")  # T: a smoke test
 STAGES = {  # stage -> what the plot calls it
     "load-vocab": "load-vocab",
     "train-tfidf": "train tfidf",

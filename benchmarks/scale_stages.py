@@ -4,11 +4,11 @@ seeded synthetic data shaped like a national library's catalogue.
     nice -n 10 python benchmarks/scale_stages.py --size S
     nice -n 10 python benchmarks/scale_stages.py --size M --stages load-vocab,tfidf
 
-Sizes: S = 20k concepts, 10k training documents; M = 100k, 50k; L = 200k, 200k
-(each with 1,000 held-out documents for eval). The vocabulary is SKOS Turtle:
-concepts with 1-3 word prefLabels and 0-2 altLabels drawn from a synthetic
-word list, in a hierarchy (each concept but the roots has one broader concept
-chosen among the earlier ones). A document has 1-8 subjects drawn from a
+Sizes: S = 20k concepts, 10k training documents; M = 100k, 50k; L = 200k, 200k;
+XL = 200k, 1M (each with 1,000 held-out documents for eval). The vocabulary
+is SKOS Turtle: concepts with 1-3 word prefLabels and 0-2 altLabels drawn from
+a synthetic word list, in a hierarchy (each concept but the roots has one
+broader concept chosen among the earlier ones). A document has 1-8 subjects drawn from a
 Zipf-like distribution over the concepts and about 120 words: the labels of
 its subjects and a few topic words of each subject, mixed into Zipf-distributed
 background words. Everything is seeded (`--seed`), so a size is the same data
@@ -47,6 +47,7 @@ SIZES = {  # concepts, training documents (T: a smoke test of the script)
     "S": (20_000, 10_000),
     "M": (100_000, 50_000),
     "L": (200_000, 200_000),
+    "XL": (200_000, 1_000_000),  # L's vocabulary, five times the documents
 }
 HELD_OUT = 1_000
 STAGES = [
@@ -265,7 +266,9 @@ def _f1(metrics: dict) -> float:
 def print_growth(tag: str = "") -> None:
     """Growth exponents between consecutive measured sizes (per stage)."""
     measured = []
-    for size in ("S", "M", "L"):
+    for size in SIZES:
+        if size == "T":
+            continue
         path = RESULTS / f"scale_stages-{size}{f'-{tag}' if tag else ''}.json"
         if path.is_file():
             measured.append(json.loads(path.read_text()))

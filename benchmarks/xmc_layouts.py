@@ -4,6 +4,7 @@ each dataset's train split and evaluated on another 10% of it (split by the
 md5 of each line; never the test files).
 
     nice -n 10 python benchmarks/xmc_layouts.py [--datasets kirjastonhoitaja]
+        [--presets flat,bonsai,balanced]
 
 Prints a markdown table; writes benchmarks/results/xmc_layouts.json.
 """
@@ -34,7 +35,9 @@ PRESETS = ["flat", "bonsai"]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default="kirjastonhoitaja,archaeology")
+    parser.add_argument("--presets", default=",".join(PRESETS))
     args = parser.parse_args()
+    presets = args.presets.split(",")
     from backends.xmc import choose_layout
     from indexer.project import Projects
 
@@ -44,12 +47,12 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="xmc-layouts-"))
         split = split_lines(DATASETS / train, work)  # train / tune / test parts
         sections = {
-            p: {"language": language, "backend": "xmc", "preset": p} for p in PRESETS
+            p: {"language": language, "backend": "xmc", "preset": p} for p in presets
         }
         projects = Projects.from_path(
             write_config(work, "v", DATASETS / vocab, sections)
         )
-        for preset in PRESETS:
+        for preset in presets:
             project = projects.get(preset)
             started = time.perf_counter()
             info = project.train([split["train"]])
