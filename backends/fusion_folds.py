@@ -26,8 +26,9 @@ def _digest(text: str) -> int:
 
 def fit_sample_key(text: str) -> int:
     """A document's place in the order the fit's sample is taken in: the high
-    64 bits of the md5 of its text (the fold is the md5 modulo K, from its low
-    bits, so every fold gets its share of the sample)."""
+    64 bits of the md5 of its text. The fold is the whole md5 modulo K, and
+    its low 64 bits alone spread the sample's documents evenly over the
+    folds, so every fold gets its share."""
     return _digest(text) >> 64
 
 
