@@ -7,8 +7,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from indexer.analyzer import SNOWBALL, Analyzer
@@ -99,11 +100,16 @@ def test_corpus_readers_raise_only_input_errors(name, data):
         max_size=10,
     )
 )
+@example(lines=[" "])  # no line with a text: no corpus, said so
 def test_utf8_corpus_lines_are_never_rejected(lines):
     with tempfile.TemporaryDirectory() as tmp:
         body = "".join(f"{line}\thttp://example.org/t/physics\n" for line in lines)
         path = _write(Path(tmp), "c.tsv", body.encode())
         stats = CorpusStats()
+        if lines and not any(line.strip() for line in lines):
+            with pytest.raises(InputError, match="has a text"):
+                list(read_documents(path, stats))
+            return
         documents = list(read_documents(path, stats))
     assert stats.rejected == 0
     assert [d.text for d in documents] == [line for line in lines if line.strip()]
