@@ -407,12 +407,9 @@ def test_a_failure_in_the_middle_leaves_every_source_as_it_was(
         assert projects.get(source).backend.manifest["corpus_digest"] == digest
 
 
-def test_a_corpus_that_changes_while_it_is_cross_fitted_is_refused(
-    projects, corpus, served, monkeypatch, capsys
-):
-    """The corpus is read again for every training: a file appended to
-    meanwhile would leave sources and folds trained on different corpora."""
-    project = cross_fitted(projects)
+def append_to_the_corpus_in_fold_2(corpus, monkeypatch) -> list[str]:
+    """Append a document to `corpus` as tfidf starts training for the second
+    fold; returns the folders of the trainings started (filled as they start)."""
     calls, train_part = [], Backend.train_part
 
     def appending(self, corpus_, directory, jobs=1):
@@ -425,6 +422,16 @@ def test_a_corpus_that_changes_while_it_is_cross_fitted_is_refused(
         return train_part(self, corpus_, directory, jobs)
 
     monkeypatch.setattr(Backend, "train_part", appending)
+    return calls
+
+
+def test_a_corpus_that_changes_while_it_is_cross_fitted_is_refused(
+    projects, corpus, served, monkeypatch, capsys
+):
+    """The corpus is read again for every training: a file appended to
+    meanwhile would leave sources and folds trained on different corpora."""
+    project = cross_fitted(projects)
+    calls = append_to_the_corpus_in_fold_2(corpus, monkeypatch)
     with pytest.raises(InputError, match="The corpus changed while it was cross-fit"):
         project.train([corpus])  # was trained on both, saying nothing
     # noticed as the fold it changed in is saved, not after every fold
@@ -449,17 +456,8 @@ def test_a_corpus_changed_back_after_a_refused_run_starts_afresh(
     trained on either version: none of them is reused when the corpus is
     back as the run began with it."""
     project = cross_fitted(projects)
-    original, train_part = corpus.read_text(encoding="utf-8"), Backend.train_part
-
-    def appending(self, corpus_, directory, jobs=1):
-        if directory.name == "fold-1-tfidf-en":
-            with open(corpus, "a", encoding="utf-8") as f:
-                f.write(
-                    "Galaxies seen through telescopes\thttp://example.org/t/astronomy\n"
-                )
-        return train_part(self, corpus_, directory, jobs)
-
-    monkeypatch.setattr(Backend, "train_part", appending)
+    original = corpus.read_text(encoding="utf-8")
+    append_to_the_corpus_in_fold_2(corpus, monkeypatch)
     with pytest.raises(InputError, match="The corpus changed while it was cross-fit"):
         project.train([corpus])
     monkeypatch.undo()
