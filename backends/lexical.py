@@ -313,21 +313,27 @@ class LexicalBackend(Backend):
         present = index.terms(token_hashes(tokens))
         if len(present) < 2:
             return
+        # the text's terms x the multi-word phrases that have any of them:
+        # summed over the phrases touched only, not every phrase of the index
         weights = index.multi_weights[present]
-        coverage = np.asarray(weights.sum(axis=0)).ravel()
+        rows, entry_row = np.unique(weights.indices, return_inverse=True)
+        # float32 sums in the terms' order, as the index's shares were built
+        coverage = np.zeros(len(rows), weights.dtype)
+        np.add.at(coverage, entry_row, weights.data)
         # a partial match needs two of the label's words, not one shared word
-        words = np.asarray((weights > 0).sum(axis=0)).ravel()
-        for row in np.flatnonzero(
+        words = np.bincount(entry_row[weights.data > 0], minlength=len(rows))
+        for k in np.flatnonzero(
             (coverage >= max(self.params.min_coverage, 1e-6)) & (words >= 2)
         ):
+            row = rows[k]
             phrase = int(index.multi_phrases[row])
             length = int(index.phrase_lengths[phrase])
             senses = index.senses(phrase)
             for concept_id, is_pref in index.entries(phrase):
                 match = matches[concept_id]
                 match.senses = min(match.senses, senses)
-                if match.coverage < coverage[row]:
-                    match.coverage = float(coverage[row])
+                if match.coverage < coverage[k]:
+                    match.coverage = float(coverage[k])
                     match.pref = match.pref or is_pref
                     match.length = max(match.length, length)
 
@@ -373,10 +379,15 @@ class LexicalBackend(Backend):
         to bring its neighbours along, a stray word does not."""
         if not ids:
             return np.zeros(0)
-        neighbours = self._index.neighbours
-        matched = np.zeros(neighbours.shape[0], np.float32)
-        matched[ids] = 1.0
-        return neighbours[ids] @ matched
+        # the matched concepts' rows, restricted to the matched columns (a
+        # vector over the whole vocabulary per document cost more than this)
+        rows = self._index.neighbours[ids]
+        counts = np.diff(rows.indptr)
+        hit = np.isin(rows.indices, ids)
+        row_of = np.repeat(np.arange(len(ids)), counts)
+        return np.bincount(
+            row_of[hit], weights=rows.data[hit], minlength=len(ids)
+        ).astype(np.float32)
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self._trees is not None:

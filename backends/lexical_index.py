@@ -259,6 +259,12 @@ class LabelIndex:
     """Label phrases looked up by hash, with what matching needs of them."""
 
     def __init__(self, arrays: dict):
+        # plain views of the mapped arrays: np.memmap's indexing wraps every
+        # scalar and slice in a new memmap (a tenth of the matching time)
+        arrays = {
+            name: value.view(np.ndarray) if isinstance(value, np.memmap) else value
+            for name, value in arrays.items()
+        }
         self._keys = arrays["phrase_keys"]
         self.phrase_lengths = arrays["phrase_lengths"]
         self._indptr = arrays["entry_indptr"]
