@@ -122,6 +122,37 @@ def test_trees_auto_picks_at_scale_keep_every_leaf_small(projects):
     assert hyper["max_depth"] >= levels
 
 
+@pytest.mark.parametrize(
+    ("trees_at_once", "jobs", "groups"),
+    [(1, 2, [1, 1, 1]), (0, 2, [2, 1]), (0, 1, [1, 1, 1]), (5, 2, [3])],
+)
+def test_trees_are_trained_and_saved_a_few_at_a_time(
+    projects, monkeypatch, trees_at_once, jobs, groups
+):
+    """The forest grows with the training data (1.3 GB on disk at 200k
+    documents): trained all at once, memory held every tree. Trees trained
+    together (one per core by default) are saved before the next ones start,
+    and the saved forest has them all."""
+    import omikuji
+
+    trained = []
+    train_on_data = omikuji.Model.train_on_data
+
+    def counting(data, hp, n_threads=None):
+        trained.append(hp.n_trees)
+        return train_on_data(data, hp, n_threads=n_threads)
+
+    monkeypatch.setattr(omikuji.Model, "train_on_data", counting)
+    project = projects.get("xmc-en")
+    project.config.params.update(preset="bonsai", trees_at_once=str(trees_at_once))
+    project.train([DATA / "tiny.tsv"], jobs=jobs)
+    assert trained == groups
+    trees = sorted(p.name for p in (project.model_dir / "omikuji").glob("tree*"))
+    assert trees == ["tree0.cbor", "tree1.cbor", "tree2.cbor"]
+    project.unload()
+    assert top_uri(project, "galaxies and telescopes") == ASTRONOMY
+
+
 def test_flat_targets_are_sparse_columns():
     from backends.xmc import target_columns
 
