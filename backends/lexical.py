@@ -421,14 +421,21 @@ class LexicalBackend(Backend):
             desc="Matching labels", unit=" docs", leave=False, disable=None
         ) as bar:
             for chunk in batched((d for d in corpus if d.subjects), MATCH_CHUNK):
-                matches = parallel_map(self._features, [d.text for d in chunk], jobs)
-                for doc, (ids, x) in zip(chunk, matches, strict=True):
+                # only the documents the scorer may learn from need features
+                slots = [sample.slot() for _ in chunk]
+                tasks = [
+                    (d.text, slot is not None)
+                    for d, slot in zip(chunk, slots, strict=True)
+                ]
+                matches = parallel_map(self._training_matches, tasks, jobs)
+                for doc, slot, (ids, x) in zip(chunk, slots, matches, strict=True):
                     counts[doc.subjects] += 1
                     gold = set(doc.subjects)
                     own = np.array([c in gold for c in ids], dtype=np.float32)
                     matched[ids] += 1
                     hits[ids] += own
-                    sample.add((ids, x, own))
+                    if slot is not None:
+                        sample.put(slot, (ids, x, own))
                 documents += len(chunk)
                 bar.update(len(chunk))
         stats = _MatchStats(counts, matched, hits, documents)
@@ -448,6 +455,14 @@ class LexicalBackend(Backend):
             info["weights"] = scorer.weights
         self._save_match_stats(directory, stats)
         return info
+
+    def _training_matches(self, task: tuple[str, bool]):
+        """A training document's matched concepts, with their features when
+        the scorer may learn from it (a third of the time goes to them)."""
+        text, featured = task
+        if featured:
+            return self._features(text)
+        return list(self._matches(text)[0]), None
 
     def _learn(self, corpus, previous: Path, directory: Path) -> dict:
         """Add the new documents' label matches to the per-concept match
@@ -555,12 +570,24 @@ class _Reservoir:
         self._rng = np.random.default_rng(seed)
 
     def add(self, item) -> None:
+        slot = self.slot()
+        if slot is not None:
+            self.put(slot, item)
+
+    def slot(self) -> int | None:
+        """Where the next item of the stream goes, None if it is left out:
+        drawn before the item is made, so an item left out costs nothing.
+        Items must be `put` in the order of their slots' draws."""
         self._seen += 1
-        if len(self.items) < self.size:
-            self.items.append(item)
-            return
+        if self._seen <= self.size:
+            return self._seen - 1
         slot = int(self._rng.integers(self._seen))
-        if slot < self.size:
+        return slot if slot < self.size else None
+
+    def put(self, slot: int, item) -> None:
+        if slot == len(self.items):
+            self.items.append(item)
+        else:
             self.items[slot] = item
 
 

@@ -384,6 +384,26 @@ def test_the_scorer_learns_from_a_bounded_sample_and_the_statistics_count_all(
     assert (project.model_dir / "weights.json").read_text() == weights
 
 
+def test_slots_drawn_ahead_give_the_sample_that_adding_gives():
+    """Training draws a chunk's slots before matching it (features are made
+    only for the documents with one): the sample must be the same as adding
+    the documents one by one."""
+    from backends.lexical import _Reservoir
+
+    for size, seed in ((10, 0), (10, 3), (200, 1)):
+        added, drawn = _Reservoir(size, seed), _Reservoir(size, seed)
+        for i in range(1000):
+            added.add(i)
+        for chunk in range(0, 1000, 64):
+            items = range(chunk, min(chunk + 64, 1000))
+            slots = [drawn.slot() for _ in items]
+            for item, slot in zip(items, slots, strict=True):
+                if slot is not None:
+                    drawn.put(slot, item)
+        assert drawn.items == added.items
+        assert sum(slot is not None for slot in slots) < len(slots)
+
+
 def test_the_reservoir_keeps_everything_in_order_until_full_then_a_uniform_sample():
     from backends.lexical import _Reservoir
 
