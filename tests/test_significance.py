@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -229,6 +230,25 @@ def test_compare_gives_difference_interval_and_verdict(run_cli, tiny_corpus):
     same = run_cli("compare", "tfidf-en", "tfidf-en", str(tiny_corpus))
     assert same.exit_code == 0
     assert all(x.endswith("no difference") for x in same.stdout.splitlines()[2:])
+
+
+def test_compare_writes_its_table_as_json(run_cli, tiny_corpus, tmp_path):
+    assert run_cli("train", "tfidf-en", str(tiny_corpus)).exit_code == 0
+    out = tmp_path / "new" / "compare.json"
+    args = ("compare", "tfidf-en", "dummy-en", str(tiny_corpus), "--bootstrap", "300")
+    result = run_cli(*args, "--metric", "recall@3", "--results-file", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert (data["a"], data["b"], data["documents"]) == ("tfidf-en", "dummy-en", 10)
+    assert (data["bootstrap"], data["seed"], data["confidence"]) == (300, 0, 0.95)
+    recall = data["metrics"]["recall@3"]
+    assert list(data["metrics"]) == ["recall@3"]
+    assert (recall["a"], recall["b"]) == (1.0, 0.2)
+    assert recall["low"] <= recall["difference"] <= recall["high"]
+    assert recall["verdict"] == "A better"
+    # a file under a file is refused before anything is evaluated
+    blocked = run_cli(*args, "--results-file", str(out / "x.json"))
+    assert blocked.exit_code == 2 and "is a file, not a folder" in blocked.output
 
 
 def test_compare_errors(run_cli, workspace, tiny_corpus):

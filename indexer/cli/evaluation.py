@@ -285,12 +285,21 @@ def _eval_command_line(project_id, paths, limit, threshold, bootstrap, seed, rep
 @click.option(
     "--seed", default=0, show_default=True, type=int, help="Seed of the resampling."
 )
+@click.option(
+    "--results-file",
+    type=click.Path(dir_okay=False),
+    help="Also write the comparison as JSON (each metric's A, B, A - B, "
+    "interval and verdict).",
+)
 @pass_context
-def compare(ctx: Context, project_a, project_b, paths, bootstrap, metrics, seed):
+def compare(
+    ctx: Context, project_a, project_b, paths, bootstrap, metrics, seed, results_file
+):
     """Compare PROJECT_A with PROJECT_B on the same documents: each metric's
     difference A - B with its paired 95% bootstrap interval."""
     from indexer.significance import metric_names, paired_difference
 
+    _check_output("--results-file", results_file)
     a, b = ctx.project(project_a), ctx.project(project_b)
     known = metric_names()
     unknown = [m for m in metrics if m not in known]
@@ -327,6 +336,27 @@ def compare(ctx: Context, project_a, project_b, paths, bootstrap, metrics, seed)
         ],
         ["metric", "A", "B", "A-B", f"{CONFIDENCE:.0%} interval", "verdict"],
     )
+    if results_file:
+        data = {
+            "a": a.id,
+            "b": b.id,
+            "documents": evaluator_a.results()["documents"],
+            "bootstrap": bootstrap,
+            "seed": seed,
+            "confidence": CONFIDENCE,
+            "metrics": {
+                name: {
+                    "a": d.a,
+                    "b": d.b,
+                    "difference": d.difference,
+                    "low": d.low,
+                    "high": d.high,
+                    "verdict": d.verdict,
+                }
+                for name, d in diffs.items()
+            },
+        }
+        _write_output("--results-file", results_file, json.dumps(data, indent=2))
 
 
 @cli.command()
