@@ -298,7 +298,8 @@ class XmcBackend(Backend):
         n_trees, jobs = hyper["n_trees"], max(jobs, 1)
         at_once = min(n_trees, self.params.trees_at_once or jobs)
         print(
-            f"Training {n_trees} {layout} label trees ({at_once} at a time) for "
+            f"Training {n_trees} {layout} label tree{'s' if n_trees > 1 else ''} "
+            f"({at_once} at a time) for "
             f"{n_labels} subjects on {examples} documents",
             file=sys.stderr,
         )
