@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale_stages  # noqa: E402
 from common import RESULTS, ROOT, markdown_table  # noqa: E402
 
-SIZES = tuple(size for size in scale_stages.SIZES if size != "T")  # T: a smoke test
+SIZES = scale_stages.MEASURED_SIZES
 STAGES = {  # stage -> what the plot calls it
     "load-vocab": "load-vocab",
     "train-tfidf": "train tfidf",
