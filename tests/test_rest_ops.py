@@ -888,6 +888,44 @@ def test_gunicorn_replaces_a_killed_worker(ops_config):
         assert server.stop() == 0
 
 
+@needs_fork
+def test_a_worker_stopped_while_it_boots_ends_at_once():
+    """A fork of the serving master ends on SIGTERM before gunicorn sets the
+    worker's handlers; with the master's handlers inherited, it ignored it."""
+    script = textwrap.dedent(
+        """
+        import os, signal, sys, time
+        from indexer.rest import prefork
+        signal.signal(signal.SIGTERM, lambda *_: None)  # as gunicorn's master does
+        prefork.stop_booting_workers_at_once(os.getpid())
+        child = os.fork()
+        if child == 0:
+            time.sleep(20)
+            os._exit(3)
+        started = time.monotonic()
+        os.kill(child, signal.SIGTERM)
+        _, status = os.waitpid(child, 0)
+        print(os.waitstatus_to_exitcode(status), time.monotonic() - started < 5)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["0", "True"], done.stderr
+
+
+@needs_fork
+def test_a_server_stopped_as_its_workers_boot_stops_at_once(ops_config):
+    # stopped the moment it listens, while its four workers fork and boot:
+    # before, a worker in that window missed the stop and the master waited
+    # its graceful timeout (30 s) for it, one run in four here
+    for _ in range(3):
+        server = Server(ops_config, "--workers", "4", "--threads", "1")
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 15
+
+
 def _ipv6_loopback() -> bool:
     import socket
 

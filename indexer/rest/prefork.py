@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -90,6 +91,47 @@ def share_cores(workers: int) -> None:
         sys.modules["faiss"].omp_set_num_threads(threads)
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+_serving_master: int | None = None
+
+
+def stop_booting_workers_at_once(master: int) -> None:
+    """Make the workers that `master` forks end at once on a stop signal
+    until gunicorn installs their own handlers. A forked worker inherits the
+    master's handlers, which queue the signal in the master's queue, a copy
+    nobody reads: a stop that came while a worker booted was lost, and the
+    master waited its whole graceful timeout (30 s) to kill it. The master
+    holds the stop signals over each fork, so that one sent to the new worker
+    before its handler is set waits for it rather than being dropped.
+    Nothing is in flight before the worker's own handlers are set."""
+    global _serving_master
+    if _serving_master is None:
+        os.register_at_fork(
+            before=_hold_stops,
+            after_in_parent=_release_stops,
+            after_in_child=_end_on_stops,
+        )
+    _serving_master = master
+
+
+def _hold_stops() -> None:
+    if os.getpid() == _serving_master:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _release_stops() -> None:
+    if os.getpid() == _serving_master:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _end_on_stops() -> None:
+    if os.getppid() != _serving_master:
+        return
+    for stop in _STOP_SIGNALS:
+        signal.signal(stop, lambda *_: os._exit(0))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
 def serve(
     app: Flask,
     host: str,
@@ -104,6 +146,7 @@ def serve(
     # function of its util module, which this server replaces for good
     util.write_error = write_problem
     master = os.getpid()
+    stop_booting_workers_at_once(master)
     metrics = app.extensions.get("indexer_metrics")
 
     def when_ready(arbiter) -> None:
