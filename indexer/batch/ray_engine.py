@@ -10,8 +10,10 @@ and it hands them on.
 
 Ray restarts an actor that died and retries its block, but only `RETRIES`
 times: a block that kills its worker every time (out of memory, a crash in a
-backend) stops the run with an error that names it, the blocks before it
-written. The workers record which block they start in a small actor, so that
+backend) stops the run with an error that names it. The blocks that
+finished before it are written; those still in flight then (a block queued
+on the same actor, or slower on another) are not, and a rerun resumes with
+them. The workers record which block they start in a small actor, so that
 the block can be named whichever worker it killed.
 
 The workers need the project's configuration and models at the same absolute
