@@ -18,7 +18,8 @@ best single backend uses. Presets:
   F1@5 0.36 against 0.33 for Bonsai) and still fast up to ~10k subjects.
   It is trained here with liblinear (scikit-learn), the same L2-loss SVM
   omikuji solves, with a seeded coordinate order: retraining on the same data
-  gives the same scores. omikuji seeds its solvers from the operating
+  gives the same scores, with any number of jobs (processes: liblinear's
+  generator is one per process). omikuji seeds its solvers from the operating
   system, so the tree presets below differ slightly from run to run.
 - `balanced`: Bonsai's wide trees (100 children per node), but each split
   makes clusters of equal size, and a node splits again while it holds
@@ -245,21 +246,9 @@ class XmcBackend(Backend):
         )
         targets = target_columns(subjects, labels)
         p = self.params
-
-        def fit(column: int):
-            y = np.zeros(x.shape[0], dtype=bool)
-            y[targets.indices[targets.indptr[column] : targets.indptr[column + 1]]] = 1
-            weights = fit_linear(x, y, p.linear_c, p.weight_threshold, p.seed)
-            kept = np.flatnonzero(weights)
-            return kept, weights[kept].astype(np.float32)
-
-        if jobs > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(jobs) as pool:  # liblinear releases the GIL
-                columns = list(pool.map(fit, range(len(labels))))
-        else:
-            columns = [fit(column) for column in range(len(labels))]
+        columns = fit_classifiers(
+            x, targets, p.linear_c, p.weight_threshold, p.seed, jobs
+        )
         import scipy.sparse as sp
 
         indptr = np.concatenate([[0], np.cumsum([len(k) for k, _ in columns])])
@@ -383,6 +372,41 @@ def with_bias(x):
     import scipy.sparse as sp
 
     return sp.hstack([x, np.ones((x.shape[0], 1), np.float32)], format="csr")
+
+
+def fit_classifiers(
+    x, targets, c: float, threshold: float, seed: int, jobs: int
+) -> list:
+    """(kept features, their weights) of a classifier for each column of
+    `targets` (documents x labels, CSC), in `jobs` processes: the same
+    weights whatever `jobs` is."""
+    fit = (x, targets, c, threshold, seed)
+    labels = targets.shape[1]
+    if jobs <= 1 or labels <= 1:
+        return fit_columns(range(labels), *fit)
+    # processes, not threads: liblinear draws its coordinate order from one
+    # generator per process, and fits in threads interleave their draws
+    # (weights that differ from run to run)
+    from joblib import Parallel, delayed
+
+    parts = np.array_split(np.arange(labels), min(labels, 8 * jobs))
+    done = Parallel(n_jobs=jobs, backend="loky")(
+        delayed(fit_columns)(part, *fit) for part in parts
+    )
+    return [column for part in done for column in part]
+
+
+def fit_columns(columns, x, targets, c: float, threshold: float, seed: int) -> list:
+    """(kept features, their weights) of the classifier of each of `columns`
+    of `targets` (documents x labels, CSC)."""
+    fitted = []
+    for column in columns:
+        y = np.zeros(x.shape[0], dtype=bool)
+        y[targets.indices[targets.indptr[column] : targets.indptr[column + 1]]] = 1
+        weights = fit_linear(x, y, c, threshold, seed)
+        kept = np.flatnonzero(weights)
+        fitted.append((kept, weights[kept].astype(np.float32)))
+    return fitted
 
 
 def fit_linear(x, y: np.ndarray, c: float, threshold: float, seed: int) -> np.ndarray:

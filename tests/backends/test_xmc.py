@@ -165,6 +165,22 @@ def test_flat_targets_are_sparse_columns():
     ]
 
 
+def test_flat_classifiers_are_the_same_whatever_the_jobs():
+    """liblinear's coordinate order comes from one generator per process:
+    fitted on threads, the classifiers drew from it in turn and came out
+    different from run to run."""
+    from backends.xmc import fit_classifiers, with_bias
+
+    rng = np.random.default_rng(3)
+    x = with_bias(sp.random(1500, 400, density=0.05, format="csr", rng=rng))
+    targets = sp.random(1500, 24, density=0.1, format="csc", rng=rng) > 0
+    fits = [fit_classifiers(x, targets.tocsc(), 1.0, 0.0, 0, jobs) for jobs in (1, 2)]
+    assert len(fits[0]) == len(fits[1]) == 24
+    for (kept, weights), (kept_too, weights_too) in zip(*fits, strict=True):
+        assert kept.tolist() == kept_too.tolist()
+        assert weights.tobytes() == weights_too.tobytes()
+
+
 def test_bad_preset_lists_the_choices(projects):
     project = projects.get("xmc-en")
     project.config.params["preset"] = "forest"
