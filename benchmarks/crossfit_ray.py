@@ -19,7 +19,8 @@ same model under any hash seed), so 'random' checks that too.
 Both fusions then suggest for the scored
 split; the largest absolute difference of their score matrices is reported,
 with the load average of the machine before and after each run (other
-people's work on a shared machine slows both).
+people's work on a shared machine slows both) and the cores the machine kept
+busy meanwhile (from /proc/stat: every process's).
 Writes benchmarks/results/crossfit_ray[-TAG].json.
 """
 
@@ -69,6 +70,7 @@ def cross_fit(
     command = [sys.executable, "-m", "indexer", "--projects", str(config), "train"]
     command += [FUSION, str(corpus), "--cross-fit", str(folds), *engine]
     before = os.getloadavg()
+    busy_before = machine_cpu_seconds()
     started = time.perf_counter()
     done = subprocess.run(
         command,
@@ -81,14 +83,25 @@ def cross_fit(
         text=True,
     )
     seconds = time.perf_counter() - started
+    busy = machine_cpu_seconds() - busy_before
     if done.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr}")
     return {
         "seconds": round(seconds, 1),
         "load_before": [round(x, 2) for x in before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
+        # every process's, not only the run's: read with the load averages
+        "machine_cores_busy": round(busy / seconds, 2),
         "said": done.stderr.strip().splitlines()[-2:],
     }
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy (not idle) since boot."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def fusion_scores(config: Path, texts: list[str]):
