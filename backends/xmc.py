@@ -56,7 +56,7 @@ import numpy as np
 
 from indexer.backend import ASSOCIATIVE, Backend
 from indexer.corpus import indexed_texts
-from indexer.errors import InputError
+from indexer.errors import IndexerError, InputError
 from indexer.features import TfidfFeatures
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
@@ -388,11 +388,19 @@ def fit_classifiers(
     # generator per process, and fits in threads interleave their draws
     # (weights that differ from run to run)
     from joblib import Parallel, delayed
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     parts = np.array_split(np.arange(labels), min(labels, 8 * jobs))
-    done = Parallel(n_jobs=jobs, backend="loky")(
-        delayed(fit_columns)(part, *fit) for part in parts
-    )
+    try:
+        done = Parallel(n_jobs=jobs, backend="loky")(
+            delayed(fit_columns)(part, *fit) for part in parts
+        )
+    except TerminatedWorkerError:
+        raise IndexerError(
+            f"A process fitting the flat layout's classifiers ({jobs} at once) "
+            "died: out of memory, or killed. Nothing was saved; -j 1 fits one "
+            "classifier at a time, in less memory"
+        ) from None
     return [column for part in done for column in part]
 
 

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from indexer.errors import ConfigError, NotTrainedError
+from indexer.errors import ConfigError, IndexerError, NotTrainedError
 
 from ..conftest import DATA
 
@@ -179,6 +180,20 @@ def test_flat_classifiers_are_the_same_whatever_the_jobs():
     for (kept, weights), (kept_too, weights_too) in zip(*fits, strict=True):
         assert kept.tolist() == kept_too.tolist()
         assert weights.tobytes() == weights_too.tobytes()
+
+
+def die(*_):
+    os._exit(1)  # as the kernel's out-of-memory killer would end it
+
+
+def test_a_flat_fit_process_that_dies_is_an_error_not_a_traceback(monkeypatch):
+    from backends import xmc
+
+    monkeypatch.setattr(xmc, "fit_columns", die)  # found by name in the process
+    x = xmc.with_bias(sp.random(50, 20, density=0.2, format="csr", random_state=0))
+    targets = sp.random(50, 4, density=0.3, format="csc", random_state=0) > 0
+    with pytest.raises(IndexerError, match="died: out of memory, or killed"):
+        xmc.fit_classifiers(x, targets.tocsc(), 1.0, 0.0, 0, jobs=2)
 
 
 def test_bad_preset_lists_the_choices(projects):
