@@ -60,6 +60,18 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def model_servers_never_failed():
+    """Every test starts with model servers that never failed: this process
+    keeps a breaker and a gate per server URL, and a test's server may get
+    the port of an earlier test's failed one."""
+    from indexer.neural.http import forget_model_servers
+
+    forget_model_servers()
+    yield
+    forget_model_servers()
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """A directory with projects.cfg (tiny vocabulary) and an empty data dir."""

@@ -185,6 +185,14 @@ class HostileServer:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Whether every request it took has been answered (or abandoned)
+        within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while self._at_once and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self._at_once
+
     def __enter__(self) -> HostileServer:
         serve = lambda: self._server.serve_forever(poll_interval=0.05)  # noqa: E731
         threading.Thread(target=serve, daemon=True).start()

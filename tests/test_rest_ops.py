@@ -411,16 +411,16 @@ def test_torch_projects_answer_in_forked_workers(ops_config, encoder):
     server = gunicorn(ops_config)
     try:
         wait_ready(server.base)
-        seen = set()
-        for attempt in range(40):
+        # the first worker may answer many requests before the second forks
+        seen, attempt, deadline = set(), 0, time.monotonic() + 60
+        while len(seen) < 2 and time.monotonic() < deadline:
+            attempt += 1
             request_id = f"embed-{attempt}"
             status, _, body = suggest(server.base, "embed-en", PHYSICS, request_id)
             assert status == 200, body
             assert uris(body)
             seen.add(server.request_record(request_id)["pid"])
-            if len(seen) == 2:
-                break
-        assert len(seen) == 2
+        assert len(seen) == 2, f"one worker answered all {attempt} requests"
     finally:
         assert server.stop() == 0
 

@@ -410,13 +410,18 @@ def test_real_smollm2_judges_candidates(workspace):
     np.testing.assert_allclose(analysis.x[:, 1], separate, atol=2e-3)
 
 
+CHECK_STATE = "A test."  # what a project asks its server when it loads
+
+
 class SystemOneServer:
     """A System One server on 127.0.0.1 that answers every `noul` question
     with 0.6 after `delay` seconds, keeps each request's body, and records
     how many requests were in flight at once; `fail_state` (a predicate of
-    the request's state) makes it answer HTTP 500 instead."""
+    the request's state) makes it answer HTTP 500 instead. With `hold_until`
+    N, a document's request waits until N are in flight at once (at most
+    `delay` seconds), and none waits after that; the check at load does not."""
 
-    def __init__(self, delay: float = 0.0, fail_state=None):
+    def __init__(self, delay: float = 0.0, fail_state=None, hold_until: int = 0):
         import http.server
         import threading
 
@@ -424,6 +429,7 @@ class SystemOneServer:
         self.bodies: list[dict] = []
         self.in_flight = self.max_in_flight = 0
         lock = threading.Lock()
+        held = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -435,8 +441,13 @@ class SystemOneServer:
                     server.bodies.append(body)
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    if hold_until and server.in_flight >= hold_until:
+                        held.set()
                 try:
-                    time.sleep(server.delay)
+                    if not hold_until:
+                        time.sleep(server.delay)
+                    elif body.get("state") != CHECK_STATE:
+                        held.wait(server.delay)
                     status, answer = (
                         200,
                         {
@@ -478,7 +489,7 @@ class SystemOneServer:
 
     def states(self) -> list[str]:
         """The documents sent (not the check at load)."""
-        return [b["state"] for b in self.bodies if b["state"] != "A test."]
+        return [b["state"] for b in self.bodies if b["state"] != CHECK_STATE]
 
 
 def _served(workspace, section, url, tiny_chat_llm, tiny_encoder, **settings):
@@ -527,7 +538,9 @@ def test_without_a_tokenizer_a_document_is_cut_to_characters_per_token():
 def test_the_documents_of_a_batch_are_judged_concurrently(
     dense_workspace, tiny_chat_llm, tiny_encoder
 ):
-    with SystemOneServer(delay=0.3) as server:
+    # each request waits (up to 10 s) until 4 are in flight, however slowly
+    # the client's threads start on a loaded machine
+    with SystemOneServer(delay=10, hold_until=4) as server:
         projects = _served(
             dense_workspace,
             "rank-concurrent",
