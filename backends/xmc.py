@@ -388,6 +388,7 @@ def fit_classifiers(
     # generator per process, and fits in threads interleave their draws
     # (weights that differ from run to run)
     from joblib import Parallel, delayed
+    from joblib.externals.loky import get_reusable_executor
     from joblib.externals.loky.process_executor import TerminatedWorkerError
 
     parts = np.array_split(np.arange(labels), min(labels, 8 * jobs))
@@ -401,6 +402,10 @@ def fit_classifiers(
             "died: out of memory, or killed. Nothing was saved; -j 1 fits one "
             "classifier at a time, in less memory"
         ) from None
+    finally:
+        # the processes end now, not idle for minutes holding memory, nor
+        # joined at exit, where a Ctrl-C then printed a traceback
+        get_reusable_executor().shutdown(wait=True)
     return [column for part in done for column in part]
 
 
