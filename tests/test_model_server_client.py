@@ -98,7 +98,8 @@ def test_a_dripping_server_ends_at_the_deadline_and_is_hung_up_on(drip):
         took = time.monotonic() - started
         assert server.hung_up.wait(2)  # the connection was closed, not left open
     assert server.requests == 1  # a timed-out request is not repeated
-    assert took >= 1  # waited for the deadline, no more than once
+    # one deadline for the whole answer: dripped to the end, it takes 7-23 s
+    assert 1 <= took < 5
 
 
 # -- size ----------------------------------------------------------------------

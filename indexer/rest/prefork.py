@@ -93,6 +93,7 @@ def share_cores(workers: int) -> None:
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 _serving_master: int | None = None
+_holding = False  # the stop signals are blocked over a fork of the master
 
 
 def stop_booting_workers_at_once(master: int) -> None:
@@ -115,21 +116,26 @@ def stop_booting_workers_at_once(master: int) -> None:
 
 
 def _hold_stops() -> None:
+    global _holding
     if os.getpid() == _serving_master:
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        _holding = True
 
 
 def _release_stops() -> None:
-    if os.getpid() == _serving_master:
+    global _holding
+    if _holding:
+        _holding = False
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 def _end_on_stops() -> None:
-    if os.getppid() != _serving_master:
-        return
-    for stop in _STOP_SIGNALS:
-        signal.signal(stop, lambda *_: os._exit(0))
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    global _holding
+    if _holding:  # a fork of the master: the signals are still held here
+        _holding = False
+        for stop in _STOP_SIGNALS:
+            signal.signal(stop, lambda *_: os._exit(0))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 def serve(
