@@ -53,10 +53,10 @@ def features_and_subjects(folder: Path):
 
 def centroid_weights(x, subjects: list[list[int]]) -> dict[float, int]:
     """Non-zero centroid weights kept at each threshold."""
-    rows = np.repeat(np.arange(len(subjects)), [len(s) for s in subjects])
-    columns = np.concatenate([np.asarray(s) for s in subjects])
-    ones = np.ones(len(rows), np.float32)
-    y = sp.csc_matrix((ones, (rows, columns)))
+    from backends.xmc import target_columns
+
+    labels = np.unique(np.concatenate([np.asarray(s) for s in subjects]))
+    y = target_columns(subjects, labels).astype(np.float32)
     kept = dict.fromkeys(THRESHOLDS, 0)
     for start in range(0, y.shape[1], LABELS_AT_ONCE):
         block = (y[:, start : start + LABELS_AT_ONCE].T @ x).tocsr()

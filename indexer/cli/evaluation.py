@@ -308,7 +308,8 @@ def compare(
             f"Unknown metric {unknown[0]!r}; choose from: {', '.join(known)}"
         )
     evaluator_a, evaluator_b = _evaluate_pair(a, b, paths)
-    if not evaluator_a.results().get("documents_with_subjects"):
+    summary = evaluator_a.results()
+    if not summary.get("documents_with_subjects"):
         raise UsageError(
             "No document of the corpus has gold subjects of the vocabulary: "
             "there is nothing to compare"
@@ -319,9 +320,7 @@ def compare(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    click.echo(
-        f"A = {a.id}, B = {b.id}; {evaluator_a.results()['documents']} documents"
-    )
+    click.echo(f"A = {a.id}, B = {b.id}; {summary['documents']} documents")
     print_table(
         [
             [
@@ -340,7 +339,7 @@ def compare(
         data = {
             "a": a.id,
             "b": b.id,
-            "documents": evaluator_a.results()["documents"],
+            "documents": summary["documents"],
             "bootstrap": bootstrap,
             "seed": seed,
             "confidence": CONFIDENCE,
