@@ -58,6 +58,7 @@ from indexer.backend import ASSOCIATIVE, Backend
 from indexer.corpus import indexed_texts
 from indexer.errors import IndexerError, InputError
 from indexer.features import TfidfFeatures
+from indexer.heap import return_freed_memory, returning_freed_memory
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
@@ -295,7 +296,7 @@ class XmcBackend(Backend):
         with tqdm(total=n_trees, desc="Label trees", disable=None) as bar:
             for first in range(0, n_trees, at_once):
                 hp.n_trees = min(at_once, n_trees - first)
-                with quiet_native_output(hide_progress=True):
+                with quiet_native_output(hide_progress=True), returning_freed_memory():
                     trees = omikuji.Model.train_on_data(str(data), hp, n_threads=jobs)
                     trees.save(str(directory / MODEL_DIR))
                 del trees
@@ -487,16 +488,6 @@ def write_libsvm(path: Path, x, subjects: list[list[int]], labels: np.ndarray) -
             )
             f.write(",".join(str(position[s]) for s in doc_subjects) + f" {terms}\n")
     return written
-
-
-def return_freed_memory() -> None:
-    """Hand the heap that Python freed back to the system (glibc keeps it for
-    reuse otherwise: 170 MB after vectorising 200k documents), where omikuji's
-    training will want it."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @contextlib.contextmanager
