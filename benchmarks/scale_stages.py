@@ -15,7 +15,9 @@ background words. Everything is seeded (`--seed`), so a size is the same data
 on every run.
 
 Each stage is a fresh `python -m indexer ...` process, timed from start to exit;
-its peak resident set is the child's own `ru_maxrss` (from `os.wait4`). Stages:
+its peak resident set is the child's own `ru_maxrss` (from `os.wait4`), and
+`tree_peak_mb` the largest sum of the resident sets of the child and its worker
+processes (sampled every 0.5 s; pages they share are counted in each). Stages:
 load-vocab; train tfidf, xmc (its default preset) and lexical; eval of each on
 the held-out documents (F1@5); a cold `suggest` of one document with tfidf
 (loading the model included). Model size: the project's model directory.
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, markdown_table, save_results  # noqa: E402
+from common import RESULTS, TreePeak, markdown_table, save_results  # noqa: E402
 
 SIZES = {  # concepts, training documents (T: a smoke test of the script)
     "T": (2_000, 1_000),
@@ -159,7 +161,8 @@ def write_config(workdir: Path) -> Path:
 
 
 def run_stage(workdir: Path, cfg: Path, args: list[str], stdin: str | None = None):
-    """Run `python -m indexer ARGS`: (seconds, peak RSS in MB, stdout+stderr)."""
+    """Run `python -m indexer ARGS`: (seconds, peak RSS in MB, peak RSS of
+    its process tree in MB, stdout+stderr)."""
     env = {**os.environ, "TQDM_DISABLE": "1"}
     out = workdir / "stage.log"
     started = time.perf_counter()
@@ -175,12 +178,13 @@ def run_stage(workdir: Path, cfg: Path, args: list[str], stdin: str | None = Non
         if stdin is not None:
             child.stdin.write(stdin.encode())
             child.stdin.close()
-        _, status, usage = os.wait4(child.pid, 0)
+        with TreePeak(child.pid, every=0.5) as tree:
+            _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     text = out.read_text(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"`indexer {' '.join(args)}` failed:\n{text[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, text
+    return seconds, usage.ru_maxrss / 1024, tree.bytes / 2**20, text
 
 
 def model_mb(workdir: Path, project: str) -> float | None:
@@ -228,8 +232,13 @@ def main() -> None:
     rows = []
     for stage in args.stages.split(","):
         stdin = one_doc if stage == "suggest-tfidf" else None
-        seconds, peak, log = run_stage(workdir, cfg, commands[stage], stdin)
-        row = {"stage": stage, "seconds": round(seconds, 1), "peak_mb": round(peak)}
+        seconds, peak, tree_peak, log = run_stage(workdir, cfg, commands[stage], stdin)
+        row = {
+            "stage": stage,
+            "seconds": round(seconds, 1),
+            "peak_mb": round(peak),
+            "tree_peak_mb": round(tree_peak),
+        }
         if stage.startswith("train-"):
             row["model_mb"] = round(model_mb(workdir, stage[6:]) or 0, 1)
             layout = re.search(r"Layout: (\w+)", log)
@@ -249,7 +258,15 @@ def main() -> None:
         kept.update({r["stage"]: r for r in rows})
         rows = [kept[s] for s in STAGES if s in kept]
     save_results(f"scale_stages-{args.size}", {**result, "rows": rows}, args.tag)
-    columns = ["stage", "seconds", "peak_mb", "model_mb", "layout", "F1@5"]
+    columns = [
+        "stage",
+        "seconds",
+        "peak_mb",
+        "tree_peak_mb",
+        "model_mb",
+        "layout",
+        "F1@5",
+    ]
     print(f"## {args.size}: {concepts} concepts, {documents} training documents\n")
     print(markdown_table(rows, columns))
     print_growth(args.tag)
