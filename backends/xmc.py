@@ -58,7 +58,11 @@ from indexer.backend import ASSOCIATIVE, Backend
 from indexer.corpus import indexed_texts
 from indexer.errors import IndexerError, InputError
 from indexer.features import TfidfFeatures
-from indexer.heap import return_freed_memory, returning_freed_memory
+from indexer.memory import (
+    available_memory,
+    return_freed_memory,
+    returning_freed_memory,
+)
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
 from indexer.suggestion import SuggestionBatch
@@ -140,8 +144,9 @@ class XmcParams:
     )
     trees_at_once: int = param(
         0,
-        "label trees trained at the same time (0: one per core used); each "
-        "holds its part of the forest in memory until saved",
+        "label trees trained at the same time (0: one per core used, fewer "
+        "where the free memory would not hold them); each holds its part of "
+        "the forest in memory until saved",
         min=0,
     )
     linear_c: float = param(1.0, "inverse regularisation of the classifiers", min=1e-6)
@@ -212,18 +217,20 @@ class XmcBackend(Backend):
             examples = self._train_flat(x, subjects, labels, directory, jobs)
             engine = {"solver": "liblinear", "seed": self.params.seed}
             return {**info, "examples": examples, "linear": engine}
-        with tempfile.TemporaryDirectory(prefix="indexer-xmc-") as tmp:
+        # in the model's work directory, not /tmp (a RAM disk on some systems,
+        # 1.3 GB at a million documents): a killed training leaves it where
+        # the next training removes leftovers
+        with tempfile.TemporaryDirectory(prefix=".train-", dir=directory) as tmp:
             data = Path(tmp) / "train.txt"
             examples = write_libsvm(data, x, subjects, labels)
+            size = TrainingSize(examples, int(x.nnz), len(labels))
             # omikuji reads the file into memory of its own (twice: its
             # Python binding copies the data set): drop this process's copy
             del x, subjects
             return_freed_memory()
             if examples == 0:
                 raise InputError(_NO_TERMS.format(min_df=self.params.min_df))
-            engine = self._train_trees(
-                data, examples, len(labels), directory, jobs, layout
-            )
+            engine = self._train_trees(data, size, directory, jobs, layout)
         return {**info, "examples": examples, "omikuji": engine}
 
     def _tree_overrides(self) -> bool:
@@ -265,32 +272,30 @@ class XmcBackend(Backend):
         return int(x.shape[0])
 
     def _train_trees(
-        self,
-        data: Path,
-        examples: int,
-        n_labels: int,
-        directory: Path,
-        jobs: int,
-        layout: str,
+        self, data: Path, size: TrainingSize, directory: Path, jobs: int, layout: str
     ) -> dict:
-        """omikuji's label trees, trained `trees_at_once` (by default one per
-        core) at a time, each group saved when done (omikuji adds trees to the
-        forest saved in a directory): memory holds the trees in training,
-        not the whole forest, which grows with the training data (1.3 GB on
-        disk for 200k documents). Trees trained together share the cores."""
+        """omikuji's label trees, trained `trees_at_once` at a time (by
+        default one per core, fewer where the free memory would not hold
+        them), each group saved when done (omikuji adds trees to the forest
+        saved in a directory): memory holds the trees in training, not the
+        whole forest, which grows with the training data (1.3 GB on disk for
+        200k documents). Trees trained together share the cores."""
         import omikuji
         from tqdm import tqdm
 
-        hyper = self.hyper_params(n_labels, layout)
+        hyper = self.hyper_params(size.subjects, layout)
         hp = omikuji.Model.default_hyper_param()
         for key, value in hyper.items():
             setattr(hp, key, value)
         n_trees, jobs = hyper["n_trees"], max(jobs, 1)
-        at_once = min(n_trees, self.params.trees_at_once or jobs)
+        at_once = self.params.trees_at_once or size.trees_that_fit(
+            available_memory(), most=jobs
+        )
+        at_once = min(n_trees, at_once)
         print(
             f"Training {n_trees} {layout} label tree{'s' if n_trees > 1 else ''} "
-            f"({at_once} at a time) for "
-            f"{n_labels} subjects on {examples} documents",
+            f"({at_once} at a time, about {size.peak_bytes(at_once) / 2**30:.1f} "
+            f"GB) for {size.subjects} subjects on {size.examples} documents",
             file=sys.stderr,
         )
         with tqdm(total=n_trees, desc="Label trees", disable=None) as bar:
@@ -365,6 +370,41 @@ _NO_TERMS = (
     "No training document has a term that occurs in at least min_df = {min_df} "
     "documents"
 )
+
+
+@dataclass(frozen=True)
+class TrainingSize:
+    """The size of omikuji's training data, and the memory its training
+    takes by that size: what one tree in training holds (omikuji's two copies
+    of the documents, its index of them, every subject's centroid, the tree
+    being built), and what each tree trained beside it adds. Fitted to the
+    peaks measured at 50k documents (2 trees at once) and 1M documents (1 and
+    2), plus 10% (docs/backends/xmc.md): an estimate to choose
+    `trees_at_once` by, not a bound."""
+
+    examples: int
+    weights: int  # non-zero feature weights of the documents
+    subjects: int
+
+    BYTES_PER_WEIGHT: ClassVar[int] = 28
+    BYTES_PER_SUBJECT: ClassVar[int] = 13_500
+    BYTES_PER_WEIGHT_EACH_TREE: ClassVar[int] = 19
+
+    def peak_bytes(self, trees: int) -> int:
+        """Memory that training `trees` trees at once takes, estimated."""
+        return (
+            self.weights
+            * (self.BYTES_PER_WEIGHT + trees * self.BYTES_PER_WEIGHT_EACH_TREE)
+            + self.subjects * self.BYTES_PER_SUBJECT
+        )
+
+    def trees_that_fit(self, free: int, most: int) -> int:
+        """How many trees, up to `most`, fit in `free` bytes trained at once:
+        at least one."""
+        trees = 1
+        while trees < most and self.peak_bytes(trees + 1) <= free:
+            trees += 1
+        return trees
 
 
 def with_bias(x):

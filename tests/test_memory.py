@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from indexer.heap import returning_freed_memory
+from indexer.memory import returning_freed_memory
 
 try:
     LIBC = ctypes.CDLL("libc.so.6")
@@ -71,3 +71,12 @@ def test_the_thread_ends_when_the_block_fails():
     with pytest.raises(RuntimeError), returning_freed_memory(every=0.01):
         raise RuntimeError("native call failed")
     assert not any(t.name == "malloc-trim" for t in threading.enumerate())
+
+
+def test_available_memory_is_what_the_machine_has_free_at_most():
+    from indexer.memory import available_memory
+
+    free = available_memory()
+    with open("/proc/meminfo") as meminfo:
+        total = next(int(x.split()[1]) * 1024 for x in meminfo if "MemTotal" in x)
+    assert 0 < free <= total

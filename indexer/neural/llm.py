@@ -8,12 +8,12 @@ import contextlib
 import importlib.util
 import json
 import math
-import os
 import threading
 from functools import lru_cache
 from pathlib import Path
 
 from indexer.errors import ConfigError, DependencyError
+from indexer.memory import available_memory as free_cpu_memory
 from indexer.neural.models import ResolvedModel, resolve_model
 
 _load_lock = threading.Lock()
@@ -98,19 +98,7 @@ def available_memory(device: str) -> int:
         import torch
 
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    free = None
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        lines = Path("/proc/meminfo").read_text().splitlines()
-        line = next(x for x in lines if x.startswith("MemAvailable:"))
-        free = int(line.split()[1]) * 1024
-    cgroup = Path("/sys/fs/cgroup")
-    with contextlib.suppress(OSError, ValueError):
-        limit = int((cgroup / "memory.max").read_text())  # "max": no limit
-        left = limit - int((cgroup / "memory.current").read_text())
-        free = left if free is None else min(free, left)
-    if free is None:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return free
+    return free_cpu_memory()
 
 
 def training_memory(model: ResolvedModel, batch_size: int, max_length: int, bits=32):

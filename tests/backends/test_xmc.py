@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,17 +124,9 @@ def test_trees_auto_picks_at_scale_keep_every_leaf_small(projects):
     assert hyper["max_depth"] >= levels
 
 
-@pytest.mark.parametrize(
-    ("trees_at_once", "jobs", "groups"),
-    [(1, 2, [1, 1, 1]), (0, 2, [2, 1]), (0, 1, [1, 1, 1]), (5, 2, [3])],
-)
-def test_trees_are_trained_and_saved_a_few_at_a_time(
-    projects, monkeypatch, trees_at_once, jobs, groups
-):
-    """The forest grows with the training data (1.3 GB on disk at 200k
-    documents): trained all at once, memory held every tree. Trees trained
-    together (one per core by default) are saved before the next ones start,
-    and the saved forest has them all."""
+@pytest.fixture
+def trained_groups(monkeypatch):
+    """The number of trees of each omikuji training call, as they are made."""
     import omikuji
 
     trained = []
@@ -144,14 +137,79 @@ def test_trees_are_trained_and_saved_a_few_at_a_time(
         return train_on_data(data, hp, n_threads=n_threads)
 
     monkeypatch.setattr(omikuji.Model, "train_on_data", counting)
+    return trained
+
+
+@pytest.mark.parametrize(
+    ("trees_at_once", "jobs", "groups"),
+    [(1, 2, [1, 1, 1]), (0, 2, [2, 1]), (0, 1, [1, 1, 1]), (5, 2, [3])],
+)
+def test_trees_are_trained_and_saved_a_few_at_a_time(
+    projects, trained_groups, trees_at_once, jobs, groups
+):
+    """The forest grows with the training data (1.3 GB on disk at 200k
+    documents): trained all at once, memory held every tree. Trees trained
+    together (one per core by default) are saved before the next ones start,
+    and the saved forest has them all."""
     project = projects.get("xmc-en")
     project.config.params.update(preset="bonsai", trees_at_once=str(trees_at_once))
     project.train([DATA / "tiny.tsv"], jobs=jobs)
-    assert trained == groups
+    assert trained_groups == groups
     trees = sorted(p.name for p in (project.model_dir / "omikuji").glob("tree*"))
     assert trees == ["tree0.cbor", "tree1.cbor", "tree2.cbor"]
     project.unload()
     assert top_uri(project, "galaxies and telescopes") == ASTRONOMY
+
+
+@pytest.mark.parametrize("free, groups", [(2**40, [2, 1]), (0, [1, 1, 1])])
+def test_by_default_as_many_trees_train_at_once_as_the_free_memory_holds(
+    projects, trained_groups, monkeypatch, capfd, free, groups
+):
+    """One tree per core, unless the memory the training data's size needs
+    for that many (estimated) is not free: at a million documents one tree
+    takes 8 GB, and each tree beside it 1.4 GB more."""
+    import backends.xmc
+
+    monkeypatch.setattr(backends.xmc, "available_memory", lambda: free)
+    project = projects.get("xmc-en")
+    project.config.params.update(preset="bonsai")
+    project.train([DATA / "tiny.tsv"], jobs=2)
+    assert trained_groups == groups
+    assert f"({groups[0]} at a time, about " in capfd.readouterr().err
+
+
+def test_trees_that_fit_the_free_memory():
+    from backends.xmc import TrainingSize
+
+    size = TrainingSize(examples=1_000_000, weights=87_000_000, subjects=200_000)
+    one, two = size.peak_bytes(1), size.peak_bytes(2)
+    assert 6 * 2**30 < one < two < 12 * 2**30  # measured: 7.9 and 9.2 GB
+    assert size.trees_that_fit(two, most=4) == 2
+    assert size.trees_that_fit(two - 1, most=4) == 1
+    assert size.trees_that_fit(0, most=4) == 1  # one tree, however little is free
+    assert size.trees_that_fit(2**50, most=3) == 3
+
+
+def test_the_training_file_is_written_with_the_model_not_in_tmp(projects, monkeypatch):
+    """omikuji reads its training data from a file (1.3 GB at a million
+    documents): written into the model's work directory, it is removed with
+    the leftovers of a killed training, and never fills a RAM-backed /tmp."""
+    import omikuji
+
+    seen = []
+    train_on_data = omikuji.Model.train_on_data
+
+    def recording(data, hp, n_threads=None):
+        seen.append(Path(data))
+        return train_on_data(data, hp, n_threads=n_threads)
+
+    monkeypatch.setattr(omikuji.Model, "train_on_data", recording)
+    project = projects.get("xmc-en")
+    project.config.params.update(preset="bonsai", trees_at_once="3")
+    project.train([DATA / "tiny.tsv"])
+    model = project.model_dir.resolve()
+    assert seen and all(p.parent.parent == model for p in seen)
+    assert not any(model.glob(".train-*"))  # removed once trained
 
 
 def test_flat_targets_are_sparse_columns():
