@@ -386,9 +386,9 @@ class TrainingSize:
     weights: int  # non-zero feature weights of the documents
     subjects: int
 
-    BYTES_PER_WEIGHT: ClassVar[int] = 28
-    BYTES_PER_SUBJECT: ClassVar[int] = 13_500
-    BYTES_PER_WEIGHT_EACH_TREE: ClassVar[int] = 19
+    BYTES_PER_WEIGHT: ClassVar[int] = 15
+    BYTES_PER_SUBJECT: ClassVar[int] = 11_100
+    BYTES_PER_WEIGHT_EACH_TREE: ClassVar[int] = 38
 
     def peak_bytes(self, trees: int) -> int:
         """Memory that training `trees` trees at once takes, estimated."""
