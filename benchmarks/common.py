@@ -217,3 +217,38 @@ class TreePeak:
     def __exit__(self, *exc) -> None:
         self._done.set()
         self._thread.join()
+
+
+def run_measured(
+    command: list[str], workdir: Path, env: dict, stdin: str | None, every: float
+):
+    """Run `command` in `workdir` with its output in workdir/stage.log:
+    (seconds, its own peak resident set in MB from `os.wait4`, the peak of
+    its process tree in MB, its output). The tree's peak is the sampled one,
+    or the process's own where that is larger (a run shorter than a sample
+    is never seen whole). A failed run stops the benchmark with the end of
+    that output."""
+    import subprocess
+
+    out = workdir / "stage.log"
+    started = time.perf_counter()
+    with open(out, "w") as log:
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
+        )
+        with TreePeak(child.pid, every=every) as tree:
+            if stdin is not None:
+                child.stdin.write(stdin.encode())
+                child.stdin.close()
+            _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    text = out.read_text(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"`{' '.join(command)}` failed:\n{text[-3000:]}")
+    own = usage.ru_maxrss / 1024
+    return seconds, own, max(own, tree.bytes / 2**20), text

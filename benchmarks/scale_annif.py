@@ -30,11 +30,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, TreePeak, markdown_table, save_results  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    markdown_table,
+    run_measured,
+    save_results,
+)
 from scale_stages import SIZES, STAGES, generate  # noqa: E402
 
 SHIM = ROOT.parent / "shared" / "peers" / "annif_shim.py"
@@ -115,27 +120,7 @@ def run_annif(python: str, workdir: Path, args: list[str], stdin: str | None = N
         "ANNIF_PROJECTS": str(workdir / "projects.cfg"),
         "ANNIF_DATADIR": str(workdir / "data"),
     }
-    out = workdir / "stage.log"
-    started = time.perf_counter()
-    with open(out, "w") as log:
-        child = subprocess.Popen(
-            [python, str(SHIM), *args],
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            env=env,
-        )
-        with TreePeak(child.pid, every=0.2) as peak:
-            if stdin is not None:
-                child.stdin.write(stdin.encode())
-                child.stdin.close()
-            _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    text = out.read_text(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"`annif {' '.join(args)}` failed:\n{text[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, peak.bytes / 2**20, text
+    return run_measured([python, str(SHIM), *args], workdir, env, stdin, every=0.2)
 
 
 def directory_mb(path: Path) -> float:

@@ -17,7 +17,8 @@ on every run.
 Each stage is a fresh `python -m indexer ...` process, timed from start to exit;
 its peak resident set is the child's own `ru_maxrss` (from `os.wait4`), and
 `tree_peak_mb` the largest sum of the resident sets of the child and its worker
-processes (sampled every 0.5 s; pages they share are counted in each). Stages:
+processes (sampled every 0.5 s, and at least the child's own; pages they share
+are counted in each). Stages:
 load-vocab; train tfidf, xmc (its default preset) and lexical; eval of each on
 the held-out documents (F1@5); a cold `suggest` of one document with tfidf
 (loading the model included). Model size: the project's model directory.
@@ -34,7 +35,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, TreePeak, markdown_table, save_results  # noqa: E402
+from common import RESULTS, markdown_table, run_measured, save_results  # noqa: E402
 
 SIZES = {  # concepts, training documents (T: a smoke test of the script)
     "T": (2_000, 1_000),
@@ -163,28 +163,9 @@ def write_config(workdir: Path) -> Path:
 def run_stage(workdir: Path, cfg: Path, args: list[str], stdin: str | None = None):
     """Run `python -m indexer ARGS`: (seconds, peak RSS in MB, peak RSS of
     its process tree in MB, stdout+stderr)."""
+    command = [sys.executable, "-m", "indexer", "--projects", str(cfg), *args]
     env = {**os.environ, "TQDM_DISABLE": "1"}
-    out = workdir / "stage.log"
-    started = time.perf_counter()
-    with open(out, "w") as log:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "indexer", "--projects", str(cfg), *args],
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            env=env,
-        )
-        if stdin is not None:
-            child.stdin.write(stdin.encode())
-            child.stdin.close()
-        with TreePeak(child.pid, every=0.5) as tree:
-            _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    text = out.read_text(errors="replace")
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"`indexer {' '.join(args)}` failed:\n{text[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, tree.bytes / 2**20, text
+    return run_measured(command, workdir, env, stdin, every=0.5)
 
 
 def model_mb(workdir: Path, project: str) -> float | None:
