@@ -217,3 +217,25 @@ def test_console_script_errors_are_one_line(workspace):
         "Error: No project 'nope'"
     )
     assert time.perf_counter() - started < 10
+
+
+def test_ctrl_c_says_what_is_kept(workspace, monkeypatch, capsys):
+    """click turns Ctrl-C inside a command into its own "Aborted."; the
+    command line says instead that nothing saved before was touched."""
+    from indexer.cli.app import main
+    from indexer.project import Project
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Project, "train", interrupted)
+    cfg, corpus = str(workspace / "projects.cfg"), str(DATA / "tiny.tsv")
+    monkeypatch.setattr(
+        sys, "argv", ["indexer", "--projects", cfg, "train", "tfidf-en", corpus]
+    )
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err
+    assert "Interrupted: models and vocabularies are replaced only when complete" in err
+    assert "Aborted" not in err and "Traceback" not in err

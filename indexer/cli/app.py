@@ -52,6 +52,12 @@ def cli(ctx: click.Context, projects_path: str | None) -> None:
     ctx.call_on_close(lambda: name_command(None))
 
 
+INTERRUPTED = (
+    "Interrupted: models and vocabularies are replaced only when complete; "
+    "those saved before are unchanged."
+)
+
+
 def main() -> None:
     """Console entry point: errors become one line on stderr and an exit code."""
     try:
@@ -59,16 +65,17 @@ def main() -> None:
     except IndexerError as exc:
         click.echo(f"Error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort as exc:  # click's name for Ctrl-C, or EOF
+        interrupted = isinstance(exc.__context__, KeyboardInterrupt)
+        click.echo(INTERRUPTED if interrupted else "Aborted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("Interrupted: the previous model (if any) is unchanged.", err=True)
+    except KeyboardInterrupt:  # outside a command
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
 
 
