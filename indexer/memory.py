@@ -1,4 +1,5 @@
-"""How much memory is free, and giving freed native memory back to the system.
+"""How much memory the machine has and how much is free, and giving freed
+native memory back to the system.
 
 glibc's allocator keeps the memory a program frees for its own reuse: a
 free block sits in the heap, and counts in the process's resident memory,
@@ -25,26 +26,52 @@ from pathlib import Path
 # time spent trimming (a trim walks every arena, longer as the heap grows)
 TRIM_EVERY_S = 0.2
 TRIM_SHARE = 0.05
+# cgroup v2's files: the memory limit of a container, and its use
+CGROUP = Path("/sys/fs/cgroup")
 
 
 def available_memory() -> int:
     """Bytes free for new allocations: the smaller of the kernel's
     MemAvailable and what the cgroup's limit leaves (in a container); where
     neither can be read, the free physical pages, else no limit at all."""
-    free = None
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        lines = Path("/proc/meminfo").read_text().splitlines()
-        line = next(x for x in lines if x.startswith("MemAvailable:"))
-        free = int(line.split()[1]) * 1024
-    cgroup = Path("/sys/fs/cgroup")
+    free = _meminfo("MemAvailable")
     with contextlib.suppress(OSError, ValueError):
-        limit = int((cgroup / "memory.max").read_text())  # "max": no limit
-        left = limit - int((cgroup / "memory.current").read_text())
+        left = _cgroup_limit() - int((CGROUP / "memory.current").read_text())
         free = left if free is None else min(free, left)
     if free is None:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        free = _sysconf_bytes("SC_AVPHYS_PAGES")
     return sys.maxsize if free is None else free
+
+
+def total_memory() -> int:
+    """Bytes of memory the machine has, or the cgroup's limit where that is
+    smaller (in a container); else the physical pages, else no limit."""
+    total = _meminfo("MemTotal")
+    with contextlib.suppress(OSError, ValueError):
+        total = _cgroup_limit() if total is None else min(total, _cgroup_limit())
+    if total is None:
+        total = _sysconf_bytes("SC_PHYS_PAGES")
+    return sys.maxsize if total is None else total
+
+
+def _meminfo(field: str) -> int | None:
+    """A field of /proc/meminfo in bytes, or None where it cannot be read."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        lines = Path("/proc/meminfo").read_text().splitlines()
+        line = next(x for x in lines if x.startswith(f"{field}:"))
+        return int(line.split()[1]) * 1024
+    return None
+
+
+def _cgroup_limit() -> int:
+    """The cgroup v2 memory limit; ValueError where it is "max" (none)."""
+    return int((CGROUP / "memory.max").read_text())
+
+
+def _sysconf_bytes(pages: str) -> int | None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf(pages) * os.sysconf("SC_PAGE_SIZE")
+    return None
 
 
 def _malloc_trim():

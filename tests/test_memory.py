@@ -80,3 +80,23 @@ def test_available_memory_is_what_the_machine_has_free_at_most():
     with open("/proc/meminfo") as meminfo:
         total = next(int(x.split()[1]) * 1024 for x in meminfo if "MemTotal" in x)
     assert 0 < free <= total
+
+
+def test_total_memory_is_what_the_machine_has():
+    from indexer.memory import available_memory, total_memory
+
+    with open("/proc/meminfo") as meminfo:
+        total = next(int(x.split()[1]) * 1024 for x in meminfo if "MemTotal" in x)
+    assert 0 < available_memory() <= total_memory() == total
+
+
+def test_a_containers_memory_limit_bounds_total_and_free(tmp_path, monkeypatch):
+    import indexer.memory
+
+    (tmp_path / "memory.max").write_text(f"{2**30}\n")
+    (tmp_path / "memory.current").write_text(f"{2**28}\n")
+    monkeypatch.setattr(indexer.memory, "CGROUP", tmp_path)
+    assert indexer.memory.total_memory() == 2**30
+    assert indexer.memory.available_memory() == 2**30 - 2**28
+    (tmp_path / "memory.max").write_text("max\n")  # no limit: the machine's
+    assert indexer.memory.total_memory() > 2**30
