@@ -62,6 +62,7 @@ from indexer.memory import (
     available_memory,
     return_freed_memory,
     returning_freed_memory,
+    total_memory,
 )
 from indexer.params import param
 from indexer.storage import load_arrays, save_arrays
@@ -100,6 +101,13 @@ WEIGHTS = "weights.npz"
 # liblinear settings omikuji uses (its defaults), kept for the flat layout
 LINEAR_EPS = 0.1
 LINEAR_MAX_ITER = 20
+# by default, trees train together only while the estimate for them stays
+# within this share of the machine's memory (and within what is free): the
+# larger the trees, the less time training them together saves and the more
+# memory it takes (2 trees at once against one at a time, 2 cores: 15% less
+# time for 0.26 GB more at 50k documents, 10% for 0.8 GB at 200k, 13%
+# for 3 GB at 1M; docs/backends/xmc.md)
+TREES_MEMORY_SHARE = 1 / 3
 # `auto` trains flat up to this many (training documents x distinct subjects);
 # flat training time grows with it (about 2 s per million on one core)
 FLAT_WORK_LIMIT = 20_000_000
@@ -145,8 +153,8 @@ class XmcParams:
     trees_at_once: int = param(
         0,
         "label trees trained at the same time (0: one per core used, fewer "
-        "where the free memory would not hold them); each holds its part of "
-        "the forest in memory until saved",
+        "where they would take more than a third of the memory or more than "
+        "is free); each holds its part of the forest in memory until saved",
         min=0,
     )
     linear_c: float = param(1.0, "inverse regularisation of the classifiers", min=1e-6)
@@ -275,11 +283,13 @@ class XmcBackend(Backend):
         self, data: Path, size: TrainingSize, directory: Path, jobs: int, layout: str
     ) -> dict:
         """omikuji's label trees, trained `trees_at_once` at a time (by
-        default one per core, fewer where the free memory would not hold
-        them), each group saved when done (omikuji adds trees to the forest
-        saved in a directory): memory holds the trees in training, not the
-        whole forest, which grows with the training data (1.3 GB on disk for
-        200k documents). Trees trained together share the cores."""
+        default one per core, fewer where they would take more than a third
+        of the machine's memory or more than is free), each group saved when
+        done (omikuji adds trees to the forest saved in a directory): memory
+        holds the trees in training, not the whole forest, which grows with
+        the training data (3.4 GB on disk for 1M documents). Trees trained
+        together share the cores; a tree trained alone spreads its nodes
+        over them."""
         import omikuji
         from tqdm import tqdm
 
@@ -288,9 +298,8 @@ class XmcBackend(Backend):
         for key, value in hyper.items():
             setattr(hp, key, value)
         n_trees, jobs = hyper["n_trees"], max(jobs, 1)
-        at_once = self.params.trees_at_once or size.trees_that_fit(
-            available_memory(), most=jobs
-        )
+        budget = min(available_memory(), int(total_memory() * TREES_MEMORY_SHARE))
+        at_once = self.params.trees_at_once or size.trees_that_fit(budget, most=jobs)
         at_once = min(n_trees, at_once)
         print(
             f"Training {n_trees} {layout} label tree{'s' if n_trees > 1 else ''} "
