@@ -102,11 +102,10 @@ WEIGHTS = "weights.npz"
 LINEAR_EPS = 0.1
 LINEAR_MAX_ITER = 20
 # by default, trees train together only while the estimate for them stays
-# within this share of the machine's memory (and within what is free): the
-# larger the trees, the less time training them together saves and the more
-# memory it takes (2 trees at once against one at a time, 2 cores: 15% less
-# time for 0.26 GB more at 50k documents, 10% for 0.8 GB at 200k, 13%
-# for 3 GB at 1M; docs/backends/xmc.md)
+# within this share of the machine's memory (and within what is free):
+# together they save 10-15% of the time, and the memory they add grows with
+# the training data (2 trees at once against one at a time, 2 cores: 0.26 GB
+# more at 50k documents, 0.8 GB at 200k, 3 GB at 1M; docs/backends/xmc.md)
 TREES_MEMORY_SHARE = 1 / 3
 # `auto` trains flat up to this many (training documents x distinct subjects);
 # flat training time grows with it (about 2 s per million on one core)
