@@ -1122,8 +1122,12 @@ def running_server(app, threads: int = 4):
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
         server.task_dispatcher.shutdown()
-        # closing every socket in the server's own thread ends its loop
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
+        try:  # closing every socket in the server's own thread ends its loop
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
+        except OSError:
+            # its wake-up pipe was closed already (seen once, in teardown,
+            # after every request was answered): close them from here
+            wasyncore.close_all(sockets)
         thread.join(10)
 
 
